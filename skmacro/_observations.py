@@ -1,0 +1,155 @@
+"""Partial forces in every accepted form, read chunk by chunk as (forces with
+zeros where not computed, Horvitz-Thompson weights 1/pi where computed)."""
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class PartialForces:
+    """Validated partial forces with their mask and inclusion probabilities.
+
+    Parameters
+    ----------
+    F : array-like or scipy sparse matrix/array of shape (n_samples, N)
+        Dense: NaN where not computed. Sparse (any format, read as CSR):
+        stored entries are the computed ones, explicit zeros included.
+    n_features : int
+        Expected N.
+    mask : array-like of bool, shape (n_samples, n) or (n_samples, N), optional
+        Which particles / coordinates were computed; overrides the mask
+        inferred from ``F``. With a particle-level mask, each particle owns
+        ``N // n`` consecutive coordinates.
+    inclusion_proba : float or array-like of shape (n,), (N,), (n_samples, n)
+        or (n_samples, N), optional
+        Probability that each particle was computed. Defaults to ``p``.
+    p : float, optional
+        Uniform inclusion probability; inferred as the observed fraction when
+        neither ``p`` nor ``inclusion_proba`` is given (exact for
+        Algorithm 1, which computes round(n p) particles per configuration).
+
+    Attributes
+    ----------
+    n_samples : int
+    p : float
+        The uniform inclusion probability used (None with ``inclusion_proba``).
+    """
+
+    def __init__(self, F, n_features, mask=None, inclusion_proba=None, p=None):
+        if sp.issparse(F):
+            F = F.tocsr()
+        else:
+            F = np.asarray(F)
+            if F.dtype.kind not in "fiu":
+                raise TypeError(f"F must be a numeric array, got dtype {F.dtype}")
+        if F.ndim != 2 or F.shape[1] != n_features:
+            raise ValueError(
+                f"F must have shape (n_samples, {n_features}), got {F.shape}"
+            )
+        self.F = F
+        self.n_samples = F.shape[0]
+        self.n_features = n_features
+        self.mask = None if mask is None else self._check_expandable(mask, "mask")
+        if self.mask is not None and self.mask.dtype != bool:
+            raise TypeError(f"mask must be boolean, got dtype {self.mask.dtype}")
+        self.inclusion_proba = None
+        if inclusion_proba is not None:
+            proba = np.asarray(inclusion_proba, dtype=np.float64)
+            if proba.ndim == 0:
+                p, proba = float(proba), None
+            else:
+                proba = self._check_expandable(proba, "inclusion_proba", per_row=False)
+                if not np.all((proba > 0) & (proba <= 1)):
+                    raise ValueError("inclusion_proba must lie in (0, 1]")
+            self.inclusion_proba = proba
+        if p is not None and not (
+            isinstance(p, numbers.Real) and 0 < p <= 1 and np.isfinite(p)
+        ):
+            raise ValueError(f"p must be a real number in (0, 1], got {p!r}")
+        self.p = None
+        if self.inclusion_proba is None:
+            self.p = float(p) if p is not None else self._observed_fraction()
+
+    def _check_expandable(self, a, name, per_row=True):
+        a = np.asarray(a)
+        if a.ndim == 1 and not per_row:
+            width = a.shape[0]
+        elif a.ndim == 2 and a.shape[0] == self.n_samples:
+            width = a.shape[1]
+        else:
+            rows = "(n_samples, n) or (n_samples, N)"
+            shapes = rows if per_row else f"(n,), (N,), {rows}"
+            raise ValueError(
+                f"{name} must have shape {shapes} with n_samples={self.n_samples}, "
+                f"got {a.shape}"
+            )
+        if width == 0 or self.n_features % width:
+            raise ValueError(
+                f"{name} has {width} columns, which does not divide the "
+                f"{self.n_features} coordinates into particles"
+            )
+        return a
+
+    def _observed_fraction(self):
+        if self.mask is not None:
+            return float(self.mask.mean())
+        if sp.issparse(self.F):
+            return self.F.nnz / (self.n_samples * self.n_features)
+        return float(np.mean(~np.isnan(self.F)))
+
+    @staticmethod
+    def _expand(a, n_features):
+        """Repeat particle-level columns over their coordinates."""
+        return np.repeat(a, n_features // a.shape[-1], axis=-1)
+
+    def chunk(self, rows):
+        """Forces and weights of a block of rows.
+
+        Parameters
+        ----------
+        rows : slice
+
+        Returns
+        -------
+        f : ndarray of shape (chunk, N), float64
+            Computed forces, 0 elsewhere.
+        w : ndarray of shape (chunk, N), float64
+            ``1 / pi`` on computed coordinates, 0 elsewhere.
+        """
+        if sp.issparse(self.F):
+            block = self.F[rows]
+            f = block.toarray().astype(np.float64)
+            observed = np.zeros(f.shape, dtype=bool)
+            counts = np.diff(block.indptr)
+            observed[np.repeat(np.arange(block.shape[0]), counts), block.indices] = True
+        else:
+            f = np.asarray(self.F[rows], dtype=np.float64)
+            observed = ~np.isnan(f)
+        if self.mask is not None:
+            given = self._expand(self.mask[rows], self.n_features)
+            if np.any(given & ~observed):
+                raise ValueError(
+                    "mask marks coordinates as computed where F has no value "
+                    "(NaN or not stored)"
+                )
+            observed = given
+        f = np.where(observed, f, 0.0)
+        if not np.all(np.isfinite(f)):
+            raise ValueError("F contains inf, or NaN at computed coordinates")
+        if self.inclusion_proba is None:
+            proba = self.p
+        else:
+            proba = self.inclusion_proba
+            proba = self._expand(
+                proba if proba.ndim == 1 else proba[rows], self.n_features
+            )
+        return f, np.where(observed, 1.0 / proba, 0.0)
+
+    def is_complete(self):
+        """Whether every coordinate of every configuration was computed."""
+        if self.mask is not None:
+            return bool(self.mask.all())
+        if sp.issparse(self.F):
+            return self.F.nnz == self.n_samples * self.n_features
+        return not np.isnan(self.F).any()

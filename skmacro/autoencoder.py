@@ -1,0 +1,395 @@
+"""``ClosureAutoencoder``: latent coordinates around fixed observables
+(paper Section 4.1, Eq. 5-7)."""
+
+import numpy as np
+import torch
+from sklearn.base import TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ._net import SkmacroNet
+from ._validation import check_states
+from .nn.autoencoder import (
+    ClosureAutoencoderLoss,
+    ClosureAutoencoderModule,
+    condition_number,
+)
+
+#: Floats of one Jacobian chunk (batch * d * N) held at once.
+_JACOBIAN_BUDGET = 2**24
+
+
+class LatentArray(np.ndarray):
+    """Latent coordinates that remember the encoder and the states they came
+    from, so that :class:`~skmacro.PartialForceDynamics` can compute the
+    encoder Jacobian at the same rows (this is how the encoder reaches the
+    dynamics inside a ``Pipeline``).
+
+    Row selections (``Z[rows]``) keep the link; any other derived array is a
+    plain ``ndarray``.
+
+    Attributes
+    ----------
+    encoder : ClosureAutoencoder
+    source : ndarray of shape (n_samples, n_features)
+    """
+
+    def __new__(cls, Z, encoder, source):
+        obj = np.asarray(Z).view(cls)
+        obj.encoder = encoder
+        obj.source = source
+        return obj
+
+    def __array_finalize__(self, obj):
+        self.encoder = None
+        self.source = None
+
+    def __array_wrap__(self, array, context=None, return_scalar=False):
+        # Arithmetic results are new data, not encoder outputs.
+        out = super().__array_wrap__(array, context, return_scalar)
+        return out.view(np.ndarray) if isinstance(out, np.ndarray) else out
+
+    def __getitem__(self, key):
+        out = super().__getitem__(key)
+        if not isinstance(out, LatentArray):
+            return out
+        rows, *cols = key if isinstance(key, tuple) else (key,)
+        whole_rows = out.ndim == 2 and out.shape[1] == self.shape[1]
+        if self.source is None or not whole_rows or any(c != slice(None) for c in cols):
+            return out.view(np.ndarray)
+        out.encoder = self.encoder
+        out.source = self.source[rows]
+        return out
+
+    def __reduce__(self):
+        # Pickle as a plain array: the encoder link is a convenience for a
+        # live pipeline, not data.
+        return np.asarray(self).__reduce__()
+
+
+class ClosureAutoencoder(TransformerMixin, SkmacroNet):
+    """Autoencoder whose first ``d*`` latent coordinates are fixed observables.
+
+    The encoder is ``phi(x) = (phi*(x), phi_hat(x))``: ``phi*`` are the given
+    observables, untouched by training, and ``phi_hat`` an MLP closure; the
+    decoder ``psi`` is an MLP. Trained on ``L_AE = L_rec + lambda_cond *
+    L_cond`` (Eq. 5-7), where ``L_cond`` penalises the condition number of
+    ``phi'(x) phi'(x)^T`` so that the pseudo-inverse in ``L_x`` is well
+    behaved (Theorem 1). ``L_rec`` is measured in feature-wise standardised
+    units so that coordinates of different scale weigh alike.
+
+    Parameters
+    ----------
+    observables : callable or None, default=None
+        Torch-differentiable ``(batch, n_features) -> (batch, d*)``, e.g. a
+        system's ``observables`` method. Must be picklable (a module-level
+        function or a bound method, not a lambda) for pickling and parallel
+        search. None gives a plain autoencoder (``d* = 0``).
+    n_components : int or None, default=None
+        Total latent size ``d >= d*``; None means ``d* + 2``.
+    lambda_cond : float, default=1e-6
+        Weight of the condition-number loss (the paper's best value, Table 3).
+    hidden : tuple of int, default=(64, 64)
+        Hidden widths of the closure encoder (the decoder mirrors them).
+    activation : str, default="softplus"
+        Activation of both networks; smooth, since the Jacobian is used.
+    cond_batch_size : int, default=64
+        Rows of each mini-batch whose Jacobian enters ``L_cond`` (an unbiased
+        estimate of its mean that bounds memory at ``cond_batch_size * d * N``).
+    optimizer : torch optimizer class, default=torch.optim.Adam
+    lr : float, default=1e-3
+    max_epochs : int, default=100
+    batch_size : int, default=256
+    validation_fraction : float or None, default=0.1
+        Fraction of rows held out for ``valid_loss`` (the best epoch on it is
+        kept); 0 or None trains on everything. Ignored if ``train_split`` is
+        given.
+    train_split : callable or None, default=None
+        A skorch split (e.g. ``skorch.dataset.ValidSplit(GroupKFold(5))``).
+    callbacks : list or None, default=None
+        Extra skorch callbacks.
+    warm_start : bool, default=False
+        Continue training from the current parameters on ``fit``.
+    verbose : int, default=0
+        0 silent, 1 a progress bar, 2 a per-epoch table.
+    device : str, default="cpu"
+    random_state : int, RandomState or None, default=None
+    **kwargs
+        Further skorch parameters (``optimizer__weight_decay=...``, ...).
+
+    Attributes
+    ----------
+    n_features_in_ : int
+    n_observables_ : int
+    module_ : ClosureAutoencoderModule
+    history_ : skorch.History
+    best_epoch_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmacro import ClosureAutoencoder
+    >>> from skmacro.systems import PredatorPrey
+    >>> system = PredatorPrey()
+    >>> X = system.simulate(system.sample_initial(4, random_state=0), 1.0, 0.01,
+    ...                     stride=10).reshape(-1, system.n_features)
+    >>> ae = ClosureAutoencoder(observables=system.observables, n_components=4,
+    ...                         max_epochs=2, random_state=0).fit(X)
+    >>> ae.transform(X).shape
+    (44, 4)
+    """
+
+    def __init__(
+        self,
+        observables=None,
+        *,
+        n_components=None,
+        lambda_cond=1e-6,
+        hidden=(64, 64),
+        activation="softplus",
+        cond_batch_size=64,
+        module=ClosureAutoencoderModule,
+        criterion=ClosureAutoencoderLoss,
+        optimizer=torch.optim.Adam,
+        lr=1e-3,
+        max_epochs=100,
+        batch_size=256,
+        validation_fraction=0.1,
+        train_split=None,
+        callbacks=None,
+        warm_start=False,
+        verbose=0,
+        device="cpu",
+        random_state=None,
+        **kwargs,
+    ):
+        super().__init__(
+            module=module,
+            criterion=criterion,
+            optimizer=optimizer,
+            lr=lr,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            train_split=train_split,
+            callbacks=callbacks,
+            warm_start=warm_start,
+            verbose=verbose,
+            device=device,
+            **kwargs,
+        )
+        self.observables = observables
+        self.n_components = n_components
+        self.lambda_cond = lambda_cond
+        self.hidden = hidden
+        self.activation = activation
+        self.cond_batch_size = cond_batch_size
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    # -- skorch hooks -----------------------------------------------------
+    def build_module(self):
+        return self.module(
+            observables=self.observables,
+            n_features=self.n_features_in_,
+            n_observables=self.n_observables_,
+            n_components=self.n_components_,
+            hidden=self.hidden,
+            activation=self.activation,
+            **self.get_params_for("module"),
+        )
+
+    def initialize_criterion(self):
+        self.criterion_ = self.criterion(
+            lambda_cond=self.lambda_cond, **self.get_params_for("criterion")
+        )
+        return self
+
+    def infer(self, x, **fit_params):
+        return self.module_(x.to(self.device))
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        module = self.module_
+        x = X.to(self.device)
+        x_std = (x - module.x_mean) / module.x_scale
+        kappa = None
+        if self.lambda_cond:
+            kappa = condition_number(module.jacobian(x[: self.cond_batch_size]))
+        return self.criterion_(y_pred, x_std, kappa)
+
+    # -- public API -------------------------------------------------------
+    def fit(self, X, y=None, **fit_params):
+        """Train the autoencoder on microscopic states.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Microscopic states.
+        y : ignored
+            Accepted for ``Pipeline`` compatibility (the forces are for the
+            dynamics step).
+        **fit_params : dict
+            ``groups`` for a group-aware ``train_split``.
+
+        Returns
+        -------
+        self : ClosureAutoencoder
+        """
+        self._validate_params()
+        self._validate_common()
+        if self.lambda_cond < 0:
+            raise ValueError(f"lambda_cond must be >= 0, got {self.lambda_cond!r}")
+        if self.observables is not None and not callable(self.observables):
+            raise TypeError(
+                "observables must be a callable (batch, n_features) -> "
+                f"(batch, d*) on torch tensors, got {type(self.observables).__name__}"
+            )
+        if self._needs_initialization():
+            X = check_states(X, "X")
+            self._set_dimensions(X)
+            self.initialize()
+            self._set_scales(X)
+        else:
+            X = check_states(X, "X", n_features=self.n_features_in_)
+        return self._fit_tensors(torch.as_tensor(X), **fit_params)
+
+    def _set_dimensions(self, X):
+        self.n_features_in_ = X.shape[1]
+        self.n_observables_ = 0
+        if self.observables is not None:
+            probe = self.observables(torch.as_tensor(X[:2]))
+            if probe.ndim != 2 or probe.shape[0] != min(2, len(X)):
+                raise ValueError(
+                    "observables must map (batch, n_features) to (batch, d*), got "
+                    f"output of shape {tuple(probe.shape)}"
+                )
+            self.n_observables_ = probe.shape[1]
+        d = self.n_components
+        if d is None:
+            d = self.n_observables_ + 2
+        if not isinstance(d, (int, np.integer)) or d < max(self.n_observables_, 1):
+            raise ValueError(
+                f"n_components must be an integer >= the number of observables "
+                f"({self.n_observables_}) and >= 1, got {self.n_components!r}"
+            )
+        self.n_components_ = int(d)
+
+    def _set_scales(self, X):
+        module = self.module_
+        scale = X.std(axis=0)
+        # Constant features carry nothing; a unit scale avoids dividing by 0.
+        scale[scale < 1e-12 * max(1.0, float(np.abs(X).max()))] = 1.0
+        module.x_mean.copy_(torch.as_tensor(X.mean(axis=0)))
+        module.x_scale.copy_(torch.as_tensor(scale))
+        with torch.no_grad():
+            z = self._encode(X)
+        z_scale = z.std(dim=0)
+        z_scale[z_scale == 0] = 1.0
+        module.z_mean.copy_(z.mean(dim=0))
+        module.z_scale.copy_(z_scale)
+
+    def _chunks(self, n_rows, per_row):
+        """Row slices whose chunk holds at most ``_JACOBIAN_BUDGET`` floats."""
+        size = max(1, _JACOBIAN_BUDGET // max(per_row, 1))
+        return [slice(s, s + size) for s in range(0, n_rows, size)]
+
+    def _encode(self, X):
+        rows = self._chunks(len(X), self.n_features_in_ * 8)
+        with torch.no_grad():
+            parts = [
+                self.module_.encode(torch.as_tensor(X[r], device=self.device))
+                for r in rows
+            ]
+        return torch.cat(parts).cpu()
+
+    def iter_jacobians(self, X):
+        """Yield ``(rows, Z, J)`` over chunks of ``X``, never holding more
+        than a few million floats of Jacobian at once.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Yields
+        ------
+        rows : slice
+        Z : torch.Tensor of shape (chunk, d)
+        J : torch.Tensor of shape (chunk, d, n_features)
+        """
+        check_is_fitted(self, "module_")
+        X = check_states(X, "X", n_features=self.n_features_in_)
+        for rows in self._chunks(len(X), self.n_components_ * self.n_features_in_):
+            x = torch.as_tensor(X[rows], device=self.device)
+            with torch.no_grad():
+                z = self.module_.encode(x)
+            yield rows, z, self.module_.jacobian(x).detach()
+
+    def transform(self, X):
+        """Encode microscopic states.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        Z : LatentArray of shape (n_samples, n_components)
+            ``Z[:, :d*]`` are the observables, the rest the closure.
+        """
+        check_is_fitted(self, "module_")
+        X = check_states(X, "X", n_features=self.n_features_in_)
+        Z = self._encode(X).numpy()
+        return LatentArray(Z, encoder=self, source=X)
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """Fit, then encode ``X``; see :meth:`fit` and :meth:`transform`."""
+        return self.fit(X, y, **fit_params).transform(X)
+
+    def inverse_transform(self, Z):
+        """Decode latent coordinates.
+
+        Parameters
+        ----------
+        Z : array-like of shape (n_samples, n_components)
+
+        Returns
+        -------
+        X_hat : ndarray of shape (n_samples, n_features)
+        """
+        check_is_fitted(self, "module_")
+        Z = check_states(Z, "Z", n_features=self.n_components_)
+        with torch.no_grad():
+            X_hat = self.module_.decode(torch.as_tensor(Z, device=self.device))
+        return X_hat.cpu().numpy()
+
+    def jacobian(self, X):
+        """Encoder Jacobians ``phi'(x)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        J : ndarray of shape (n_samples, n_components, n_features)
+            Memory grows as ``n_samples * d * N``: for large systems iterate
+            with :meth:`iter_jacobians` instead.
+        """
+        return np.concatenate([J.cpu().numpy() for _, _, J in self.iter_jacobians(X)])
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the latent coordinates: the observables', then
+        ``closure_0, ...``.
+
+        Returns
+        -------
+        ndarray of str of shape (n_components,)
+        """
+        check_is_fitted(self, "module_")
+        names = getattr(
+            getattr(self.observables, "__self__", None), "observable_names", None
+        )
+        if names is None or len(names) != self.n_observables_:
+            names = [f"z*_{i}" for i in range(self.n_observables_)]
+        closure = [
+            f"closure_{i}" for i in range(self.n_components_ - self.n_observables_)
+        ]
+        return np.asarray([*names, *closure], dtype=object)

@@ -1,0 +1,217 @@
+"""Fixed-step explicit integrators shared by the simulators and latent rollouts.
+
+The steppers use only ``+`` and ``*`` on their state, so the same code
+advances a NumPy array (microscopic simulators) and a batched torch tensor
+(latent rollouts).
+"""
+
+import math
+from difflib import get_close_matches
+
+import numpy as np
+
+__all__ = ["integrate", "STEPPERS"]
+
+
+def _euler_step(func, y, dt):
+    return y + dt * func(y)
+
+
+def _rk4_step(func, y, dt):
+    k1 = func(y)
+    k2 = func(y + (0.5 * dt) * k1)
+    k3 = func(y + (0.5 * dt) * k2)
+    k4 = func(y + dt * k3)
+    return y + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+
+STEPPERS = {"euler": _euler_step, "rk4": _rk4_step}
+
+
+def get_stepper(method):
+    """Return the one-step function registered under ``method``.
+
+    Raises
+    ------
+    ValueError
+        If ``method`` is not a registered name; the message lists the valid
+        names and the closest match.
+    """
+    if method not in STEPPERS:
+        hint = get_close_matches(str(method), STEPPERS, n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise ValueError(
+            f"method={method!r} is not one of {sorted(STEPPERS)}{suggestion}"
+        )
+    return STEPPERS[method]
+
+
+def n_steps_between(t_start, t_end, dt, name="t_end"):
+    """Number of steps of size ``dt`` from ``t_start`` to ``t_end``.
+
+    Raises a ``ValueError`` when the interval is not a whole number of steps
+    (to 1e-6 relative), since a fixed-step integrator cannot land on it.
+    """
+    if not (np.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a positive finite number, got {dt!r}")
+    ratio = (t_end - t_start) / dt
+    steps = round(ratio)
+    if steps < 0 or not math.isclose(ratio, steps, rel_tol=1e-6, abs_tol=1e-6):
+        raise ValueError(
+            f"{name}={t_end!r} is not a whole number of steps dt={dt!r} "
+            f"after {t_start!r}"
+        )
+    return int(steps)
+
+
+def integrate(func, y0, dt, n_steps, *, method="rk4", stride=1, callback=None):
+    """Advance ``dy/dt = func(y)`` with a fixed step and keep every ``stride``-th
+    state.
+
+    Parameters
+    ----------
+    func : callable
+        Vector field, ``func(y) -> dy/dt`` with ``y`` of shape (batch, dim).
+    y0 : ndarray or torch.Tensor of shape (batch, dim)
+        Initial states.
+    dt : float
+        Step size.
+    n_steps : int
+        Number of steps.
+    method : {"rk4", "euler"}, default="rk4"
+        Time stepper.
+    stride : int, default=1
+        Keep the state every ``stride`` steps (the initial state is always
+        kept).
+    callback : callable, optional
+        Called as ``callback(step, y)`` after every kept state; it may raise
+        to stop the integration (used for blow-up detection).
+
+    Returns
+    -------
+    list of states
+        ``n_steps // stride + 1`` states, the first being ``y0``.
+    """
+    step = get_stepper(method)
+    if stride < 1 or int(stride) != stride:
+        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    kept = [y0]
+    if callback is not None:
+        callback(0, y0)
+    y = y0
+    for i in range(1, n_steps + 1):
+        y = step(func, y, dt)
+        if i % stride == 0:
+            kept.append(y)
+            if callback is not None:
+                callback(i, y)
+    return kept
+
+
+class RolloutDivergenceError(FloatingPointError):
+    """A latent rollout left the finite, bounded region."""
+
+
+def _time_steps(t, dt):
+    t = np.asarray(t, dtype=np.float64)
+    if t.ndim != 1 or len(t) < 1 or not np.all(np.isfinite(t)):
+        raise ValueError("t must be a 1-D array of finite times")
+    if np.any(np.diff(t) <= 0):
+        raise ValueError("t must be strictly increasing")
+    if dt is None:
+        if len(t) < 2:
+            raise ValueError("dt is required when t holds a single time")
+        gaps = np.diff(t)
+        if not np.allclose(gaps, gaps[0], rtol=1e-6, atol=0):
+            raise ValueError("t is not uniformly spaced: give the step dt explicitly")
+        dt = float(gaps[0])
+    steps = [n_steps_between(a, b, dt, name="t") for a, b in zip(t[:-1], t[1:], strict=True)]
+    return dt, steps
+
+
+def simulate(model, X0, t, dt=None, method="rk4", on_divergence="raise", bound=1e3):
+    """Roll out learned latent dynamics.
+
+    Parameters
+    ----------
+    model : Pipeline ending in PartialForceDynamics, or PartialForceDynamics
+        With a pipeline, ``X0`` are microscopic states encoded by the steps
+        before the last; with a bare dynamics model, ``X0`` are latent states.
+    X0 : array-like of shape (n0, N) for a pipeline, (n0, d) otherwise
+    t : array-like of shape (T,)
+        Output times, strictly increasing; ``t[0]`` is the time of ``X0``.
+    dt : float, optional
+        Integration step; must divide every interval of ``t``. Defaults to
+        the (uniform) spacing of ``t``.
+    method : {"rk4", "euler"}, default="rk4"
+    on_divergence : {"raise", "mask"}, default="raise"
+        When a trajectory becomes non-finite or leaves the bound: raise
+        :class:`RolloutDivergenceError` naming the time reached, or fill it
+        with NaN from there on and go on with the others.
+    bound : float, default=1e3
+        Largest allowed distance from the training data, in standard
+        deviations of each latent coordinate.
+
+    Returns
+    -------
+    Z : ndarray of shape (n0, T, d), float32
+        Latent trajectories; ``Z[..., :d*]`` are the observables.
+    """
+    import torch
+    from sklearn.pipeline import Pipeline
+
+    if on_divergence not in ("raise", "mask"):
+        raise ValueError(
+            f"on_divergence={on_divergence!r} is not one of ('raise', 'mask')"
+        )
+    get_stepper(method)
+    if isinstance(model, Pipeline):
+        Z0 = np.asarray(model[:-1].transform(X0))
+        dynamics = model[-1]
+    else:
+        dynamics = model
+        Z0 = X0
+    if not hasattr(dynamics, "module_"):
+        raise ValueError(
+            "model must be a fitted PartialForceDynamics or a fitted Pipeline "
+            f"ending in one, got {type(dynamics).__name__}"
+        )
+    from ._validation import check_states
+
+    Z0 = check_states(Z0, "X0", n_features=dynamics.n_features_in_)
+    dt, steps = _time_steps(t, dt)
+    module = dynamics.module_.eval()
+    z = torch.as_tensor(Z0, device=dynamics.device)
+    centre, scale = module.z_mean, module.z_scale
+    times = np.asarray(t, dtype=np.float64)
+    dead = torch.zeros(len(z), dtype=torch.bool, device=z.device)
+
+    def field(y):
+        return module(y)
+
+    out = [z.clone()]
+    with torch.no_grad():
+        for k, n in enumerate(steps):
+            for i in range(n):
+                z = get_stepper(method)(field, z, dt)
+                bad = ~torch.isfinite(z).all(dim=1) | (
+                    ((z - centre) / scale).abs().amax(dim=1) > bound
+                )
+                new = bad & ~dead
+                if new.any():
+                    reached = times[k] + i * dt
+                    if on_divergence == "raise":
+                        raise RolloutDivergenceError(
+                            f"{int(new.sum())} of {len(z)} trajectories diverged "
+                            f"after t = {reached:.6g} (step {i + 1} of interval "
+                            f"[{times[k]:.6g}, {times[k + 1]:.6g}]); use a smaller "
+                            "dt, a stabler latent_model such as 'onsager', or "
+                            "on_divergence='mask'"
+                        )
+                    dead |= new
+                # Keep diverged rows finite so they cannot poison the batch.
+                z = torch.where(dead[:, None], torch.as_tensor(0.0, dtype=z.dtype), z)
+            snapshot = z.clone()
+            snapshot[dead] = float("nan")
+            out.append(snapshot)
+    return torch.stack(out, dim=1).cpu().numpy()

@@ -1,0 +1,212 @@
+"""Which particles get forces: Algorithm 1 of the paper (data generation).
+
+For every configuration a fixed number ``round(n * p)`` of the ``n``
+particles is chosen uniformly without replacement, so each particle is
+included with probability ``p``; only their forces are computed. The result
+is either a dense array with NaN where no force was computed or a sparse CSR
+array whose stored entries are exactly the computed coordinates.
+"""
+
+import numbers
+from difflib import get_close_matches
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.utils import check_random_state
+
+__all__ = ["sample_partial_forces", "observed_mask"]
+
+FORMATS = ("dense", "sparse")
+
+# Rows per chunk are chosen so that one chunk's random keys and forces hold
+# about this many numbers, bounding the working memory whatever ``len(X)``.
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def _check_p(p, n_particles):
+    """Validate ``p`` and return the number ``k = round(n * p)`` of particles."""
+    if (
+        isinstance(p, bool)
+        or not isinstance(p, numbers.Real)
+        or not np.isfinite(p)
+        or not 0 < p <= 1
+    ):
+        raise ValueError(f"p must be a real number in (0, 1], got {p!r}")
+    k = round(n_particles * p)
+    if k == 0:
+        raise ValueError(
+            f"p={p!r} selects round({n_particles} * p) = 0 particles; use "
+            f"p >= 1/{n_particles} = {1 / n_particles:.6g}"
+        )
+    return k
+
+
+def _check_format(format):
+    if format not in FORMATS:
+        hint = get_close_matches(str(format), FORMATS, n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise ValueError(f"format={format!r} is not one of {set(FORMATS)}{suggestion}")
+
+
+def _check_2d(F):
+    if F.ndim != 2:
+        raise ValueError(f"F must be 2-D (n_samples, n_features), got {F.shape}")
+
+
+def sample_partial_forces(
+    system, X, p, random_state=None, format="dense", return_mask=False
+):
+    """Compute forces on a random subset of particles (Algorithm 1).
+
+    For each configuration, exactly ``k = round(n * p)`` of the
+    ``n = system.n_particles`` particles (Python rounding, ties to even) are
+    drawn uniformly without replacement, so every particle is included with
+    probability ``k / n`` (``= p`` whenever ``n * p`` is a whole number), and
+    their forces are computed with ``system.partial_forces``; the other
+    forces are never evaluated.
+
+    Parameters
+    ----------
+    system : System
+        The microscopic system (see :class:`skmacro.systems.System`).
+    X : array-like of shape (n_samples, n_features)
+        Configurations, one a row.
+    p : float in (0, 1]
+        Inclusion probability of each particle.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the choice of particles.
+    format : {"dense", "sparse"}, default="dense"
+        ``"dense"``: float64 ndarray with NaN where no force was computed.
+        ``"sparse"``: :class:`scipy.sparse.csr_array` with sorted indices
+        whose stored entries are exactly the computed coordinates (a computed
+        force equal to zero is stored explicitly).
+    return_mask : bool, default=False
+        Also return which particles were computed.
+
+    Returns
+    -------
+    F : ndarray or scipy.sparse.csr_array of shape (n_samples, n_features)
+        Partial forces.
+    mask : ndarray of bool, shape (n_samples, n_particles)
+        Only when ``return_mask=True``: ``mask[s, i]`` is True where the force
+        on particle ``i`` of configuration ``s`` was computed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmacro.systems.predator_prey import PredatorPrey
+    >>> system = PredatorPrey()
+    >>> X = system.sample_initial(4, random_state=0)
+    >>> F = sample_partial_forces(system, X, p=0.2, random_state=0)
+    >>> (~np.isnan(F)).sum(axis=1)
+    array([20, 20, 20, 20])
+    >>> sample_partial_forces(system, X, p=0.2, format="sparse").nnz
+    80
+    """
+    X = system._check_states(X, "X", dtype=np.float64)
+    n, m = system.n_particles, system.particle_dim
+    k = _check_p(p, n)
+    _check_format(format)
+    rng = check_random_state(random_state)
+
+    n_samples = len(X)
+    chunk = max(1, _CHUNK_ELEMENTS // max(n, system.n_features))
+    particles = np.empty((n_samples, k), dtype=np.intp)
+    values = np.empty((n_samples, k * m), dtype=np.float64)
+    for start in range(0, n_samples, chunk):
+        stop = min(start + chunk, n_samples)
+        # The k smallest of n i.i.d. uniform keys form a uniformly random
+        # k-subset; sorting them keeps CSR indices sorted.
+        keys = rng.random_sample((stop - start, n))
+        chosen = np.sort(np.argpartition(keys, k - 1, axis=1)[:, :k], axis=1)
+        forces = system.partial_forces(X[start:stop], chosen)
+        particles[start:stop] = chosen
+        values[start:stop] = forces.reshape(stop - start, k * m)
+
+    # Particle-major layout: particle i owns columns i*m, ..., i*m + m - 1.
+    columns = (particles[:, :, None] * m + np.arange(m)).reshape(n_samples, k * m)
+    if format == "dense":
+        F = np.full((n_samples, system.n_features), np.nan)
+        np.put_along_axis(F, columns, values, axis=1)
+    else:
+        indptr = np.arange(n_samples + 1, dtype=np.intp) * (k * m)
+        F = sp.csr_array(
+            (values.ravel(), columns.ravel(), indptr),
+            shape=(n_samples, system.n_features),
+        )
+        F.has_sorted_indices = True
+    if not return_mask:
+        return F
+    mask = np.zeros((n_samples, n), dtype=bool)
+    np.put_along_axis(mask, particles, True, axis=1)
+    return F, mask
+
+
+def observed_mask(F, n_particles=None, particle_dim=1):
+    """Which force coordinates were computed in a partial-force array.
+
+    Parameters
+    ----------
+    F : ndarray or scipy sparse matrix/array of shape (n_samples, n_features)
+        Partial forces: NaN marks a missing coordinate in a dense array; in a
+        sparse one the stored entries (explicit zeros included) are the
+        computed coordinates.
+    n_particles : int, optional
+        If given, ``n_features`` must equal ``n_particles * particle_dim``.
+    particle_dim : int, default=1
+        Coordinates per particle; all coordinates of a particle must be
+        observed together.
+
+    Returns
+    -------
+    ndarray of bool, shape (n_samples, n_features)
+        True where a force was computed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> observed_mask(np.array([[0.0, np.nan], [np.nan, 1.0]]))
+    array([[ True, False],
+           [False,  True]])
+    """
+    if (
+        isinstance(particle_dim, bool)
+        or not isinstance(particle_dim, numbers.Integral)
+        or particle_dim < 1
+    ):
+        raise ValueError(
+            f"particle_dim must be a positive integer, got {particle_dim!r}"
+        )
+    if sp.issparse(F):
+        F = sp.csr_array(F)
+        _check_2d(F)
+        # Duplicate stored entries (allowed in CSR) simply mark True twice.
+        mask = np.zeros(F.shape, dtype=bool)
+        rows = np.repeat(np.arange(F.shape[0]), np.diff(F.indptr))
+        mask[rows, F.indices] = True
+    else:
+        F = np.asarray(F)
+        if not np.issubdtype(F.dtype, np.floating):
+            raise ValueError(
+                f"a dense F must be a float array with NaN for missing forces, "
+                f"got dtype {F.dtype}"
+            )
+        _check_2d(F)
+        mask = ~np.isnan(F)
+    n_features = mask.shape[1]
+    if n_particles is not None and n_features != n_particles * particle_dim:
+        raise ValueError(
+            f"F has {n_features} columns, expected n_particles * particle_dim = "
+            f"{n_particles} * {particle_dim}"
+        )
+    if n_features % particle_dim:
+        raise ValueError(
+            f"F has {n_features} columns, not a multiple of particle_dim={particle_dim}"
+        )
+    per_particle = mask.reshape(len(mask), -1, particle_dim)
+    if particle_dim > 1 and np.any(per_particle.any(-1) != per_particle.all(-1)):
+        raise ValueError(
+            "F observes only some coordinates of a particle; all "
+            f"{particle_dim} force coordinates of a particle are computed together"
+        )
+    return mask

@@ -1,0 +1,6 @@
+"""Microscopic systems: states, (partial) forces, observables and simulators."""
+
+from ._base import System
+from .predator_prey import PredatorPrey
+
+__all__ = ["System", "PredatorPrey"]

@@ -1,0 +1,138 @@
+"""The interface every microscopic system implements (see DESIGN.md)."""
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from ..integrate import integrate, n_steps_between
+
+
+class System(ABC):
+    """A microscopic system ``dx/dt = f(x)`` of ``n_particles`` particles with
+    ``particle_dim`` coordinates each, stored particle-major.
+
+    Subclasses define the class attributes ``particle_dim`` and
+    ``observable_names`` and set ``n_particles`` in ``__init__``.
+    """
+
+    particle_dim: int
+    n_particles: int
+    observable_names: tuple
+
+    @property
+    def n_features(self):
+        """Microscopic dimension ``N = n_particles * particle_dim``."""
+        return self.n_particles * self.particle_dim
+
+    @property
+    def n_observables(self):
+        """Number ``d*`` of macroscopic observables."""
+        return len(self.observable_names)
+
+    @abstractmethod
+    def observables(self, X):
+        """Macroscopic observables ``z* = phi*(x)``, differentiable in torch.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n_samples, n_features)
+
+        Returns
+        -------
+        torch.Tensor of shape (n_samples, n_observables)
+        """
+
+    @abstractmethod
+    def forces(self, X):
+        """All microscopic forces ``f(x) = dx/dt``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
+
+    @abstractmethod
+    def partial_forces(self, X, particles):
+        """Forces on the given particles only, at a cost proportional to their
+        number.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        particles : array-like of int, shape (n_samples, k) or (k,)
+            Particle indices per configuration (a 1-D array is used for every
+            configuration).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, k, particle_dim)
+            ``out[s, j]`` is the force on particle ``particles[s, j]``.
+        """
+
+    @abstractmethod
+    def sample_initial(self, n, random_state=None):
+        """Draw ``n`` initial states, shape (n, n_features)."""
+
+    def simulate(self, X0, t_end, dt, method="rk4", stride=1):
+        """Integrate trajectories from ``X0`` with a fixed step.
+
+        Parameters
+        ----------
+        X0 : array-like of shape (n_trajectories, n_features)
+        t_end : float
+            Final time; must be a whole number of steps ``dt``.
+        dt : float
+            Time step.
+        method : {"rk4", "euler"}, default="rk4"
+        stride : int, default=1
+            Keep every ``stride``-th step.
+
+        Returns
+        -------
+        ndarray of shape (n_trajectories, n_steps // stride + 1, n_features)
+            States at ``t = 0, stride*dt, ...``, the initial state first.
+        """
+        X0 = self._check_states(X0, "X0", dtype=np.float64)
+        n_steps = n_steps_between(0.0, t_end, dt)
+        kept = integrate(self.forces, X0, dt, n_steps, method=method, stride=stride)
+        return np.stack(kept, axis=1)
+
+    def _check_states(self, X, name="X", dtype=None):
+        """Validate a (n_samples, n_features) array of finite states."""
+        X = np.asarray(X, dtype=dtype)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(
+                f"{name} must have shape (n_samples, {self.n_features}) for "
+                f"{type(self).__name__}, got {X.shape}"
+            )
+        if not np.all(np.isfinite(X)):
+            raise ValueError(f"{name} contains NaN or inf")
+        return X
+
+    def _check_particles(self, particles, n_samples):
+        """Broadcast particle indices to an int array of shape (n_samples, k)."""
+        particles = np.asarray(particles)
+        if particles.size and not np.issubdtype(particles.dtype, np.integer):
+            raise TypeError(
+                f"particles must be integer indices, got dtype {particles.dtype}"
+            )
+        particles = particles.astype(np.intp, copy=False)
+        if particles.ndim == 1:
+            particles = np.broadcast_to(particles, (n_samples, particles.shape[0]))
+        if particles.ndim != 2 or particles.shape[0] != n_samples:
+            raise ValueError(
+                f"particles must have shape ({n_samples}, k) or (k,), got "
+                f"{particles.shape}"
+            )
+        if particles.size and (
+            particles.min() < 0 or particles.max() >= self.n_particles
+        ):
+            raise ValueError(
+                f"particles must lie in [0, {self.n_particles}), got values in "
+                f"[{particles.min()}, {particles.max()}]"
+            )
+        return particles

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+
+from skmacro import ClosureAutoencoder, LatentArray
+
+
+def test_observables_occupy_first_columns_exactly(system, pp_data, fitted_ae):
+    X = pp_data[0]
+    Z = fitted_ae.transform(X)
+    expected = system.observables(torch.as_tensor(X.astype(np.float32))).numpy()
+    np.testing.assert_array_equal(Z[:, :2], expected)
+    assert Z.shape == (len(X), 4)
+
+
+def test_observables_untouched_by_training(system, pp_data):
+    X = pp_data[0]
+    ae = ClosureAutoencoder(
+        observables=system.observables, n_components=3, max_epochs=2, random_state=0
+    ).fit(X)
+    assert not any(p is None for p in ae.module_.parameters())
+    Z = ae.transform(X)
+    np.testing.assert_allclose(Z[:, 0], X[:, :50].mean(1), rtol=1e-5)
+
+
+def test_jacobian_matches_finite_differences(fitted_ae, pp_data):
+    x = pp_data[0][:2].astype(np.float64)
+    J = fitted_ae.jacobian(x)
+    assert J.shape == (2, 4, 100)
+    eps = 1e-2
+    e = np.zeros(100)
+    e[7] = eps
+    fd = (fitted_ae.transform(x + e) - fitted_ae.transform(x - e)) / (2 * eps)
+    np.testing.assert_allclose(J[:, :, 7], fd, atol=1e-3)
+    # The observables' rows are 1/50 on their own half.
+    np.testing.assert_allclose(J[:, 0, :50], 1 / 50, rtol=1e-6)
+    np.testing.assert_allclose(J[:, 0, 50:], 0, atol=1e-12)
+
+
+def test_inverse_transform_and_reconstruction_improves(system, pp_data):
+    X = pp_data[0]
+    ae = ClosureAutoencoder(
+        observables=system.observables, n_components=4, max_epochs=15, random_state=0
+    ).fit(X)
+    X_hat = ae.inverse_transform(ae.transform(X))
+    assert X_hat.shape == X.shape
+    losses = ae.history_[:, "train_loss"]
+    assert losses[-1] < losses[0]
+
+
+def test_latent_array_keeps_link_on_row_selection(fitted_ae, pp_data):
+    X = pp_data[0]
+    Z = fitted_ae.transform(X)
+    assert isinstance(Z, LatentArray) and Z.encoder is fitted_ae
+    sub = Z[5:9]
+    assert sub.encoder is fitted_ae
+    np.testing.assert_array_equal(sub.source, X[5:9].astype(np.float32))
+    assert getattr(Z[:, :2], "encoder", None) is None
+    assert getattr(Z + 1, "encoder", None) is None
+
+
+def test_condition_loss_lowers_condition_number(system, pp_data):
+    from skmacro.nn.autoencoder import condition_number
+
+    X = pp_data[0]
+    kappas = {}
+    for lam in (0.0, 1e-2):
+        ae = ClosureAutoencoder(
+            observables=system.observables,
+            n_components=4,
+            lambda_cond=lam,
+            max_epochs=15,
+            random_state=0,
+        ).fit(X)
+        J = torch.as_tensor(ae.jacobian(X[:200]))
+        kappas[lam] = float(condition_number(J).median())
+    assert kappas[1e-2] < kappas[0.0]
+
+
+def test_autoencoder_input_errors(system, pp_data):
+    X = pp_data[0]
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ClosureAutoencoder(observables=system.observables, max_epochs=1).fit(bad)
+    with pytest.raises(ValueError, match="n_components"):
+        ClosureAutoencoder(
+            observables=system.observables, n_components=1, max_epochs=1
+        ).fit(X)
+    with pytest.raises(TypeError, match="observables must be a callable"):
+        ClosureAutoencoder(observables="temperature", max_epochs=1).fit(X)
+    ae = ClosureAutoencoder(observables=system.observables, max_epochs=1).fit(X)
+    with pytest.raises(ValueError, match="features"):
+        ae.transform(X[:, :-1])

@@ -1,0 +1,191 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.pipeline import Pipeline
+
+from skmacro import ClosureAutoencoder, PartialForceDynamics, simulate
+from skmacro._observations import PartialForces
+from skmacro.dynamics import QuadraticFormLoss, partial_force_statistics
+from skmacro.sampling import sample_partial_forces
+
+
+def _direct_partial_loss(J, f_full, mask, p, g):
+    """Eq. 12 written out: (1/p) mean_k sum_{i in I} ||f_i - P_i g||^2."""
+    total = 0.0
+    for k in range(len(J)):
+        P = J[k].T @ np.linalg.inv(J[k] @ J[k].T)
+        residual = f_full[k] - P @ g[k]
+        total += np.sum(residual[mask[k]] ** 2) / p
+    return total / len(J)
+
+
+def _quadratic_loss(stats, g):
+    loss = QuadraticFormLoss()(torch.as_tensor(g), stats["b"], stats["A"], stats["c"])
+    return float(loss)
+
+
+def test_quadratic_form_equals_eq12(system, pp_data, fitted_ae):
+    X, F = pp_data
+    X, F = X[:40], F[:40]
+    stats = partial_force_statistics(
+        fitted_ae, X.astype(np.float32), PartialForces(F, 100), "partial"
+    )
+    J = fitted_ae.jacobian(X).astype(np.float64)
+    g = np.random.default_rng(0).normal(size=(40, 4))
+    direct = _direct_partial_loss(J, np.nan_to_num(F), ~np.isnan(F), 0.2, g)
+    assert _quadratic_loss(stats, g) == pytest.approx(direct, rel=1e-9)
+
+
+def test_z_loss_with_complete_forces(system, pp_data, fitted_ae):
+    X = pp_data[0][:30]
+    F = system.forces(X)
+    stats = partial_force_statistics(fitted_ae, X, PartialForces(F, 100), "z")
+    J = fitted_ae.jacobian(X).astype(np.float64)
+    g = np.random.default_rng(1).normal(size=(30, 4))
+    target = np.einsum("kdn,kn->kd", J, F)
+    direct = np.mean(np.sum((target - g) ** 2, axis=1))
+    assert _quadratic_loss(stats, g) == pytest.approx(direct, rel=1e-9)
+
+
+def test_partial_loss_is_unbiased_for_x_loss(system, pp_data, fitted_ae):
+    """Eq. 13: the mean of L_x,p over masks is L_x (Monte Carlo)."""
+    X = np.repeat(pp_data[0][:3], 2000, axis=0)
+    F_full = system.forces(X)
+    g = np.repeat(np.random.default_rng(2).normal(size=(3, 4)), 2000, axis=0)
+    full = partial_force_statistics(
+        fitted_ae, X[::2000], PartialForces(F_full[::2000], 100), "x"
+    )
+    l_x = _quadratic_loss(full, g[::2000])
+    F = sample_partial_forces(system, X, p=0.25, random_state=3)
+    stats = partial_force_statistics(fitted_ae, X, PartialForces(F, 100), "partial")
+    per_config = (
+        stats["c"]
+        - 2 * torch.sum(torch.as_tensor(g) * stats["b"], -1)
+        + torch.einsum(
+            "bi,bij,bj->b", torch.as_tensor(g), stats["A"], torch.as_tensor(g)
+        )
+    ).numpy()
+    sem = per_config.std() / np.sqrt(len(per_config))
+    assert abs(per_config.mean() - l_x) < 5 * sem
+    assert sem < 0.05 * l_x
+
+
+def test_sparse_dense_and_mask_agree(system, pp_data, fitted_ae):
+    X = pp_data[0][:50]
+    F_dense, mask = sample_partial_forces(
+        system, X, 0.2, random_state=4, return_mask=True
+    )
+    F_sparse = sample_partial_forces(system, X, 0.2, random_state=4, format="sparse")
+    F_zeros = np.nan_to_num(F_dense)
+    forms = [
+        PartialForces(F_dense, 100),
+        PartialForces(F_sparse, 100),
+        PartialForces(sp.csr_matrix(F_sparse), 100),
+        PartialForces(F_zeros, 100, mask=mask),
+        PartialForces(F_dense, 100, inclusion_proba=np.full(100, 0.2)),
+    ]
+    reference = partial_force_statistics(fitted_ae, X, forms[0])
+    for forces in forms[1:]:
+        stats = partial_force_statistics(fitted_ae, X, forces)
+        for key in ("b", "A", "c"):
+            np.testing.assert_allclose(stats[key], reference[key], rtol=1e-12)
+
+
+def test_inferred_p_is_algorithm_1_fraction(system, pp_data):
+    X = pp_data[0][:20]
+    F = sample_partial_forces(system, X, 0.25, random_state=0)
+    assert PartialForces(F, 100).p == 0.25
+
+
+def test_pipeline_round_trip(system, pp_data):
+    X, F = pp_data
+    pipe = Pipeline(
+        [
+            (
+                "ae",
+                ClosureAutoencoder(
+                    observables=system.observables,
+                    n_components=4,
+                    max_epochs=3,
+                    random_state=0,
+                ),
+            ),
+            ("dyn", PartialForceDynamics(max_epochs=5, random_state=0)),
+        ]
+    ).fit(X, F)
+    dzdt = pipe.predict(X[:7])
+    assert dzdt.shape == (7, 4) and np.all(np.isfinite(dzdt))
+    score = pipe.score(X, F)
+    assert np.isfinite(score) and score <= 1
+    Z = simulate(pipe, X[:3], t=np.linspace(0, 1, 11), dt=0.01)
+    assert Z.shape == (3, 11, 4)
+    np.testing.assert_allclose(Z[:, 0], pipe[0].transform(X[:3]), rtol=1e-6)
+    hist = pipe[-1].history_
+    assert {"train_loss", "valid_loss", "dur"} <= set(hist[-1])
+
+
+def test_training_reduces_loss_and_learns_observable_velocity(system, pp_data):
+    X, F = pp_data
+    ae = ClosureAutoencoder(
+        observables=system.observables, n_components=4, max_epochs=20, random_state=0
+    )
+    Z = ae.fit_transform(X)
+    dyn = PartialForceDynamics(max_epochs=60, random_state=0).fit(Z, F)
+    losses = dyn.history_[:, "train_loss"]
+    assert losses[-1] < 0.5 * losses[0]
+    # Against the exact velocity of the observables, not the noisy estimate.
+    true = np.stack(
+        [system.forces(X)[:, :50].mean(1), system.forces(X)[:, 50:].mean(1)], 1
+    )
+    pred = dyn.predict(Z)[:, :2]
+    assert np.mean((pred - true) ** 2) < 0.1 * np.var(true, axis=0).sum()
+
+
+def test_dynamics_input_errors(system, pp_data, fitted_ae):
+    X, F = pp_data
+    Z = fitted_ae.transform(X)
+    with pytest.raises(ValueError, match="carries no encoder"):
+        PartialForceDynamics(max_epochs=1).fit(np.asarray(Z), F)
+    with pytest.raises(ValueError, match="same configurations"):
+        PartialForceDynamics(max_epochs=1).fit(Z, F[:-1])
+    with pytest.raises(ValueError, match="shape"):
+        PartialForceDynamics(max_epochs=1).fit(Z, F[:, :-1])
+    with pytest.raises(ValueError, match="did you mean 'partial'"):
+        PartialForceDynamics(loss="partal", max_epochs=1).fit(Z, F)
+    with pytest.raises(ValueError, match="did you mean 'onsager'"):
+        PartialForceDynamics(latent_model="onsagr", max_epochs=1).fit(Z, F)
+    with pytest.raises(ValueError, match=r"p must be a real number in \(0, 1\]"):
+        PartialForceDynamics(p=1.5, max_epochs=1).fit(Z, F)
+    with pytest.raises(ValueError, match="needs the forces on every coordinate"):
+        PartialForceDynamics(loss="x", max_epochs=1).fit(Z, F)
+    F_inf = F.copy()
+    F_inf[0, np.flatnonzero(~np.isnan(F[0]))[0]] = np.inf
+    with pytest.raises(ValueError, match="inf"):
+        PartialForceDynamics(max_epochs=1).fit(Z, F_inf)
+    with pytest.raises(ValueError, match="max_epochs"):
+        PartialForceDynamics(max_epochs=0).fit(Z, F)
+
+
+def test_inputs_not_modified(system, pp_data):
+    X, F = pp_data
+    X0, F0 = X.copy(), F.copy()
+    pipe = Pipeline(
+        [
+            ("ae", ClosureAutoencoder(observables=system.observables, max_epochs=1)),
+            ("dyn", PartialForceDynamics(max_epochs=1)),
+        ]
+    ).fit(X, F)
+    pipe.score(X, F)
+    np.testing.assert_array_equal(X, X0)
+    np.testing.assert_array_equal(F, F0)
+
+
+def test_divergence_keeps_best_parameters(system, pp_data, fitted_ae):
+    X, F = pp_data
+    Z = fitted_ae.transform(X)
+    dyn = PartialForceDynamics(lr=1e30, max_epochs=30, random_state=0)
+    with pytest.warns(UserWarning, match="non-finite"):
+        dyn.fit(Z, F)
+    assert len(dyn.history_) < 30
+    assert np.all(np.isfinite(dyn.predict(Z)))

@@ -1,0 +1,200 @@
+"""Tests of Algorithm 1 (partial force sampling) and of ``observed_mask``."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from skmacro import sampling
+from skmacro.sampling import observed_mask, sample_partial_forces
+from skmacro.systems._base import System
+from skmacro.systems.predator_prey import PredatorPrey
+
+
+class _Pairs(System):
+    """A toy system with two coordinates per particle, f(x) = x**2 + x."""
+
+    particle_dim = 2
+    observable_names = ("x_mean",)
+
+    def __init__(self, n_particles=5):
+        self.n_particles = n_particles
+
+    def observables(self, X):
+        return X.mean(1, keepdim=True)
+
+    def forces(self, X):
+        X = self._check_states(X)
+        return X**2 + X
+
+    def partial_forces(self, X, particles):
+        X = self._check_states(X)
+        idx = self._check_particles(particles, len(X))
+        cols = idx[..., None] * 2 + np.arange(2)
+        x = np.take_along_axis(X[:, None, :], cols, axis=2)
+        return x**2 + x
+
+    def sample_initial(self, n, random_state=None):
+        return np.random.default_rng(random_state).normal(size=(n, 10))
+
+
+@pytest.fixture(scope="module")
+def pp_data():
+    system = PredatorPrey()
+    X = system.sample_initial(30, random_state=0)
+    return system, X, system.forces(X)
+
+
+@pytest.mark.parametrize("p, k", [(0.2, 20), (0.25, 25), (1 / 3, 33), (1.0, 100)])
+def test_exact_count_without_replacement(pp_data, p, k):
+    system, X, _ = pp_data
+    F, mask = sample_partial_forces(system, X, p, random_state=0, return_mask=True)
+    assert F.shape == (30, 100) and mask.shape == (30, 100) and mask.dtype == bool
+    np.testing.assert_array_equal(mask.sum(1), k)
+    np.testing.assert_array_equal(~np.isnan(F), mask)
+    S, sparse_mask = sample_partial_forces(
+        system, X, p, random_state=0, format="sparse", return_mask=True
+    )
+    # Without replacement: k distinct, sorted column indices per row.
+    for row in range(30):
+        cols = S.indices[S.indptr[row] : S.indptr[row + 1]]
+        assert len(cols) == k and np.all(np.diff(cols) > 0)
+    np.testing.assert_array_equal(sparse_mask, mask)
+
+
+def test_every_particle_has_inclusion_probability_p():
+    system = PredatorPrey(n_cells=10)
+    X = np.full((20000, 20), 0.5)
+    _, mask = sample_partial_forces(system, X, 0.25, random_state=1, return_mask=True)
+    counts = mask.sum(0)
+    K, p = len(X), 0.25
+    # Each count is Binomial(K, p); a 5-sigma band fails with probability ~1e-5.
+    assert np.all(np.abs(counts - K * p) < 5 * np.sqrt(K * p * (1 - p)))
+    # Pairwise inclusion of a fixed-size uniform draw: k(k-1) / (n(n-1)).
+    both = (mask[:, 0] & mask[:, 7]).mean()
+    assert abs(both - 5 * 4 / (20 * 19)) < 5 * np.sqrt(0.0526 / K)
+
+
+@pytest.mark.parametrize("fmt", ["dense", "sparse"])
+def test_partial_forces_equal_full_forces(pp_data, fmt):
+    system, X, full = pp_data
+    F = sample_partial_forces(system, X, 0.3, random_state=2, format=fmt)
+    mask = observed_mask(F, n_particles=100)
+    values = F.toarray() if fmt == "sparse" else F
+    np.testing.assert_allclose(values[mask], full[mask], rtol=1e-14)
+    if fmt == "sparse":
+        assert isinstance(F, sp.csr_array) and F.has_canonical_format
+        assert F.dtype == np.float64 and F.nnz == 30 * 30
+
+
+def test_computed_zero_forces_stay_stored():
+    system = PredatorPrey(n_cells=4)
+    # u = 0 everywhere: every prey force is exactly zero (D = 0).
+    X = np.concatenate([np.zeros((3, 4)), np.full((3, 4), 0.5)], axis=1)
+    S = sample_partial_forces(system, X, 1.0, random_state=0, format="sparse")
+    assert S.nnz == 24 and np.count_nonzero(S.data) == 12
+    np.testing.assert_array_equal(observed_mask(S), np.ones((3, 8), bool))
+    S = sample_partial_forces(system, X, 0.5, random_state=0, format="sparse")
+    assert S.nnz == 12
+    np.testing.assert_array_equal(np.diff(S.indptr), 4)
+
+
+def test_sampling_never_evaluates_all_forces(pp_data, monkeypatch):
+    system, X, full = pp_data
+    system = PredatorPrey()
+
+    def forbidden(X):
+        raise AssertionError("Algorithm 1 must not evaluate all forces")
+
+    monkeypatch.setattr(system, "forces", forbidden)
+    F = sample_partial_forces(system, X, 0.1, random_state=0)
+    assert np.count_nonzero(~np.isnan(F)) == 300
+
+
+def test_chunking_and_seeding_do_not_change_the_draw(pp_data, monkeypatch):
+    system, X, _ = pp_data
+    whole = sample_partial_forces(system, X, 0.2, random_state=3)
+    np.testing.assert_array_equal(
+        whole, sample_partial_forces(system, X, 0.2, random_state=3)
+    )
+    monkeypatch.setattr(sampling, "_CHUNK_ELEMENTS", 250)  # 2 rows per chunk
+    np.testing.assert_array_equal(
+        whole, sample_partial_forces(system, X, 0.2, random_state=3)
+    )
+    other = sample_partial_forces(system, X, 0.2, random_state=4)
+    assert not np.array_equal(np.isnan(whole), np.isnan(other))
+
+
+@pytest.mark.parametrize("fmt", ["dense", "sparse"])
+def test_multi_coordinate_particles_are_computed_together(fmt):
+    system = _Pairs()
+    X = system.sample_initial(50, random_state=0)
+    F, mask = sample_partial_forces(
+        system, X, 0.4, random_state=0, format=fmt, return_mask=True
+    )
+    coords = observed_mask(F, n_particles=5, particle_dim=2)
+    np.testing.assert_array_equal(coords, np.repeat(mask, 2, axis=1))
+    np.testing.assert_array_equal(mask.sum(1), 2)
+    values = F.toarray() if fmt == "sparse" else F
+    np.testing.assert_allclose(values[coords], system.forces(X)[coords])
+
+
+def test_empty_input_gives_empty_output():
+    system = PredatorPrey(n_cells=3)
+    F, mask = sample_partial_forces(system, np.zeros((0, 6)), 0.5, return_mask=True)
+    assert F.shape == (0, 6) and mask.shape == (0, 6)
+    assert (
+        sample_partial_forces(system, np.zeros((0, 6)), 0.5, format="sparse").nnz == 0
+    )
+
+
+@pytest.mark.parametrize("p", [0, -0.1, 1.5, np.nan, np.inf, True, "0.2", None])
+def test_p_outside_unit_interval_is_rejected(pp_data, p):
+    system, X, _ = pp_data
+    with pytest.raises(ValueError, match=r"p must be a real number in \(0, 1\]"):
+        sample_partial_forces(system, X, p)
+
+
+def test_p_selecting_no_particle_suggests_smallest_valid_p(pp_data):
+    system, X, _ = pp_data
+    with pytest.raises(ValueError, match=r"p >= 1/100 = 0\.01"):
+        sample_partial_forces(system, X, 0.004)
+
+
+def test_bad_format_and_states_are_rejected(pp_data):
+    system, X, _ = pp_data
+    with pytest.raises(ValueError, match="did you mean 'sparse'"):
+        sample_partial_forces(system, X, 0.2, format="sprase")
+    with pytest.raises(ValueError, match="not one of"):
+        sample_partial_forces(system, X, 0.2, format="sparse_matrix")
+    bad = X.copy()
+    bad[3, 7] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        sample_partial_forces(system, bad, 0.2)
+    with pytest.raises(ValueError, match=r"shape \(n_samples, 100\)"):
+        sample_partial_forces(system, X[:, :99], 0.2)
+
+
+def test_observed_mask_dense_and_sparse_inputs():
+    dense = np.array([[0.0, np.nan, 2.0], [np.nan, np.nan, -1.0]])
+    expected = ~np.isnan(dense)
+    np.testing.assert_array_equal(observed_mask(dense), expected)
+    rows, cols = np.nonzero(expected)
+    data = np.array([0.0, 2.0, -1.0])  # the explicit zero counts as observed
+    for make in (sp.csr_array, sp.csr_matrix, sp.coo_array):
+        F = make((data, (rows, cols)), shape=(2, 3))
+        np.testing.assert_array_equal(observed_mask(F), expected)
+
+
+def test_observed_mask_rejects_inconsistent_input():
+    with pytest.raises(ValueError, match="n_particles"):
+        observed_mask(np.zeros((2, 6)), n_particles=4)
+    with pytest.raises(ValueError, match="computed together"):
+        observed_mask(np.array([[1.0, np.nan, 1.0, 1.0]]), particle_dim=2)
+    with pytest.raises(ValueError, match="multiple of particle_dim"):
+        observed_mask(np.zeros((2, 5)), particle_dim=2)
+    with pytest.raises(ValueError, match="float array"):
+        observed_mask(np.zeros((2, 5), dtype=int))
+    with pytest.raises(ValueError, match="2-D"):
+        observed_mask(np.zeros(5))
+    with pytest.raises(ValueError, match="particle_dim"):
+        observed_mask(np.zeros((2, 4)), particle_dim=0)

@@ -1,0 +1,297 @@
+"""Latent vector fields: shapes, autograd contexts and the physics built in.
+
+The structural laws (Onsager dissipation, GENERIC conservation and entropy
+production) must hold for *any* weights, so they are checked on untrained,
+randomly initialised networks.
+"""
+
+import pickle
+
+import pytest
+import torch
+
+from skmacro.integrate import integrate
+from skmacro.nn.vector_fields import (
+    GFINN,
+    LATENT_MODELS,
+    MLPVectorField,
+    OnsagerNet,
+    resolve_latent_model,
+)
+
+D = 4
+ALL = [MLPVectorField, OnsagerNet, GFINN]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _make(cls, dtype=torch.float64, **kwargs):
+    return cls(D, **kwargs).to(dtype)
+
+
+def _z(n=32, dtype=torch.float64):
+    return torch.randn(n, D, dtype=dtype)
+
+
+def _rollout(model, z0, dt, n_steps):
+    with torch.no_grad():
+        return torch.stack(integrate(model, z0, dt, n_steps, method="rk4"))
+
+
+# --------------------------------------------------------------------------
+# Contract shared by all models
+
+
+@pytest.mark.parametrize("cls", ALL)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shape_and_dtype(cls, dtype):
+    model = _make(cls, dtype)
+    out = model(_z(7, dtype))
+    assert out.shape == (7, D)
+    assert out.dtype == dtype
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_batch_rows_are_independent(cls):
+    # Gradients come from one backward pass of the batch sum, which is only
+    # right when no sample influences another.
+    model = _make(cls)
+    z = _z(5)
+    batched = model(z)
+    single = torch.cat([model(z[i : i + 1]) for i in range(5)])
+    torch.testing.assert_close(batched, single)
+
+
+@pytest.mark.parametrize("cls", ALL)
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_no_grad_rollout_context_leaves_input_alone(cls, requires_grad):
+    model = _make(cls)
+    z = _z().requires_grad_(requires_grad)
+    before = z.detach().clone()
+    with torch.no_grad():
+        out = model(z)
+    assert not out.requires_grad
+    assert z.requires_grad == requires_grad
+    assert z.grad is None
+    torch.testing.assert_close(z.detach(), before, rtol=0, atol=0)
+    torch.testing.assert_close(out, model(z).detach())
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_inference_mode(cls):
+    model = _make(cls)
+    z = _z()
+    with torch.inference_mode():
+        out = model(z)
+    torch.testing.assert_close(out, model(z).detach())
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_gradients_reach_every_parameter(cls):
+    model = _make(cls)
+    z = _z()
+    loss = model(z).square().sum()
+    loss.backward()
+    assert z.grad is None and not z.requires_grad
+    # A constant added to E or S leaves the GENERIC flow unchanged, so the
+    # last biases of those networks are the only parameters without effect.
+    idle = {"energy_net.4.bias", "entropy_net.4.bias"} if cls is GFINN else set()
+    for name, p in model.named_parameters():
+        if name in idle:
+            continue
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_jacobian_in_z(cls):
+    # Differentiating the field itself in z (e.g. for a stability analysis)
+    # goes through a second derivative of the potentials.
+    model = _make(cls)
+    z0 = _z(1)[0]
+    jac = torch.autograd.functional.jacobian(
+        lambda v: model(v.unsqueeze(0))[0], z0, create_graph=False
+    )
+    eps = 1e-6
+    for j in range(D):
+        step = torch.zeros(D, dtype=z0.dtype)
+        step[j] = eps
+        with torch.no_grad():
+            fd = (model((z0 + step)[None]) - model((z0 - step)[None]))[0] / (2 * eps)
+        torch.testing.assert_close(jac[:, j], fd, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_pickle_round_trip(cls):
+    model = _make(cls, torch.float32)
+    clone = pickle.loads(pickle.dumps(model))
+    z = _z(9, torch.float32)
+    torch.testing.assert_close(clone(z), model(z), rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------
+# OnsagerNet (Yu et al. 2021)
+
+
+def test_onsager_matrices_psd_and_antisymmetric():
+    model = _make(OnsagerNet, alpha=0.01)
+    m, w = model.matrices(_z(64))
+    assert m.shape == w.shape == (64, D, D)
+    torch.testing.assert_close(m, m.transpose(-1, -2))
+    torch.testing.assert_close(w, -w.transpose(-1, -2), rtol=0, atol=0)
+    assert torch.linalg.eigvalsh(m).min() >= 0.01 - 1e-10
+
+
+def test_onsager_forward_matches_formula():
+    model = _make(OnsagerNet)
+    z = _z(6)
+    # One sample at a time, so no batching shortcut is involved.
+    grad_v = torch.stack(
+        [
+            torch.autograd.functional.jacobian(
+                lambda v: model.potential(v[None])[0], zi
+            )
+            for zi in z
+        ]
+    )
+    m, w = model.matrices(z)
+    expected = -torch.einsum("bij,bj->bi", m + w, grad_v)
+    torch.testing.assert_close(model(z), expected)
+
+
+def test_onsager_potential_bounded_below():
+    model = _make(OnsagerNet, beta=0.1)
+    z = 10 * _z(256)
+    v = model.potential(z)
+    assert v.shape == (256,)
+    assert (v >= 0.1 * z.square().sum(-1) - 1e-12).all()
+
+
+def test_onsager_dissipates_potential():
+    model = _make(OnsagerNet)
+    z = _z(64).requires_grad_(True)
+    (grad_v,) = torch.autograd.grad(model.potential(z).sum(), z)
+    dv_dt = (grad_v * model(z)).sum(-1)
+    # dV/dt = -∇Vᵀ M ∇V ≤ -alpha |∇V|² pointwise.
+    assert (dv_dt <= -model.alpha * grad_v.square().sum(-1) + 1e-12).all()
+
+    traj = _rollout(model, _z(16), dt=0.02, n_steps=100)
+    v = model.potential(traj.reshape(-1, D)).reshape(traj.shape[:2])
+    assert (v[1:] <= v[:-1] + 1e-12).all()
+    assert (v[-1] < v[0]).all()
+
+
+def test_onsager_forcing():
+    plain = _make(OnsagerNet)
+    forced = _make(OnsagerNet, forcing=True)
+    assert plain.force_net is None and forced.force_net is not None
+    forced.load_state_dict(plain.state_dict(), strict=False)
+    z = _z()
+    torch.testing.assert_close(forced(z) - plain(z), forced.force_net(z))
+
+
+# --------------------------------------------------------------------------
+# GFINN (Zhang et al. 2022)
+
+
+def _gradients(model, z):
+    z = z.detach().requires_grad_(True)
+    (grad_e,) = torch.autograd.grad(model.energy(z).sum(), z)
+    (grad_s,) = torch.autograd.grad(model.entropy(z).sum(), z)
+    return grad_e, grad_s
+
+
+def test_gfinn_structure():
+    model = _make(GFINN)
+    z = _z(64)
+    ell, m = model.matrices(z)
+    grad_e, grad_s = _gradients(model, z)
+    assert ell.shape == m.shape == (64, D, D)
+    assert model.energy(z).shape == model.entropy(z).shape == (64,)
+    torch.testing.assert_close(ell, -ell.transpose(-1, -2), rtol=0, atol=1e-15)
+    torch.testing.assert_close(m, m.transpose(-1, -2), rtol=0, atol=1e-15)
+    assert torch.linalg.eigvalsh(m).min() >= -1e-12
+    # Degeneracy, to float64 round-off relative to the matrix sizes.
+    scale_l = ell.abs().amax() * grad_s.abs().amax()
+    scale_m = m.abs().amax() * grad_e.abs().amax()
+    assert (ell @ grad_s[..., None]).abs().max() <= 1e-13 * scale_l
+    assert (m @ grad_e[..., None]).abs().max() <= 1e-13 * scale_m
+    # ...while the brackets themselves are far from zero.
+    assert scale_l > 1e-4 and scale_m > 1e-4
+
+
+def test_gfinn_forward_matches_formula():
+    model = _make(GFINN)
+    z = _z(8)
+    ell, m = model.matrices(z)
+    grad_e, grad_s = _gradients(model, z)
+    expected = torch.einsum("bij,bj->bi", ell, grad_e) + torch.einsum(
+        "bij,bj->bi", m, grad_s
+    )
+    torch.testing.assert_close(model(z), expected)
+
+
+def test_gfinn_energy_conserved_entropy_produced():
+    model = _make(GFINN)
+    z = _z(64)
+    grad_e, grad_s = _gradients(model, z)
+    dz = model(z)
+    de_dt = (grad_e * dz).sum(-1)
+    ds_dt = (grad_s * dz).sum(-1)
+    assert de_dt.abs().max() <= 1e-12 * grad_e.abs().max() * dz.abs().max()
+    assert (ds_dt >= -1e-15).all()
+
+    traj = _rollout(model, _z(16), dt=0.02, n_steps=100)
+    flat = traj.reshape(-1, D)
+    e = model.energy(flat).reshape(traj.shape[:2]).detach()
+    s = model.entropy(flat).reshape(traj.shape[:2]).detach()
+    # The states really moved...
+    assert (traj[-1] - traj[0]).norm(dim=-1).min() > 1e-3
+    # ...on a level set of E (RK4 error only) with S non-decreasing.
+    drift = (e - e[0]).abs().max() / e[0].abs().max()
+    assert drift < 1e-10
+    assert (s[1:] >= s[:-1] - 1e-12).all()
+    assert (s[-1] > s[0]).all()
+
+
+def test_gfinn_needs_two_dimensions():
+    with pytest.raises(ValueError, match="n_components >= 2"):
+        GFINN(1)
+
+
+# --------------------------------------------------------------------------
+# Registry
+
+
+def test_registry_names():
+    assert set(LATENT_MODELS) == {"mlp", "onsager", "gfinn"}
+    for name, cls in LATENT_MODELS.items():
+        assert resolve_latent_model(name) is cls
+
+
+def test_resolve_accepts_module_subclass():
+    class Custom(torch.nn.Module):
+        pass
+
+    assert resolve_latent_model(Custom) is Custom
+    assert resolve_latent_model(OnsagerNet) is OnsagerNet
+
+
+def test_resolve_unknown_name_suggests():
+    with pytest.raises(ValueError, match="did you mean 'onsager'") as info:
+        resolve_latent_model("onsagr")
+    assert "['gfinn', 'mlp', 'onsager']" in str(info.value)
+    with pytest.raises(ValueError) as info:
+        resolve_latent_model("transformer")
+    assert "did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [3, None, OnsagerNet(2), dict, ["mlp"]])
+def test_resolve_rejects_other_types(bad):
+    with pytest.raises(TypeError, match="torch.nn.Module subclass"):
+        resolve_latent_model(bad)
