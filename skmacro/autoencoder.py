@@ -233,7 +233,6 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         -------
         self : ClosureAutoencoder
         """
-        self._validate_params()
         self._validate_common()
         if self.lambda_cond < 0:
             raise ValueError(f"lambda_cond must be >= 0, got {self.lambda_cond!r}")

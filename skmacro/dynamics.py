@@ -245,7 +245,6 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         -------
         self : PartialForceDynamics
         """
-        self._validate_params()
         self._validate_common()
         if self.loss not in LOSSES:
             hint = get_close_matches(str(self.loss), LOSSES, n=1)

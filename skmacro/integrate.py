@@ -125,7 +125,9 @@ def _time_steps(t, dt):
         if not np.allclose(gaps, gaps[0], rtol=1e-6, atol=0):
             raise ValueError("t is not uniformly spaced: give the step dt explicitly")
         dt = float(gaps[0])
-    steps = [n_steps_between(a, b, dt, name="t") for a, b in zip(t[:-1], t[1:], strict=True)]
+    steps = [
+        n_steps_between(a, b, dt, name="t") for a, b in zip(t[:-1], t[1:], strict=True)
+    ]
     return dt, steps
 
 

