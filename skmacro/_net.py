@@ -5,20 +5,25 @@ divergence handling that keeps the best parameters, and progress display."""
 import copy
 import math
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from skorch import NeuralNet
 from skorch.callbacks import (
     Callback,
+    EarlyStopping,
     EpochTimer,
     LRScheduler,
     PassthroughScoring,
     PrintLog,
 )
-from skorch.dataset import ValidSplit
+from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from ._torch_data import BatchIterator, TensorDataset
@@ -118,6 +123,18 @@ class SkmacroNet(NeuralNet):
             ),
             ("keep_best", KeepBestParameters()),
         ]
+        if self.patience is not None:
+            monitor = (
+                "valid_loss"
+                if self.validation_fraction or self.train_split
+                else "train_loss"
+            )
+            callbacks.append(
+                (
+                    "early_stopping",
+                    EarlyStopping(monitor=monitor, patience=self.patience),
+                )
+            )
         if self.verbose >= 2:
             callbacks.append(("print_log", PrintLog()))
         elif self.verbose:
@@ -134,15 +151,20 @@ class SkmacroNet(NeuralNet):
             kwargs.setdefault("seed", self._seeds()[1] + len(self.history))
         return BatchIterator(dataset, **kwargs)
 
-    def get_split_datasets(self, X, y=None, **fit_params):
+    def get_split_datasets(self, X, y=None, groups=None, **fit_params):
         dataset = TensorDataset(X, y)
         if self.train_split is not None:
-            return self.train_split(dataset, **fit_params)
+            split_params = {} if groups is None else {"groups": groups}
+            return self.train_split(dataset, **split_params)
         fraction = self.validation_fraction
         if not fraction:
             return dataset, None
-        split = ValidSplit(fraction, random_state=self._seeds()[2])
-        return split(dataset, **fit_params)
+        # With groups (e.g. trajectory ids) whole groups go to validation, so
+        # its loss measures generalisation to unseen trajectories.
+        splitter = GroupShuffleSplit if groups is not None else ShuffleSplit
+        cv = splitter(n_splits=1, test_size=fraction, random_state=self._seeds()[2])
+        train, valid = next(cv.split(np.arange(len(dataset)), groups=groups))
+        return Subset(dataset, train), Subset(dataset, valid)
 
     def initialize_module(self):
         # Module initialisation must not consume (or depend on) the global
@@ -164,24 +186,23 @@ class SkmacroNet(NeuralNet):
     def _needs_initialization(self):
         return not (self.warm_start and getattr(self, "initialized_", False))
 
-    def _validate_common(self):
-        if not (isinstance(self.max_epochs, (int, np.integer)) and self.max_epochs > 0):
-            raise ValueError(
-                f"max_epochs must be a positive integer, got {self.max_epochs!r}"
-            )
-        if not (
-            isinstance(self.batch_size, (int, np.integer))
-            and (self.batch_size > 0 or self.batch_size == -1)
-        ):
-            raise ValueError(
-                f"batch_size must be a positive integer or -1, got {self.batch_size!r}"
-            )
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if self.validation_fraction is not None and not (
-            0 <= self.validation_fraction < 1
-        ):
-            raise ValueError(
-                "validation_fraction must be in [0, 1), got "
-                f"{self.validation_fraction!r}"
-            )
+    _parameter_constraints = {
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [
+            Interval(Integral, 1, None, closed="left"),
+            Options(Integral, {-1}),
+        ],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left"), None],
+        "patience": [Interval(Integral, 1, None, closed="left"), None],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "device": [StrOptions({"cpu", "cuda", "auto"}), str, torch.device],
+        "random_state": ["random_state"],
+    }
+
+    def _check_hyperparameters(self):
+        """Validate hyper-parameters: skorch's prefixed arguments are checked
+        in ``initialize``; scikit-learn's constraints here (skorch's
+        ``_validate_params`` shadows scikit-learn's, so call it by name)."""
+        BaseEstimator._validate_params(self)

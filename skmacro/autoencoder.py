@@ -1,9 +1,12 @@
 """``ClosureAutoencoder``: latent coordinates around fixed observables
 (paper Section 4.1, Eq. 5-7)."""
 
+from numbers import Integral, Real
+
 import numpy as np
 import torch
 from sklearn.base import TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._net import SkmacroNet
@@ -13,6 +16,7 @@ from .nn.autoencoder import (
     ClosureAutoencoderModule,
     condition_number,
 )
+from .nn.mlp import ACTIVATIONS
 
 #: Floats of one Jacobian chunk (batch * d * N) held at once.
 _JACOBIAN_BUDGET = 2**24
@@ -92,17 +96,21 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         Hidden widths of the closure encoder (the decoder mirrors them).
     activation : str, default="softplus"
         Activation of both networks; smooth, since the Jacobian is used.
-    cond_batch_size : int, default=64
+    cond_batch_size : int, default=32
         Rows of each mini-batch whose Jacobian enters ``L_cond`` (an unbiased
         estimate of its mean that bounds memory at ``cond_batch_size * d * N``).
     optimizer : torch optimizer class, default=torch.optim.Adam
     lr : float, default=1e-3
-    max_epochs : int, default=100
+    max_epochs : int, default=40
     batch_size : int, default=256
     validation_fraction : float or None, default=0.1
         Fraction of rows held out for ``valid_loss`` (the best epoch on it is
         kept); 0 or None trains on everything. Ignored if ``train_split`` is
-        given.
+        given. With ``fit(X, groups=trajectory_ids)`` whole trajectories are
+        held out.
+    patience : int or None, default=None
+        Stop when the validation loss (the training loss without a split)
+        has not improved for this many epochs; the best epoch is kept.
     train_split : callable or None, default=None
         A skorch split (e.g. ``skorch.dataset.ValidSplit(GroupKFold(5))``).
     callbacks : list or None, default=None
@@ -138,6 +146,16 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
     (44, 4)
     """
 
+    _parameter_constraints = {
+        **SkmacroNet._parameter_constraints,
+        "observables": [callable, None],
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "lambda_cond": [Interval(Real, 0, None, closed="left")],
+        "hidden": [tuple, list],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "cond_batch_size": [Interval(Integral, 1, None, closed="left")],
+    }
+
     def __init__(
         self,
         observables=None,
@@ -146,14 +164,15 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         lambda_cond=1e-6,
         hidden=(64, 64),
         activation="softplus",
-        cond_batch_size=64,
+        cond_batch_size=32,
         module=ClosureAutoencoderModule,
         criterion=ClosureAutoencoderLoss,
         optimizer=torch.optim.Adam,
         lr=1e-3,
-        max_epochs=100,
+        max_epochs=40,
         batch_size=256,
         validation_fraction=0.1,
+        patience=None,
         train_split=None,
         callbacks=None,
         warm_start=False,
@@ -183,6 +202,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         self.activation = activation
         self.cond_batch_size = cond_batch_size
         self.validation_fraction = validation_fraction
+        self.patience = patience
         self.random_state = random_state
 
     # -- skorch hooks -----------------------------------------------------
@@ -233,14 +253,12 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         -------
         self : ClosureAutoencoder
         """
-        self._validate_common()
-        if self.lambda_cond < 0:
-            raise ValueError(f"lambda_cond must be >= 0, got {self.lambda_cond!r}")
         if self.observables is not None and not callable(self.observables):
             raise TypeError(
                 "observables must be a callable (batch, n_features) -> "
                 f"(batch, d*) on torch tensors, got {type(self.observables).__name__}"
             )
+        self._check_hyperparameters()
         if self._needs_initialization():
             X = check_states(X, "X")
             self._set_dimensions(X)

@@ -2,11 +2,13 @@
 microscopic forces (paper Section 4.2)."""
 
 from difflib import get_close_matches
+from numbers import Real
 
 import numpy as np
 import torch
 from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
@@ -14,7 +16,7 @@ from ._net import SkmacroNet
 from ._observations import PartialForces
 from ._validation import check_states
 from .nn.scaling import ScaledVectorField
-from .nn.vector_fields import resolve_latent_model
+from .nn.vector_fields import LATENT_MODELS, resolve_latent_model
 
 LOSSES = ("partial", "x", "z")
 
@@ -126,12 +128,16 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         Inclusion probability of each particle; None infers it from the
         observed fraction (exact for Algorithm 1).
     optimizer : torch optimizer class, default=torch.optim.Adam
-    lr : float, default=3e-3
-    max_epochs : int, default=300
-    batch_size : int, default=256
+    lr : float, default=5e-3
+    max_epochs : int, default=200
+    batch_size : int, default=512
     validation_fraction : float or None, default=0.1
         Fraction of configurations held out for ``valid_loss``; the best
-        epoch on it is kept. 0 or None trains on everything.
+        epoch on it is kept. 0 or None trains on everything. With
+        ``fit(..., groups=trajectory_ids)`` whole trajectories are held out.
+    patience : int or None, default=None
+        Stop when the validation loss (the training loss without a split)
+        has not improved for this many epochs; the best epoch is kept.
     train_split : callable or None, default=None
         A skorch split; overrides ``validation_fraction``.
     callbacks : list or None, default=None
@@ -155,6 +161,13 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
     history_ : skorch.History
     """
 
+    _parameter_constraints = {
+        **SkmacroNet._parameter_constraints,
+        "latent_model": [StrOptions(set(LATENT_MODELS)), type],
+        "loss": [StrOptions(set(LOSSES))],
+        "p": [Interval(Real, 0, 1, closed="right"), None],
+    }
+
     def __init__(
         self,
         *,
@@ -164,10 +177,11 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         module=ScaledVectorField,
         criterion=QuadraticFormLoss,
         optimizer=torch.optim.Adam,
-        lr=3e-3,
-        max_epochs=300,
-        batch_size=256,
+        lr=5e-3,
+        max_epochs=200,
+        batch_size=512,
         validation_fraction=0.1,
+        patience=None,
         train_split=None,
         callbacks=None,
         warm_start=False,
@@ -194,6 +208,7 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         self.loss = loss
         self.p = p
         self.validation_fraction = validation_fraction
+        self.patience = patience
         self.random_state = random_state
 
     # -- skorch hooks -----------------------------------------------------
@@ -245,12 +260,12 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         -------
         self : PartialForceDynamics
         """
-        self._validate_common()
         if self.loss not in LOSSES:
             hint = get_close_matches(str(self.loss), LOSSES, n=1)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
             raise ValueError(f"loss={self.loss!r} is not one of {LOSSES}{suggestion}")
         resolve_latent_model(self.latent_model)
+        self._check_hyperparameters()
         encoder, X, forces = self._forces(Z, F, mask, inclusion_proba, self.p)
         if self.loss == "x" and not forces.is_complete():
             raise ValueError(

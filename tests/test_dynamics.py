@@ -155,7 +155,7 @@ def test_dynamics_input_errors(system, pp_data, fitted_ae):
         PartialForceDynamics(loss="partal", max_epochs=1).fit(Z, F)
     with pytest.raises(ValueError, match="did you mean 'onsager'"):
         PartialForceDynamics(latent_model="onsagr", max_epochs=1).fit(Z, F)
-    with pytest.raises(ValueError, match=r"p must be a real number in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"'p' parameter.*range \(0.0, 1.0\]"):
         PartialForceDynamics(p=1.5, max_epochs=1).fit(Z, F)
     with pytest.raises(ValueError, match="needs the forces on every coordinate"):
         PartialForceDynamics(loss="x", max_epochs=1).fit(Z, F)
