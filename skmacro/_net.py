@@ -13,6 +13,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit
 from sklearn.utils import check_random_state
+from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from skorch import NeuralNet
 from skorch.callbacks import (
@@ -23,7 +24,7 @@ from skorch.callbacks import (
     PassthroughScoring,
     PrintLog,
 )
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
 from ._torch_data import BatchIterator, TensorDataset
@@ -103,6 +104,9 @@ class SkmacroNet(NeuralNet):
     :meth:`_fit_tensors` from ``fit``.
     """
 
+    # A regressor or transformer has no class probabilities.
+    predict_proba = available_if(lambda self: False)(NeuralNet.predict_proba)
+
     def _seeds(self):
         """Seeds for (module initialisation, shuffling, validation split)."""
         rng = check_random_state(self.random_state)
@@ -151,8 +155,11 @@ class SkmacroNet(NeuralNet):
             kwargs.setdefault("seed", self._seeds()[1] + len(self.history))
         return BatchIterator(dataset, **kwargs)
 
+    def get_dataset(self, X, y=None):
+        return X if isinstance(X, Dataset) else TensorDataset(X, y)
+
     def get_split_datasets(self, X, y=None, groups=None, **fit_params):
-        dataset = TensorDataset(X, y)
+        dataset = self.get_dataset(X, y)
         if self.train_split is not None:
             split_params = {} if groups is None else {"groups": groups}
             return self.train_split(dataset, **split_params)
@@ -179,12 +186,12 @@ class SkmacroNet(NeuralNet):
 
     def _fit_tensors(self, data, **split_params):
         """Train the initialised net on ``data`` (a tensor or dict of tensors,
-        rows = samples)."""
-        self.partial_fit(data, None, **split_params)
+        rows = samples) for ``max_epochs`` epochs."""
+        NeuralNet.partial_fit(self, data, None, **split_params)
         return self
 
-    def _needs_initialization(self):
-        return not (self.warm_start and getattr(self, "initialized_", False))
+    def _is_trained(self):
+        return getattr(self, "initialized_", False) and hasattr(self, "n_features_in_")
 
     _parameter_constraints = {
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -206,3 +213,6 @@ class SkmacroNet(NeuralNet):
         in ``initialize``; scikit-learn's constraints here (skorch's
         ``_validate_params`` shadows scikit-learn's, so call it by name)."""
         BaseEstimator._validate_params(self)
+        if self.device == "auto":
+            # skorch reads `device` everywhere, so it holds the resolved device.
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"

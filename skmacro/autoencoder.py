@@ -1,13 +1,15 @@
 """``ClosureAutoencoder``: latent coordinates around fixed observables
 (paper Section 4.1, Eq. 5-7)."""
 
+import pickle
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import TransformerMixin
+from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._net import SkmacroNet
 from ._validation import check_states
@@ -119,7 +121,10 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         Continue training from the current parameters on ``fit``.
     verbose : int, default=0
         0 silent, 1 a progress bar, 2 a per-epoch table.
-    device : str, default="cpu"
+    device : {"cpu", "cuda", "auto"} or torch.device, default="cpu"
+        "auto" picks CUDA when available (the attribute then holds the
+        device chosen at fit).  A model fitted on CUDA unpickles on a
+        CPU-only machine (onto the CPU, with a warning from skorch).
     random_state : int, RandomState or None, default=None
     **kwargs
         Further skorch parameters (``optimizer__weight_decay=...``, ...).
@@ -205,6 +210,29 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         self.patience = patience
         self.random_state = random_state
 
+    # A transformer: skorch's predict (the decoder's standardised output)
+    # would only confuse; use transform / inverse_transform.
+    predict = available_if(lambda self: False)(SkmacroNet.predict)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Computations run in float32 whatever the input precision.
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+    def __getstate__(self):
+        try:
+            pickle.dumps(self.observables)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise pickle.PicklingError(
+                f"observables={self.observables!r} cannot be pickled ({exc}). "
+                "Lambdas and functions defined inside other functions cannot be "
+                "pickled (nor sent to GridSearchCV(n_jobs>1) workers): define it "
+                "with `def` at module level, or pass a system's bound method "
+                "such as `PredatorPrey().observables`."
+            ) from exc
+        return super().__getstate__()
+
     # -- skorch hooks -----------------------------------------------------
     def build_module(self):
         return self.module(
@@ -253,23 +281,30 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         -------
         self : ClosureAutoencoder
         """
+        return self._fit(X, not (self.warm_start and self._is_trained()), **fit_params)
+
+    def partial_fit(self, X, y=None, **fit_params):
+        """Train ``max_epochs`` more epochs from the current parameters
+        (initialising them on the first call); see :meth:`fit`."""
+        return self._fit(X, not self._is_trained(), **fit_params)
+
+    def _fit(self, X, reset, **fit_params):
         if self.observables is not None and not callable(self.observables):
             raise TypeError(
                 "observables must be a callable (batch, n_features) -> "
                 f"(batch, d*) on torch tensors, got {type(self.observables).__name__}"
             )
         self._check_hyperparameters()
-        if self._needs_initialization():
-            X = check_states(X, "X")
+        if reset:
+            X = validate_data(self, X, dtype=np.float32)
             self._set_dimensions(X)
             self.initialize()
             self._set_scales(X)
         else:
-            X = check_states(X, "X", n_features=self.n_features_in_)
+            X = validate_data(self, X, dtype=np.float32, reset=False)
         return self._fit_tensors(torch.as_tensor(X), **fit_params)
 
     def _set_dimensions(self, X):
-        self.n_features_in_ = X.shape[1]
         self.n_observables_ = 0
         if self.observables is not None:
             probe = self.observables(torch.as_tensor(X[:2]))
@@ -332,7 +367,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         J : torch.Tensor of shape (chunk, d, n_features)
         """
         check_is_fitted(self, "module_")
-        X = check_states(X, "X", n_features=self.n_features_in_)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
         for rows in self._chunks(len(X), self.n_components_ * self.n_features_in_):
             x = torch.as_tensor(X[rows], device=self.device)
             with torch.no_grad():
@@ -352,7 +387,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
             ``Z[:, :d*]`` are the observables, the rest the closure.
         """
         check_is_fitted(self, "module_")
-        X = check_states(X, "X", n_features=self.n_features_in_)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
         Z = self._encode(X).numpy()
         return LatentArray(Z, encoder=self, source=X)
 

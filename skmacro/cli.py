@@ -34,26 +34,26 @@ def _plot_rollouts(path, pipelines, trajectory, names):
     import matplotlib.pyplot as plt
 
     from .integrate import simulate
+    from .plotting import plot_observables
 
     t_fine = np.arange(len(trajectory)) * 0.01
-    z_true = pipelines["partial"][0].transform(trajectory)
+    z_true = pipelines["partial"][0].transform(trajectory)[:, :2]
     fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
     for row, dt in enumerate((0.1, 0.5)):
         t = np.arange(0.0, 30.0, dt)
         for key, pipe in pipelines.items():
             z_pred = simulate(pipe, trajectory[:1], t, dt=dt, on_divergence="mask")[0]
             for col in range(2):
-                axes[row, col].plot(
-                    t, z_pred[:, col], "--", label=f"{names[key]} (latent RK4, dt={dt})"
-                )
-        for col, label in enumerate(("u_mean", "v_mean")):
-            ax = axes[row, col]
-            ax.plot(t_fine, z_true[:, col], "k", lw=1, label="true (microscopic RK4)")
-            ax.set_ylabel(label)
-            ax.legend(fontsize=7)
-    for ax in axes[-1]:
-        ax.set_xlabel("t")
-    fig.suptitle("Predator-Prey: true vs predicted observables (cf. paper Figs. 6-7)")
+                axes[row, col].plot(t, z_pred[:, col], "--", label=f"{names[key]}")
+        plot_observables(
+            t_fine,
+            z_true,
+            names=[f"u_mean (dt={dt})", f"v_mean (dt={dt})"],
+            axes=axes[row],
+        )
+    fig.suptitle(
+        "Predator-Prey: true vs predicted observables, latent RK4 (cf. Figs. 6-7)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

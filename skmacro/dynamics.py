@@ -144,7 +144,10 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
     warm_start : bool, default=False
     verbose : int, default=0
         0 silent, 1 a progress bar, 2 a per-epoch table.
-    device : str, default="cpu"
+    device : {"cpu", "cuda", "auto"} or torch.device, default="cpu"
+        "auto" picks CUDA when available (the attribute then holds the
+        device chosen at fit).  A model fitted on CUDA unpickles on a
+        CPU-only machine (onto the CPU, with a warning from skorch).
     random_state : int, RandomState or None, default=None
     **kwargs
         Further skorch parameters (``module__...``, ``optimizer__...``).
@@ -260,6 +263,16 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         -------
         self : PartialForceDynamics
         """
+        reset = not (self.warm_start and self._is_trained())
+        return self._fit(Z, F, mask, inclusion_proba, reset, **fit_params)
+
+    def partial_fit(self, Z, F, mask=None, inclusion_proba=None, **fit_params):
+        """Train ``max_epochs`` more epochs from the current parameters
+        (initialising them on the first call); see :meth:`fit`."""
+        reset = not self._is_trained()
+        return self._fit(Z, F, mask, inclusion_proba, reset, **fit_params)
+
+    def _fit(self, Z, F, mask, inclusion_proba, reset, **fit_params):
         if self.loss not in LOSSES:
             hint = get_close_matches(str(self.loss), LOSSES, n=1)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
@@ -273,15 +286,16 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
                 "use loss='partial' (L_x,p) for partial forces"
             )
         stats = partial_force_statistics(encoder, X, forces, self.loss)
-        if self._needs_initialization():
+        if reset:
             self.n_features_in_ = stats["z"].shape[1]
             self.n_observables_ = encoder.n_observables_
             self.initialize()
             self._set_scales(stats["z"], stats["y"])
         elif stats["z"].shape[1] != self.n_features_in_:
             raise ValueError(
-                f"Z has {stats['z'].shape[1]} columns, but this warm-started "
-                f"model was fitted with {self.n_features_in_}"
+                f"Z has {stats['z'].shape[1]} features, but "
+                f"{type(self).__name__} is expecting {self.n_features_in_} "
+                "features as input (it was fitted on them)"
             )
         self.p_ = forces.p
         data = {key: stats[key].float() for key in ("z", "b", "A", "c")}
@@ -340,12 +354,18 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         float
             R^2 averaged uniformly over the d* observables (1 is perfect).
         """
+        y, g = self._macro_velocities(Z, F, mask, inclusion_proba)
+        return r2_score(y, g, sample_weight=sample_weight)
+
+    def _macro_velocities(self, Z, F, mask=None, inclusion_proba=None):
+        """Horvitz-Thompson estimate of ``dz*/dt`` and the model's ``g*``,
+        each of shape (n_samples, d*)."""
         check_is_fitted(self, "module_")
         encoder, X, forces = self._forces(Z, F, mask, inclusion_proba, self.p)
         d_star = encoder.n_observables_
         if d_star == 0:
             raise ValueError(
-                "score needs an encoder with fixed observables (d* >= 1); this "
+                "scoring needs an encoder with fixed observables (d* >= 1); this "
                 "encoder has none"
             )
         y_parts, z_parts = [], []
@@ -355,4 +375,4 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
             y_parts.append(np.einsum("bdn,bn->bd", J_star, w * f))
             z_parts.append(z.cpu().numpy())
         g_star = self.predict(np.concatenate(z_parts))[:, :d_star]
-        return r2_score(np.concatenate(y_parts), g_star, sample_weight=sample_weight)
+        return np.concatenate(y_parts), g_star

@@ -1,8 +1,9 @@
 """Trajectory errors (paper Eq. 43)."""
 
 import numpy as np
+from sklearn.metrics import r2_score
 
-__all__ = ["mean_relative_error"]
+__all__ = ["mean_relative_error", "make_macro_scorer"]
 
 
 def mean_relative_error(z_true, z_pred, squared=True):
@@ -58,3 +59,62 @@ def mean_relative_error(z_true, z_pred, squared=True):
     # A diverged (NaN) prediction counts as an infinite error, not a skipped one.
     ratio = np.where(np.isnan(err.sum(axis=1)), np.inf, err.sum(axis=1) / denominator)
     return float(ratio.mean())
+
+
+class _MacroVelocityScorer:
+    """Callable ``scorer(estimator, X, F)`` for ``scoring=`` (see
+    :func:`make_macro_scorer`)."""
+
+    def __init__(self, metric):
+        self.metric = metric
+
+    def __call__(self, estimator, X, F, **kwargs):
+        from sklearn.pipeline import Pipeline
+
+        if not isinstance(estimator, Pipeline):
+            raise TypeError(
+                "make_macro_scorer() scores a fitted Pipeline of a "
+                "ClosureAutoencoder and a PartialForceDynamics, got "
+                f"{type(estimator).__name__}"
+            )
+        Z = estimator[:-1].transform(X)
+        y, g = estimator[-1]._macro_velocities(Z, F, **kwargs)
+        if self.metric == "r2":
+            return r2_score(y, g)
+        return -float(np.mean(np.sum((y - g) ** 2, axis=1)))
+
+    def __repr__(self):
+        return f"make_macro_scorer(metric={self.metric!r})"
+
+
+def make_macro_scorer(metric="r2"):
+    """Scorer of the observables' velocity from partial forces, for
+    ``GridSearchCV(scoring=...)`` and ``cross_validate``.
+
+    It compares the first ``d*`` outputs ``g*(z)`` of the latent model with
+    the Horvitz-Thompson estimate ``sum_{i in I} w_i phi*'_i(x) f_i`` of the
+    observables' velocity ``dz*/dt``. Why this is fair across encoders: the
+    observables ``phi*`` are fixed (no trainable parameters), so the target is
+    the same for every pipeline, whatever its closure or ``lambda_cond``, and
+    the estimate is unbiased, so ``E||y_hat - g*||^2 = ||dz*/dt - g*||^2 +
+    (a term of the data alone)``: the ranking of two pipelines is that of
+    their true macroscopic errors. A loss on the whole latent space (L_x,p,
+    L_z) is not comparable across encoders, since each defines its own
+    closure coordinates.
+
+    Parameters
+    ----------
+    metric : {"r2", "neg_mean_squared_error"}, default="r2"
+        ``"r2"`` is the estimators' default ``score``; the squared error is
+        summed over the observables and averaged over configurations.
+
+    Returns
+    -------
+    callable
+        ``scorer(pipeline, X, F)``, larger is better.
+    """
+    if metric not in ("r2", "neg_mean_squared_error"):
+        raise ValueError(
+            f"metric={metric!r} is not one of ('r2', 'neg_mean_squared_error')"
+        )
+    return _MacroVelocityScorer(metric)

@@ -1,0 +1,86 @@
+"""Matplotlib helpers: training curves and observables along trajectories."""
+
+import numpy as np
+
+
+def _axes(ax, n=1):
+    import matplotlib.pyplot as plt
+
+    if ax is not None:
+        return ax
+    _, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.2), squeeze=False)
+    return axes[0] if n > 1 else axes[0, 0]
+
+
+def plot_history(estimator, ax=None, keys=("train_loss", "valid_loss")):
+    """Per-epoch losses of a fitted skmacro estimator.
+
+    Parameters
+    ----------
+    estimator : ClosureAutoencoder or PartialForceDynamics
+        Fitted; its ``history_`` is read.
+    ax : matplotlib Axes, optional
+    keys : sequence of str, default=("train_loss", "valid_loss")
+        History columns to draw (missing ones are skipped).
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    history = getattr(estimator, "history_", None)
+    if not history:
+        raise ValueError(
+            f"{type(estimator).__name__} has no training history: fit it first"
+        )
+    ax = _axes(ax)
+    epochs = history[:, "epoch"]
+    for key in keys:
+        if all(key in row for row in history):
+            ax.plot(epochs, history[:, key], label=key)
+    best = getattr(estimator, "best_epoch_", None)
+    if best is not None:
+        ax.axvline(best, color="grey", ls=":", label=f"kept epoch {best}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(type(estimator).__name__)
+    ax.legend()
+    return ax
+
+
+def plot_observables(t, z_true, z_pred=None, names=None, axes=None, label="predicted"):
+    """Observables along one trajectory, true and (optionally) predicted.
+
+    Parameters
+    ----------
+    t : array-like of shape (T,)
+    z_true : array-like of shape (T, k)
+    z_pred : array-like of shape (T_pred, k) or None
+        Drawn dashed; if ``T_pred != T`` it is drawn against
+        ``np.linspace(t[0], t[-1], T_pred)``.
+    names : sequence of str, optional
+        Axis labels, one per observable.
+    axes : sequence of matplotlib Axes, optional
+        One per observable.
+    label : str, default="predicted"
+
+    Returns
+    -------
+    list of matplotlib Axes
+    """
+    t = np.asarray(t)
+    z_true = np.asarray(z_true)
+    k = z_true.shape[1]
+    axes = list(np.atleast_1d(_axes(axes, k)))
+    names = names or [f"z*_{i}" for i in range(k)]
+    for i, ax in enumerate(axes):
+        ax.plot(t, z_true[:, i], "k", lw=1, label="true")
+        if z_pred is not None:
+            z_pred = np.asarray(z_pred)
+            t_pred = (
+                t if len(z_pred) == len(t) else np.linspace(t[0], t[-1], len(z_pred))
+            )
+            ax.plot(t_pred, z_pred[:, i], "--", label=label)
+        ax.set_xlabel("t")
+        ax.set_ylabel(names[i])
+        ax.legend(fontsize=7)
+    return axes
