@@ -103,7 +103,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         estimate of its mean that bounds memory at ``cond_batch_size * d * N``).
     optimizer : torch optimizer class, default=torch.optim.Adam
     lr : float, default=1e-3
-    max_epochs : int, default=40
+    max_epochs : int, default=30
     batch_size : int, default=256
     validation_fraction : float or None, default=0.1
         Fraction of rows held out for ``valid_loss`` (the best epoch on it is
@@ -174,7 +174,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         criterion=ClosureAutoencoderLoss,
         optimizer=torch.optim.Adam,
         lr=1e-3,
-        max_epochs=40,
+        max_epochs=30,
         batch_size=256,
         validation_fraction=0.1,
         patience=None,
@@ -283,9 +283,10 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         """
         return self._fit(X, not (self.warm_start and self._is_trained()), **fit_params)
 
-    def partial_fit(self, X, y=None, **fit_params):
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
         """Train ``max_epochs`` more epochs from the current parameters
-        (initialising them on the first call); see :meth:`fit`."""
+        (initialising them on the first call); see :meth:`fit`. ``classes``
+        is ignored (skorch's signature)."""
         return self._fit(X, not self._is_trained(), **fit_params)
 
     def _fit(self, X, reset, **fit_params):

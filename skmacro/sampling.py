@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_random_state
 
-__all__ = ["sample_partial_forces", "observed_mask"]
+__all__ = ["sample_partial_forces", "observed_mask", "densify"]
 
 FORMATS = ("dense", "sparse")
 
@@ -210,3 +210,36 @@ def observed_mask(F, n_particles=None, particle_dim=1):
             f"{particle_dim} force coordinates of a particle are computed together"
         )
     return mask
+
+
+def densify(F):
+    """Partial forces as a dense array with NaN where not computed.
+
+    scikit-learn's ``cross_validate`` and ``cross_val_score`` reject a sparse
+    ``y``; ``GridSearchCV`` and the estimators accept both forms. Use this to
+    pass sparse partial forces to the former.
+
+    Parameters
+    ----------
+    F : scipy sparse matrix or array of shape (n_samples, N)
+        Stored entries are the computed forces (explicit zeros included).
+
+    Returns
+    -------
+    ndarray of shape (n_samples, N), float64
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp
+    >>> densify(sp.csr_array(([0.0, 2.0], [1, 2], [0, 2]), shape=(1, 3)))
+    array([[nan,  0.,  2.]])
+    """
+    if not sp.issparse(F):
+        raise TypeError(
+            f"F must be a scipy sparse matrix or array, got {type(F).__name__}"
+        )
+    F = F.tocsr()
+    dense = np.full(F.shape, np.nan)
+    rows = np.repeat(np.arange(F.shape[0]), np.diff(F.indptr))
+    dense[rows, F.indices] = F.data
+    return dense

@@ -189,3 +189,58 @@ def test_divergence_keeps_best_parameters(system, pp_data, fitted_ae):
         dyn.fit(Z, F)
     assert len(dyn.history_) < 30
     assert np.all(np.isfinite(dyn.predict(Z)))
+
+
+class _FixedControl:
+    """A control variate that ignores the mask of the configuration."""
+
+    def __init__(self, h):
+        self.h = h
+
+    def chunk(self, rows):
+        return self.h[rows]
+
+
+def test_control_variate_keeps_the_expectation_and_cuts_variance(
+    system, pp_data, fitted_ae
+):
+    x = pp_data[0][:1]
+    X = np.repeat(x, 4000, axis=0)
+    f = system.forces(x)
+    F = sample_partial_forces(system, X, p=0.2, random_state=5)
+    forces = PartialForces(F, 100)
+    full = partial_force_statistics(fitted_ae, x, PartialForces(f, 100), "x")
+    plain = partial_force_statistics(fitted_ae, X, forces)
+    rng = np.random.default_rng(6)
+    h = np.repeat(f + 0.1 * np.abs(f).mean() * rng.normal(size=f.shape), 4000, axis=0)
+    centred = partial_force_statistics(fitted_ae, X, forces, control=_FixedControl(h))
+    for stats in (plain, centred):
+        b = stats["b"].numpy()
+        sem = b.std(axis=0) / np.sqrt(len(b))
+        assert np.all(np.abs(b.mean(axis=0) - full["b"][0].numpy()) < 5 * sem + 1e-9)
+        A = stats["A"].mean(dim=0).numpy()
+        np.testing.assert_allclose(
+            A, full["A"][0].numpy(), rtol=0.05, atol=1e-3 * np.abs(A).max()
+        )
+    # The loss gradient at the exact velocity g = J f is pure noise: 2 (A g - b).
+    g = full["y"][0]
+
+    def gradient_noise(stats):
+        return (torch.einsum("bij,j->bi", stats["A"], g) - stats["b"]).std(dim=0)
+
+    assert bool(torch.all(gradient_noise(centred) < 0.5 * gradient_noise(plain)))
+
+
+def test_neighbour_control_variate_never_uses_own_forces(system, pp_data):
+    from skmacro._control_variate import NeighbourForceMeans
+
+    X, F = pp_data
+    control = NeighbourForceMeans(
+        X, PartialForces(F, 100), n_neighbors=10, random_state=0
+    )
+    assert not np.any(control.neighbours == np.arange(len(X))[:, None])
+    h = control.chunk(slice(0, 5))
+    assert h.shape == (5, 100) and np.all(np.isfinite(h))
+    # A guess from the neighbours is close to the true forces.
+    f = system.forces(X[:5])
+    assert np.sqrt(np.mean((h - f) ** 2)) < 0.5 * np.sqrt(np.mean(f**2))

@@ -1,0 +1,248 @@
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import sklearn
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
+from sklearn.pipeline import Pipeline
+from skorch.dataset import ValidSplit
+
+from skmacro import ClosureAutoencoder, PartialForceDynamics, simulate
+from skmacro.metrics import make_macro_scorer
+from skmacro.plotting import plot_history
+from skmacro.sampling import densify, sample_partial_forces
+
+
+def _pipe(system, ae_epochs=3, dyn_epochs=5, **dyn):
+    return Pipeline(
+        [
+            (
+                "ae",
+                ClosureAutoencoder(
+                    observables=system.observables,
+                    n_components=4,
+                    max_epochs=ae_epochs,
+                    random_state=0,
+                ),
+            ),
+            ("dyn", PartialForceDynamics(max_epochs=dyn_epochs, random_state=0, **dyn)),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted_pipe(system, pp_data):
+    X, F = pp_data
+    return _pipe(system).fit(X, F)
+
+
+def test_every_force_format_gives_the_same_model(system, pp_data, fitted_ae):
+    X, _ = pp_data
+    F, mask = sample_partial_forces(system, X, 0.2, random_state=1, return_mask=True)
+    F_csr = sample_partial_forces(system, X, 0.2, random_state=1, format="sparse")
+    zeros = np.nan_to_num(F)
+    variants = {
+        "dense": (F, {}),
+        "csr_array": (F_csr, {}),
+        "csr_matrix": (sp.csr_matrix(F_csr), {}),
+        "particle mask": (zeros, {"mask": mask}),
+        "coordinate mask": (zeros, {"mask": ~np.isnan(F)}),
+        "inclusion_proba": (F, {"inclusion_proba": np.full(100, 0.2)}),
+    }
+    Z = fitted_ae.transform(X)
+    predictions = {}
+    for name, (forces, params) in variants.items():
+        dyn = PartialForceDynamics(max_epochs=3, random_state=0)
+        dyn.fit(Z, forces, **params)
+        predictions[name] = dyn.predict(Z[:20])
+    for name, pred in predictions.items():
+        np.testing.assert_allclose(pred, predictions["dense"], rtol=1e-5, err_msg=name)
+    # Fit parameters reach the dynamics step of a Pipeline by prefix.
+    pipe = _pipe(system, 1, 3).fit(X, zeros, dyn__mask=mask)
+    reference = _pipe(system, 1, 3).fit(X, F)
+    np.testing.assert_allclose(pipe.predict(X[:5]), reference.predict(X[:5]), rtol=1e-5)
+
+
+def test_mask_through_metadata_routing(system, pp_data):
+    X, _ = pp_data
+    F, mask = sample_partial_forces(system, X, 0.2, random_state=1, return_mask=True)
+    with sklearn.config_context(enable_metadata_routing=True):
+        pipe = _pipe(system)
+        pipe[-1].set_fit_request(mask=True)
+        pipe.fit(X, np.nan_to_num(F), mask=mask)
+        routed = pipe.predict(X[:20])
+    reference = _pipe(system).fit(X, F).predict(X[:20])
+    np.testing.assert_allclose(routed, reference, rtol=1e-5)
+
+
+def test_non_uniform_inclusion_probabilities_are_unbiased(system, pp_data, fitted_ae):
+    """Horvitz-Thompson weights 1/pi_i keep L_x,p unbiased for any pi."""
+    from skmacro._observations import PartialForces
+    from skmacro.dynamics import partial_force_statistics
+
+    X = np.repeat(pp_data[0][:2], 3000, axis=0)
+    rng = np.random.default_rng(0)
+    proba = np.where(np.arange(100) < 50, 0.5, 0.1)  # u cells sampled more
+    mask = rng.random(X.shape) < proba
+    F = np.where(mask, system.forces(X), np.nan)
+    stats = partial_force_statistics(
+        fitted_ae, X, PartialForces(F, 100, inclusion_proba=proba)
+    )
+    full = partial_force_statistics(
+        fitted_ae, X[::3000], PartialForces(system.forces(X[::3000]), 100)
+    )
+    for k in range(2):
+        b = stats["b"][3000 * k : 3000 * (k + 1)].numpy()
+        sem = b.std(axis=0) / np.sqrt(len(b))
+        assert np.all(np.abs(b.mean(axis=0) - full["b"][k].numpy()) < 5 * sem)
+
+
+def test_grid_search_default_scoring_and_parallel(system, pp_data):
+    X, F = pp_data
+    grid = GridSearchCV(
+        _pipe(system, ae_epochs=2, dyn_epochs=3),
+        {"dyn__latent_model": ["mlp", "onsager"]},
+        cv=2,
+        n_jobs=2,
+    ).fit(X, F)
+    assert set(grid.cv_results_["mean_test_score"].round(12)) != {np.nan}
+    assert np.all(np.isfinite(grid.cv_results_["mean_test_score"]))
+    assert grid.best_estimator_.predict(X[:3]).shape == (3, 4)
+
+
+def test_cross_val_score_with_sparse_forces_and_macro_scorer(system, pp_data):
+    X, _ = pp_data
+    F = sample_partial_forces(system, X, 0.2, random_state=1, format="sparse")
+    # scikit-learn's cross_val_score rejects a sparse y; densify keeps the
+    # computed entries (explicit zeros included) and marks the rest NaN.
+    with pytest.raises(ValueError, match="'y' parameter"):
+        cross_val_score(_pipe(system, 1, 1), X, F, cv=3)
+    grid = GridSearchCV(_pipe(system, 1, 1), {"dyn__lr": [1e-3]}, cv=3).fit(X, F)
+    assert np.isfinite(grid.best_score_)
+    F = densify(F)
+    scores = cross_val_score(_pipe(system, 2, 3), X, F, cv=3)
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+    mse = cross_val_score(
+        _pipe(system, 2, 3),
+        X,
+        F,
+        cv=3,
+        scoring=make_macro_scorer("neg_mean_squared_error"),
+    )
+    assert np.all(mse <= 0)
+
+
+def test_score_agrees_with_trajectory_error(system):
+    """GridSearchCV over lambda_cond must prefer the model with the lower
+    trajectory error, measured independently on held-out trajectories."""
+    from skmacro.paper import predator_prey_training_states, rollout_error
+
+    X = predator_prey_training_states(8, random_state=3)
+    F = sample_partial_forces(system, X, 0.2, random_state=3)
+    groups = np.repeat(np.arange(8), 300)
+    t = np.arange(0, 10, 0.1)
+    test = system.simulate(
+        system.sample_initial(10, random_state=4), 9.9, 0.01, stride=10
+    )
+    base = _pipe(system, ae_epochs=15, dyn_epochs=60)
+    grid = GridSearchCV(base, {"ae__lambda_cond": [0.0, 1e-2]}, cv=GroupKFold(2))
+    grid.fit(X, F, groups=groups)
+    errors = []
+    for lam in (0.0, 1e-2):
+        pipe = clone(base).set_params(ae__lambda_cond=lam).fit(X, F)
+        errors.append(rollout_error(pipe, t, test)[0])
+    best = grid.best_params_["ae__lambda_cond"]
+    assert best == (0.0, 1e-2)[int(np.argmin(errors))], (grid.cv_results_, errors)
+
+
+def test_pickle_and_joblib_round_trips(fitted_pipe, pp_data, tmp_path):
+    X = pp_data[0][:30]
+    expected = fitted_pipe.predict(X)
+    restored = pickle.loads(pickle.dumps(fitted_pipe))
+    np.testing.assert_array_equal(restored.predict(X), expected)
+    joblib.dump(fitted_pipe, tmp_path / "pipe.joblib")
+    loaded = joblib.load(tmp_path / "pipe.joblib")
+    np.testing.assert_array_equal(loaded.predict(X), expected)
+    Z = simulate(loaded, X[:2], np.linspace(0, 1, 5))
+    np.testing.assert_array_equal(Z, simulate(fitted_pipe, X[:2], np.linspace(0, 1, 5)))
+
+
+def test_lambda_observables_cannot_pickle_with_clear_message(pp_data):
+    ae = ClosureAutoencoder(
+        observables=lambda x: x[:, :2].mean(1, keepdim=True), max_epochs=1
+    ).fit(pp_data[0][:50])
+    with pytest.raises(pickle.PicklingError, match="module level"):
+        pickle.dumps(ae)
+
+
+def test_clone_keeps_callable_observables(system):
+    ae = ClosureAutoencoder(observables=system.observables, lambda_cond=1e-5)
+    cloned = clone(ae)
+    assert cloned.observables == system.observables
+    assert cloned.get_params()["lambda_cond"] == 1e-5
+
+
+def test_device_auto_resolves(pp_data):
+    ae = ClosureAutoencoder(device="auto", max_epochs=1).fit(pp_data[0][:50])
+    assert ae.device in ("cpu", "cuda")
+
+
+def test_feature_names_pandas_output_and_html(fitted_pipe, pp_data):
+    ae = fitted_pipe[0]
+    names = ae.get_feature_names_out()
+    assert list(names) == ["u_mean", "v_mean", "closure_0", "closure_1"]
+    pd = pytest.importorskip("pandas")
+    frame = (
+        clone(ae)
+        .set_output(transform="pandas")
+        .fit(pp_data[0])
+        .transform(pp_data[0][:5])
+    )
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == list(names)
+    assert "ClosureAutoencoder" in fitted_pipe._repr_html_()
+
+
+def test_verbose_progress_history_and_plot(system, pp_data, capsys):
+    X, F = pp_data
+    pipe = _pipe(system, 2, 3)
+    pipe.set_params(ae__verbose=1, dyn__verbose=1).fit(X, F)
+    err = capsys.readouterr().err
+    assert "ClosureAutoencoder" in err and "PartialForceDynamics" in err
+    history = pipe[-1].history_
+    assert len(history) == 3 and all(
+        k in history[-1] for k in ("train_loss", "valid_loss", "dur")
+    )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = plot_history(pipe[-1])
+    assert ax.get_xlabel() == "epoch" and len(ax.lines) >= 2
+
+
+def test_warm_start_continues_training(system, pp_data, fitted_ae):
+    X, F = pp_data
+    Z = fitted_ae.transform(X)
+    dyn = PartialForceDynamics(max_epochs=3, warm_start=True, random_state=0).fit(Z, F)
+    first = dyn.module_.state_dict()["field.net.0.weight"].clone()
+    dyn.fit(Z, F)
+    assert len(dyn.history_) == 6
+    assert not np.allclose(first, dyn.module_.state_dict()["field.net.0.weight"])
+    cold = PartialForceDynamics(max_epochs=3, random_state=0).fit(Z, F)
+    cold.fit(Z, F)
+    assert len(cold.history_) == 3
+
+
+def test_group_split_and_early_stopping(system, pp_data, fitted_ae):
+    X, F = pp_data
+    Z = fitted_ae.transform(X)
+    groups = np.repeat(np.arange(6), len(X) // 6)
+    dyn = PartialForceDynamics(
+        max_epochs=3, train_split=ValidSplit(GroupKFold(3)), random_state=0
+    ).fit(Z, F, groups=groups)
+    assert "valid_loss" in dyn.history_[-1]
+    dyn = PartialForceDynamics(max_epochs=300, patience=2, lr=1e-6, random_state=0)
+    dyn.fit(Z, F, groups=groups)
+    assert len(dyn.history_) < 300
