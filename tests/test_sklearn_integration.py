@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import sklearn
+import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
 from sklearn.pipeline import Pipeline
@@ -136,26 +137,28 @@ def test_cross_val_score_with_sparse_forces_and_macro_scorer(system, pp_data):
 
 
 def test_score_agrees_with_trajectory_error(system):
-    """GridSearchCV over lambda_cond must prefer the model with the lower
-    trajectory error, measured independently on held-out trajectories."""
+    """GridSearchCV over lambda_cond, with the default (p-aware) scoring and
+    whole trajectories held out, must prefer the model with the lowest
+    trajectory error measured independently on unseen trajectories."""
     from skmacro.paper import predator_prey_training_states, rollout_error
 
     X = predator_prey_training_states(8, random_state=3)
     F = sample_partial_forces(system, X, 0.2, random_state=3)
     groups = np.repeat(np.arange(8), 300)
-    t = np.arange(0, 10, 0.1)
-    test = system.simulate(
-        system.sample_initial(10, random_state=4), 9.9, 0.01, stride=10
-    )
-    base = _pipe(system, ae_epochs=15, dyn_epochs=60)
-    grid = GridSearchCV(base, {"ae__lambda_cond": [0.0, 1e-2]}, cv=GroupKFold(2))
+    base = _pipe(system, ae_epochs=20, dyn_epochs=60)
+    grid_values = [0.0, 1e-6, 1e-2]
+    grid = GridSearchCV(base, {"ae__lambda_cond": grid_values}, cv=GroupKFold(2))
     grid.fit(X, F, groups=groups)
-    errors = []
-    for lam in (0.0, 1e-2):
-        pipe = clone(base).set_params(ae__lambda_cond=lam).fit(X, F)
-        errors.append(rollout_error(pipe, t, test)[0])
+    test = system.simulate(
+        system.sample_initial(10, random_state=4), 29.9, 0.01, stride=10
+    )
+    t = np.arange(0, 30, 0.1)
+    errors = [
+        rollout_error(clone(base).set_params(ae__lambda_cond=lam).fit(X, F), t, test)[0]
+        for lam in grid_values
+    ]
     best = grid.best_params_["ae__lambda_cond"]
-    assert best == (0.0, 1e-2)[int(np.argmin(errors))], (grid.cv_results_, errors)
+    assert best == grid_values[int(np.argmin(errors))], (grid.cv_results_, errors)
 
 
 def test_pickle_and_joblib_round_trips(fitted_pipe, pp_data, tmp_path):
@@ -181,7 +184,10 @@ def test_lambda_observables_cannot_pickle_with_clear_message(pp_data):
 def test_clone_keeps_callable_observables(system):
     ae = ClosureAutoencoder(observables=system.observables, lambda_cond=1e-5)
     cloned = clone(ae)
-    assert cloned.observables == system.observables
+    # clone deep-copies parameters: the same method, bound to a copy.
+    assert cloned.observables.__func__ is system.observables.__func__
+    x = torch.rand(3, 100)
+    torch.testing.assert_close(cloned.observables(x), system.observables(x))
     assert cloned.get_params()["lambda_cond"] == 1e-5
 
 
