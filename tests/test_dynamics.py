@@ -244,3 +244,68 @@ def test_neighbour_control_variate_never_uses_own_forces(system, pp_data):
     # A guess from the neighbours is close to the true forces.
     f = system.forces(X[:5])
     assert np.sqrt(np.mean((h - f) ** 2)) < 0.5 * np.sqrt(np.mean(f**2))
+
+
+@pytest.mark.parametrize("latent_model", ["mlp", "onsager", "gfinn"])
+@pytest.mark.parametrize("loss", ["partial", "z"])
+def test_every_latent_model_fits_through_the_pipeline(
+    system, pp_data, latent_model, loss
+):
+    X, F = pp_data
+    pipe = Pipeline(
+        [
+            (
+                "ae",
+                ClosureAutoencoder(
+                    observables=system.observables,
+                    n_components=4,
+                    max_epochs=1,
+                    random_state=0,
+                ),
+            ),
+            (
+                "dyn",
+                PartialForceDynamics(
+                    latent_model=latent_model,
+                    loss=loss,
+                    max_epochs=2,
+                    module__hidden=(16, 16),
+                    random_state=0,
+                ),
+            ),
+        ]
+    ).fit(X, F)
+    assert np.all(np.isfinite(pipe.predict(X[:5])))
+    assert np.isfinite(pipe.score(X, F))
+    Z = simulate(pipe, X[:2], np.linspace(0, 1, 3), dt=0.05)
+    assert Z.shape == (2, 3, 4) and np.all(np.isfinite(Z))
+
+
+def test_latent_model_hyperparameters_are_grid_searchable(system, pp_data, fitted_ae):
+    from sklearn.model_selection import GridSearchCV
+
+    X, F = pp_data
+    pipe = Pipeline([("ae", fitted_ae), ("dyn", PartialForceDynamics(max_epochs=1))])
+    grid = GridSearchCV(
+        pipe,
+        {"dyn__latent_model": ["onsager"], "dyn__module__hidden": [(8,), (16,)]},
+        cv=2,
+    ).fit(X, F)
+    assert grid.best_estimator_[-1].module_.field.n_components == 4
+
+
+def test_simulate_divergence_raises_or_masks(system, pp_data, fitted_ae):
+    from skmacro import RolloutDivergenceError
+
+    X, F = pp_data
+    Z = fitted_ae.transform(X)
+    dyn = PartialForceDynamics(max_epochs=1, random_state=0).fit(Z, F)
+    with torch.no_grad():  # a field that drives z far beyond the training data
+        last = dyn.module_.field.net[-1]
+        last.weight.mul_(0)
+        last.bias.fill_(50.0)
+    Z0 = np.asarray(Z[:3])
+    with pytest.raises(RolloutDivergenceError, match=r"diverged after t = "):
+        simulate(dyn, Z0, np.linspace(0, 100, 11), dt=0.1)
+    out = simulate(dyn, Z0, np.linspace(0, 100, 11), dt=0.1, on_divergence="mask")
+    assert np.all(np.isfinite(out[:, 0])) and np.all(np.isnan(out[:, -1]))
