@@ -1,0 +1,216 @@
+"""The large Lennard-Jones system: 51,200 atoms (N = 307,200), forces on 50
+atoms per configuration (p = 1/1024), L_x,p only (paper Section 5.3, Table 1
+"Lennard-Jones (large)": 4.96e-3 +- 0.56e-3 with 5,000 configurations, where
+the paper stopped "due to memory limit").
+
+What it measures
+----------------
+Wall time and peak memory of every phase of the pipeline at scale:
+
+1. simulation: ``ceil(--configs / (steps + 1))`` training and ``--n-test``
+   test NVE trajectories (T0 ~ U(0.5, 1.5), dt = 0.001, ``--steps`` steps,
+   every step kept), streamed ``--n-jobs`` trajectories at a time into one
+   preallocated float32 array (the engine's float64 output never holds more
+   than ``--n-jobs`` trajectories); the first ``--configs`` states train;
+2. sampling: Algorithm 1, forces on ``--atoms-per-config`` random atoms per
+   configuration, computed on row chunks and stored as CSR;
+3. AE fit: ``ClosureAutoencoder(n_components=32)`` on the float32 states;
+4. statistics pass: the one pass of ``PartialForceDynamics.fit`` that reduces
+   every configuration to its quadratic form (z, b, A, c), measured as the
+   fit time minus the time of its epochs (``history_[:, "dur"]``);
+5. dynamics fit: the epochs (O(d^2) per configuration);
+6. test error on T: unsquared Eq. 43 error of latent RK4 rollouts
+   (dt = 0.001) against the ground-truth test trajectories.
+
+Peak memory is the process's ``ru_maxrss`` (resident set high-water mark,
+which includes PyTorch's allocations) after each phase, plus the current
+resident size; ``--tracemalloc`` adds the traced peak of Python/NumPy
+allocations per phase (not PyTorch's). MD runs in joblib worker processes,
+whose memory is not included.
+
+Run the paper's size (float32 X of 5,000 x 307,200 is 6.1 GB)::
+
+    python benchmarks/lj_large.py --atoms 51200 --configs 5000
+
+A smaller run::
+
+    python benchmarks/lj_large.py --atoms 6400 --configs 1000 --ae-epochs 5
+"""
+
+import argparse
+import math
+import resource
+import time
+import tracemalloc
+
+import numpy as np
+import torch
+from sklearn.pipeline import Pipeline
+
+from lj_temperature import (
+    fit_autoencoder,
+    make_system,
+    partial_forces_sparse,
+    simulate_float32,
+)
+from skmacro import PartialForceDynamics
+from skmacro.paper import rollout_error
+
+PAPER_LARGE = (4.96e-3, 0.56e-3)
+
+
+def rss_now_gib():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def rss_peak_gib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB
+
+
+class Phases:
+    """Time, peak RSS and (optionally) traced peak of each phase."""
+
+    def __init__(self, trace):
+        self.trace = trace
+        self.rows = []
+
+    def __call__(self, name):
+        phases = self
+
+        class _Phase:
+            def __enter__(self):
+                if phases.trace:
+                    tracemalloc.reset_peak()
+                self.start = time.perf_counter()
+                return self
+
+            def __exit__(self, *exc):
+                elapsed = time.perf_counter() - self.start
+                traced = (tracemalloc.get_traced_memory()[1] / 2**30
+                          if phases.trace else float("nan"))
+                phases.rows.append(
+                    [name, elapsed, rss_peak_gib(), rss_now_gib(), traced]
+                )
+                print(
+                    f"{name}: {elapsed:.1f} s, peak RSS {rss_peak_gib():.2f} GiB, "
+                    f"RSS now {rss_now_gib():.2f} GiB"
+                    + (f", traced peak {traced:.2f} GiB" if phases.trace else ""),
+                    flush=True,
+                )
+                return False
+
+        return _Phase()
+
+    def report(self):
+        print()
+        print(f"{'phase':>26} {'time (s)':>10} {'peak RSS':>10} {'RSS after':>10}"
+              + (f" {'traced pk':>10}" if self.trace else "") + "   (GiB)")
+        for name, elapsed, peak, now, traced in self.rows:
+            print(f"{name:>26} {elapsed:>10.1f} {peak:>10.2f} {now:>10.2f}"
+                  + (f" {traced:>10.2f}" if self.trace else ""))
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--atoms", type=int, default=51200)
+    parser.add_argument("--configs", type=int, default=5000)
+    parser.add_argument("--n-test", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=250)
+    parser.add_argument("--dt", type=float, default=0.001)
+    parser.add_argument("--atoms-per-config", type=int, default=50)
+    parser.add_argument("--latent-model", choices=["mlp", "onsager", "gfinn"],
+                        default="onsager")
+    parser.add_argument("--latent-dim", type=int, default=32)
+    parser.add_argument("--ae-epochs", type=int, default=30)
+    parser.add_argument("--dyn-epochs", type=int, default=200)
+    parser.add_argument("--control-variate", choices=["none", "neighbors"],
+                        default="none")
+    parser.add_argument("--engine", choices=["auto", "numpy", "lammps"],
+                        default="auto")
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tracemalloc", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.tracemalloc:
+        tracemalloc.start()
+    phases = Phases(args.tracemalloc)
+
+    system = make_system(args.atoms, args.engine)
+    N = system.n_features
+    k = args.atoms_per_config
+    n_states = args.steps + 1
+    n_traj = math.ceil(args.configs / n_states)
+    x_gib = args.configs * N * 4 / 2**30
+    print(
+        f"{args.atoms} atoms, N = {N}, engine {system.engine}; {args.configs} "
+        f"training configurations from {n_traj} trajectories (X float32: "
+        f"{x_gib:.2f} GiB), {args.n_test} test trajectories; p = {k}/"
+        f"{args.atoms} = {k / args.atoms:.3g}; d = {args.latent_dim}; latent "
+        f"model {args.latent_model}; threads {args.threads}",
+        flush=True,
+    )
+
+    with phases("initial states (relax)"):
+        X0_train = system.sample_initial(n_traj, random_state=args.seed)
+        X0_test = system.sample_initial(args.n_test, random_state=args.seed + 1)
+    with phases("simulation"):
+        X = np.empty((args.configs, N), dtype=np.float32)
+        for s in range(0, n_traj, args.n_jobs):
+            chunk = simulate_float32(system, X0_train[s : s + args.n_jobs],
+                                     args.steps, args.dt, args.n_jobs)
+            rows = chunk.reshape(-1, N)
+            lo = s * n_states
+            hi = min(lo + len(rows), args.configs)
+            X[lo:hi] = rows[: hi - lo]
+            del chunk, rows
+        test = simulate_float32(system, X0_test, args.steps, args.dt,
+                                args.n_jobs, chunk=args.n_jobs)
+    with phases("sampling (50-atom forces)"):
+        F = partial_forces_sparse(system, X, k, args.seed)
+    print(f"  partial forces: CSR with {F.nnz} stored values "
+          f"({(F.data.nbytes + F.indices.nbytes) / 2**20:.1f} MiB)", flush=True)
+    with phases("AE fit"):
+        ae = fit_autoencoder(system, X, args.latent_dim, args.ae_epochs, args.seed)
+    with phases("encode"):
+        Z = ae.transform(X)
+    dyn = PartialForceDynamics(
+        latent_model=args.latent_model,
+        loss="partial",
+        control_variate=None if args.control_variate == "none" else "neighbors",
+        max_epochs=args.dyn_epochs,
+        random_state=args.seed,
+    )
+    start = time.perf_counter()
+    with phases("stats pass + dynamics fit"):
+        dyn.fit(Z, F)
+    total = time.perf_counter() - start
+    epochs = float(np.sum(dyn.history_[:, "dur"]))
+    with phases("test error on T"):
+        pipe = Pipeline([("ae", ae), ("dyn", dyn)])
+        t = np.arange(test.shape[1]) * args.dt
+        error, _, _ = rollout_error(pipe, t, test, dt=args.dt, squared=False)
+
+    phases.report()
+    print(f"{'  of which statistics pass':>26} {total - epochs:>10.1f}")
+    print(f"{'  of which epochs':>26} {epochs:>10.1f}   "
+          f"({len(dyn.history_)} epochs)")
+    print()
+    print(f"peak RSS (ru_maxrss) over the run: {rss_peak_gib():.2f} GiB")
+    print(
+        f"test error on T (unsquared Eq. 43, {args.n_test} test trajectories, "
+        f"1 run): {error:.3e}   paper (Table 1, 51200 atoms, 5000 configs): "
+        f"{PAPER_LARGE[0]:.2e} +- {PAPER_LARGE[1]:.2e}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,401 @@
+"""Temperature of the 800-atom Lennard-Jones fluid: L_z against L_x,p (paper
+Section 5.2, Fig. 3 and the "Lennard-Jones (small)" row of Table 1).
+
+What it measures
+----------------
+The Eq. 43 test error (unsquared norms, as the paper's figures) on the
+temperature T of latent RK4 rollouts (dt = 0.001, 250 steps) started from the
+encoded initial states of held-out NVE trajectories, for two dynamics models
+trained on the same force budget:
+
+* ``L_x,p``: forces on ``--atoms-per-config`` (50) random atoms of every
+  training configuration (p = 50/800 = 1/16);
+* ``L_z``: all forces on ``K * p`` randomly chosen training configurations
+  (``--lz-subset trajectories`` takes whole trajectories instead, as the
+  reference code does), i.e. the same number of atom-force computations.
+
+Protocol (paper Appendix B.3): ``--n-train`` (90) training and ``--n-test``
+(10) test trajectories, T0 ~ U(0.5, 1.5) (test drawn with another seed), NVE
+velocity Verlet dt = 0.001, 250 steps, every step kept. The latent space has
+d = 32 coordinates (T and 31 learned closure variables), and the latent model
+is chosen with ``--latent-models`` (MLP, OnsagerNet, GFINNs). Each repeat
+draws new masks, a new L_z subset and new network seeds; the autoencoder is
+retrained in each repeat unless ``--ae-once`` (the output says which). The
+printed table is mean +- std over repeats beside the paper's Fig. 3 values.
+
+``--free-velocities`` (beyond the paper) adds a third model: positions'
+derivatives dr/dt = v cost nothing, so every position coordinate is observed
+(inclusion probability 1) and the interatomic forces only on the same 50
+atoms (inclusion probability p); same force cost as L_x,p.
+
+``--control-variate neighbors`` switches on the library's variance reduction
+for the partial-force models; the default (none) is the paper's estimator.
+
+The simulated trajectories are cached (float32) in
+``outputs/lj_temperature_<...>.npz``; reruns skip the MD.
+
+Run (the paper's protocol; hours on 2 CPU cores)::
+
+    python benchmarks/lj_temperature.py --latent-models mlp onsager gfinn
+
+A quick check::
+
+    python benchmarks/lj_temperature.py --n-train 6 --n-test 2 --steps 50 \\
+        --repeats 1 --ae-epochs 2 --dyn-epochs 5
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import time
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.pipeline import Pipeline
+
+from skmacro import ClosureAutoencoder, PartialForceDynamics
+from skmacro.paper import rollout_error
+from skmacro.sampling import sample_partial_forces
+from skmacro.systems import LennardJones, _lammps
+
+#: Paper Fig. 3 (800 atoms, p = 1/16, ten repeats): model -> loss -> (mean, std).
+PAPER_FIG3 = {
+    "mlp": {"z": (2.60e-2, 1.01e-2), "partial": (1.34e-3, 0.26e-3)},
+    "onsager": {"z": (4.45e-3, 2.03e-3), "partial": (1.17e-3, 0.18e-3)},
+    "gfinn": {"z": (1.28e-2, 0.74e-2), "partial": (2.84e-3, 0.99e-3)},
+}
+MODEL_NAMES = {"mlp": "MLP", "onsager": "OnsagerNet", "gfinn": "GFINNs"}
+
+
+# --------------------------------------------------------------------- data
+
+
+def make_system(n_atoms, engine="auto"):
+    if engine == "auto":
+        engine = "lammps" if _lammps.lammps_available() else "numpy"
+    return LennardJones(n_atoms=n_atoms, engine=engine)
+
+
+def simulate_float32(system, X0, n_steps, dt, n_jobs, chunk=None):
+    """Trajectories (n, n_steps + 1, N) as float32, simulated ``chunk`` at a
+    time so the float64 engine output never holds more than ``chunk`` of them."""
+    chunk = chunk or len(X0)
+    out = np.empty((len(X0), n_steps + 1, system.n_features), dtype=np.float32)
+    for s in range(0, len(X0), chunk):
+        out[s : s + chunk] = system.simulate(
+            X0[s : s + chunk], t_end=n_steps * dt, dt=dt, n_jobs=n_jobs
+        )
+    return out
+
+
+def load_or_simulate(system, n_train, n_test, n_steps, dt, seed, n_jobs, cache_dir):
+    """Train and test trajectories, float32, cached in an .npz."""
+    key = dict(
+        n_atoms=system.n_atoms,
+        n_train=n_train,
+        n_test=n_test,
+        n_steps=n_steps,
+        dt=dt,
+        seed=seed,
+        engine=system.engine,
+    )
+    tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+    path = os.path.join(
+        cache_dir,
+        f"lj_temperature_{system.n_atoms}at_{n_train}+{n_test}traj_"
+        f"{n_steps}steps_{tag}.npz",
+    )
+    if os.path.exists(path):
+        with np.load(path) as data:
+            print(f"data: loaded {path}", flush=True)
+            return data["train"], data["test"], 0.0
+    start = time.perf_counter()
+    X0_train = system.sample_initial(n_train, random_state=seed)
+    X0_test = system.sample_initial(n_test, random_state=seed + 1)
+    train = simulate_float32(system, X0_train, n_steps, dt, n_jobs)
+    test = simulate_float32(system, X0_test, n_steps, dt, n_jobs)
+    elapsed = time.perf_counter() - start
+    os.makedirs(cache_dir, exist_ok=True)
+    np.savez(path, train=train, test=test)
+    print(
+        f"data: simulated {n_train}+{n_test} trajectories x {n_steps + 1} states "
+        f"with {system.engine} in {elapsed:.1f} s, cached in {path}",
+        flush=True,
+    )
+    return train, test, elapsed
+
+
+# ------------------------------------------------------------------- forces
+
+
+def partial_forces_sparse(system, X, k, random_state, chunk_rows=256):
+    """Algorithm 1 with ``k`` atoms per configuration, as CSR, computed on
+    row chunks (``sample_partial_forces`` casts its input to float64, so a
+    float32 ``X`` is passed a chunk at a time)."""
+    rng = np.random.RandomState(random_state)
+    p = k / system.n_particles
+    parts = [
+        sample_partial_forces(
+            system, X[s : s + chunk_rows], p=p, random_state=rng, format="sparse"
+        )
+        for s in range(0, len(X), chunk_rows)
+    ]
+    return sp.csr_array(sp.vstack(parts, format="csr"))
+
+
+def free_velocity_forces(X, F_partial):
+    """Observe every position derivative (dr/dt = v, free) plus the force
+    coordinates of the atoms in ``F_partial`` (CSR storing the sampled atoms'
+    6 coordinates). Returns a CSR with the union, sorted."""
+    K, N = X.shape
+    n = N // 6
+    # Position coordinates 6i..6i+2 hold the velocities X[:, 6i+3..6i+5].
+    pos_cols = (6 * np.arange(n)[:, None] + np.arange(3)).ravel()
+    vel_vals = np.asarray(X)[:, pos_cols + 3].astype(np.float64)
+    Fc = F_partial.tocsr()
+    Fc.sort_indices()
+    per_row = np.diff(Fc.indptr)
+    if np.any(per_row != per_row[0]):
+        raise ValueError("every configuration must have the same number of atoms")
+    cols_f = Fc.indices.reshape(K, -1)
+    vals_f = Fc.data.reshape(K, -1)
+    keep = (cols_f % 6) >= 3
+    m = int(keep[0].sum())
+    cols_f = cols_f[keep].reshape(K, m)
+    vals_f = vals_f[keep].reshape(K, m)
+    # Built directly (not by adding matrices) so that no explicit zero is lost.
+    cols = np.concatenate([np.broadcast_to(pos_cols, (K, len(pos_cols))), cols_f], 1)
+    vals = np.concatenate([vel_vals, vals_f], axis=1)
+    order = np.argsort(cols, axis=1, kind="stable")
+    cols = np.take_along_axis(cols, order, axis=1)
+    vals = np.take_along_axis(vals, order, axis=1)
+    width = cols.shape[1]
+    out = sp.csr_array(
+        (vals.ravel(), cols.ravel(), np.arange(K + 1) * width), shape=(K, N)
+    )
+    out.has_sorted_indices = True
+    return out
+
+
+def free_velocity_proba(n_atoms, p):
+    """Per-coordinate inclusion probabilities: 1 on the position coordinates
+    (their derivative v is always known), p on the velocity coordinates."""
+    proba = np.empty((n_atoms, 6))
+    proba[:, :3] = 1.0
+    proba[:, 3:] = p
+    return proba.ravel()
+
+
+def lz_rows(n_configs, n_traj, n_states, budget_configs, mode, rng):
+    """Rows of the L_z training set: ``budget_configs`` random configurations,
+    or enough whole random trajectories to match that budget."""
+    if mode == "configurations":
+        return np.sort(rng.choice(n_configs, budget_configs, replace=False))
+    n_pick = max(1, round(budget_configs / n_states))
+    trajs = np.sort(rng.choice(n_traj, n_pick, replace=False))
+    return (trajs[:, None] * n_states + np.arange(n_states)).ravel()
+
+
+# ----------------------------------------------------------------- training
+
+
+def fit_autoencoder(system, X, d, epochs, seed, verbose=0):
+    ae = ClosureAutoencoder(
+        observables=system.observables,
+        n_components=d,
+        max_epochs=epochs,
+        random_state=seed,
+        verbose=verbose,
+    )
+    return ae.fit(X)
+
+
+def fit_dynamics(Z, F, *, latent_model, loss, epochs, seed, control, verbose=0,
+                 inclusion_proba=None):
+    dyn = PartialForceDynamics(
+        latent_model=latent_model,
+        loss=loss,
+        control_variate=control,
+        max_epochs=epochs,
+        random_state=seed,
+        verbose=verbose,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        return dyn.fit(Z, F, inclusion_proba=inclusion_proba)
+
+
+def test_error(ae, dyn, test, dt):
+    """Unsquared Eq. 43 error on T of latent RK4 rollouts (dt) against the
+    ground-truth trajectories ``test`` (n, T, N)."""
+    pipe = Pipeline([("ae", ae), ("dyn", dyn)])
+    t = np.arange(test.shape[1]) * dt
+    error, _, _ = rollout_error(pipe, t, test, dt=dt, squared=False)
+    return error
+
+
+def fmt(values):
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.3e}"
+    return f"{values.mean():.3e} +- {values.std(ddof=0):.2e}"
+
+
+# --------------------------------------------------------------------- main
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--latent-models", nargs="+", default=["mlp"],
+                        choices=sorted(PAPER_FIG3))
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--atoms", type=int, default=800)
+    parser.add_argument("--atoms-per-config", type=int, default=50)
+    parser.add_argument("--latent-dim", type=int, default=32)
+    parser.add_argument("--n-train", type=int, default=90)
+    parser.add_argument("--n-test", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=250)
+    parser.add_argument("--dt", type=float, default=0.001)
+    parser.add_argument("--ae-epochs", type=int, default=30)
+    parser.add_argument("--dyn-epochs", type=int, default=200)
+    parser.add_argument("--ae-once", action="store_true",
+                        help="train the autoencoder once, shared by all repeats")
+    parser.add_argument("--lz-subset", choices=["configurations", "trajectories"],
+                        default="configurations")
+    parser.add_argument("--control-variate", choices=["none", "neighbors"],
+                        default="none")
+    parser.add_argument("--free-velocities", action="store_true")
+    parser.add_argument("--engine", choices=["auto", "numpy", "lammps"],
+                        default="auto")
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch.set_num_threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", default="outputs")
+    parser.add_argument("--verbose", type=int, default=0)
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds: start no new repeat that would likely "
+                        "end after this (the table reports the repeats done)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    control = None if args.control_variate == "none" else args.control_variate
+
+    system = make_system(args.atoms, args.engine)
+    k = args.atoms_per_config
+    p = k / system.n_particles
+    train, test, _ = load_or_simulate(
+        system, args.n_train, args.n_test, args.steps, args.dt, args.seed,
+        args.n_jobs, args.cache_dir,
+    )
+    n_traj, n_states, N = train.shape
+    X = train.reshape(-1, N)
+    K = len(X)
+    budget = round(K * p)  # full-force configurations of the same force cost
+    print(
+        f"system: {system.n_atoms} atoms (N = {N}), engine {system.engine}; "
+        f"{n_traj} train / {len(test)} test trajectories x {n_states} states; "
+        f"K = {K} configurations; d = {args.latent_dim}; p = {k}/{system.n_atoms}"
+        f" = {p:.4g}; control variate: {args.control_variate}",
+        flush=True,
+    )
+    print(
+        f"force budget: L_x,p {K} configs x {k} atoms = {K * k}; L_z "
+        f"{args.lz_subset} with ~{budget} configs x {system.n_atoms} atoms",
+        flush=True,
+    )
+    print(
+        "autoencoder: "
+        + ("trained ONCE, shared by all repeats" if args.ae_once
+           else "retrained in every repeat"),
+        flush=True,
+    )
+
+    losses = ["z", "partial"] + (["free"] if args.free_velocities else [])
+    results = {m: {loss: [] for loss in losses} for m in args.latent_models}
+    ae = None
+    run_start = time.perf_counter()
+    done = 0
+    for r in range(args.repeats):
+        elapsed = time.perf_counter() - run_start
+        if args.time_budget and done and elapsed * (done + 1) / done > args.time_budget:
+            print(f"time budget {args.time_budget:.0f} s: stopping after {done} "
+                  "repeat(s)", flush=True)
+            break
+        seed = args.seed + 1000 * (r + 1)
+        rng = np.random.default_rng(seed)
+        times = {}
+        if ae is None or not args.ae_once:
+            start = time.perf_counter()
+            ae = fit_autoencoder(system, X, args.latent_dim, args.ae_epochs, seed,
+                                 args.verbose)
+            times["ae"] = time.perf_counter() - start
+        Z = ae.transform(X)
+
+        start = time.perf_counter()
+        F_p = partial_forces_sparse(system, X, k, seed)
+        rows = lz_rows(K, n_traj, n_states, budget, args.lz_subset, rng)
+        F_z = system.forces(X[rows])
+        times["forces"] = time.perf_counter() - start
+        data = {"z": (Z[rows], F_z, None), "partial": (Z, F_p, None)}
+        if args.free_velocities:
+            data["free"] = (Z, free_velocity_forces(X, F_p),
+                            free_velocity_proba(system.n_atoms, p))
+
+        for model in args.latent_models:
+            for loss in losses:
+                Zl, Fl, proba = data[loss]
+                start = time.perf_counter()
+                dyn = fit_dynamics(
+                    Zl, Fl, latent_model=model,
+                    loss="z" if loss == "z" else "partial",
+                    epochs=args.dyn_epochs, seed=seed,
+                    control=None if loss == "z" else control,
+                    verbose=args.verbose, inclusion_proba=proba,
+                )
+                fit_time = time.perf_counter() - start
+                error = test_error(ae, dyn, test, args.dt)
+                results[model][loss].append(error)
+                times[f"{model}/{loss}"] = fit_time
+                print(
+                    f"repeat {r + 1}/{args.repeats} {MODEL_NAMES[model]:>10} "
+                    f"{loss:>7}: error on T = {error:.3e} "
+                    f"(fit {fit_time:.1f} s, {len(Zl)} configs)",
+                    flush=True,
+                )
+        print(
+            f"repeat {r + 1} times (s): "
+            + ", ".join(f"{name} {value:.1f}" for name, value in times.items()),
+            flush=True,
+        )
+        done += 1
+
+    print()
+    print(
+        f"Test error on T (unsquared Eq. 43, {len(test)} test trajectories, "
+        f"{args.repeats} repeat(s), mean +- std; autoencoder "
+        f"{'trained once' if args.ae_once else 'retrained per repeat'})"
+    )
+    header = f"{'model':>10} {'loss':>16} {'this run':>24} {'paper Fig. 3':>24}"
+    print(header)
+    print("-" * len(header))
+    label = {"z": "L_z", "partial": "L_x,p", "free": "L_x,p + free v"}
+    for model in args.latent_models:
+        for loss in losses:
+            paper = PAPER_FIG3[model].get(loss)
+            paper_text = f"{paper[0]:.3e} +- {paper[1]:.2e}" if paper else "-"
+            print(
+                f"{MODEL_NAMES[model]:>10} {label[loss]:>16} "
+                f"{fmt(results[model][loss]):>24} {paper_text:>24}"
+            )
+
+
+if __name__ == "__main__":
+    main()
