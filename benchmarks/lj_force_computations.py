@@ -41,7 +41,6 @@ import time
 
 import numpy as np
 import torch
-
 from lj_temperature import (
     fit_autoencoder,
     fit_dynamics,
@@ -71,21 +70,27 @@ def main():
     parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--dt", type=float, default=0.001)
     parser.add_argument("--atoms-per-config", type=int, default=50)
-    parser.add_argument("--partial-configs", type=int, nargs="+",
-                        default=[250, 500, 1000, 2000, 4000, 8000, 16000])
-    parser.add_argument("--full-configs", type=int, nargs="+",
-                        default=[10, 20, 40, 80, 160, 320, 640])
+    parser.add_argument(
+        "--partial-configs",
+        type=int,
+        nargs="+",
+        default=[250, 500, 1000, 2000, 4000, 8000, 16000],
+    )
+    parser.add_argument(
+        "--full-configs", type=int, nargs="+", default=[10, 20, 40, 80, 160, 320, 640]
+    )
     parser.add_argument("--e-tol", type=float, default=3e-3)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--latent-model", choices=["mlp", "onsager", "gfinn"],
-                        default="onsager")
+    parser.add_argument(
+        "--latent-model", choices=["mlp", "onsager", "gfinn"], default="onsager"
+    )
     parser.add_argument("--latent-dim", type=int, default=32)
     parser.add_argument("--ae-epochs", type=int, default=30)
     parser.add_argument("--dyn-epochs", type=int, default=200)
-    parser.add_argument("--control-variate", choices=["none", "neighbors"],
-                        default="none")
-    parser.add_argument("--engine", choices=["auto", "numpy", "lammps"],
-                        default="auto")
+    parser.add_argument(
+        "--control-variate", choices=["none", "neighbors"], default="none"
+    )
+    parser.add_argument("--engine", choices=["auto", "numpy", "lammps"], default="auto")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -107,8 +112,14 @@ def main():
     for n_atoms in args.sizes:
         system = make_system(n_atoms, args.engine)
         train, test, _ = load_or_simulate(
-            system, args.n_train, args.n_test, args.steps, args.dt, args.seed,
-            args.n_jobs, args.cache_dir,
+            system,
+            args.n_train,
+            args.n_test,
+            args.steps,
+            args.dt,
+            args.seed,
+            args.n_jobs,
+            args.cache_dir,
         )
         X = train.reshape(-1, train.shape[-1])
         K = len(X)
@@ -149,8 +160,12 @@ def main():
                     idx = np.array([rank[row] for row in rows])
                     start = time.perf_counter()
                     dyn = fit_dynamics(
-                        Z[rows], F_all[idx], latent_model=args.latent_model,
-                        loss=loss, epochs=args.dyn_epochs, seed=seed,
+                        Z[rows],
+                        F_all[idx],
+                        latent_model=args.latent_model,
+                        loss=loss,
+                        epochs=args.dyn_epochs,
+                        seed=seed,
                         control=None if loss == "z" else control,
                     )
                     err = test_error(ae, dyn, test, args.dt)
@@ -167,8 +182,9 @@ def main():
             costs = [c * per for c in counts]
             mean = errors[loss].mean(axis=0)
             hit = reached(counts, costs, mean, args.e_tol)
-            summary.append((n_atoms, loss, hit, counts, costs, mean,
-                            errors[loss].std(axis=0)))
+            summary.append(
+                (n_atoms, loss, hit, counts, costs, mean, errors[loss].std(axis=0))
+            )
 
     print()
     print(f"Mean test error on T per training size (repeats: {args.repeats})")
@@ -176,15 +192,13 @@ def main():
     for n_atoms, loss, _, counts, costs, mean, std in summary:
         name = "L_x,p" if loss == "partial" else "L_z"
         for c, cost, m, s in zip(counts, costs, mean, std, strict=True):
-            print(f"{n_atoms:>6} {name:>6} {c:>8} {cost:>10} "
-                  f"{m:>12.3e} +- {s:.2e}")
+            print(f"{n_atoms:>6} {name:>6} {c:>8} {cost:>10} {m:>12.3e} +- {s:.2e}")
     print()
     print(f"Force computations to reach e_tol = {args.e_tol:g} (Fig. 4)")
     print(f"{'atoms':>6} {'L_x,p':>22} {'L_z':>22}")
     rows = {}
-    for n_atoms, loss, hit, counts, costs, *_ in summary:
-        text = (f"{hit[1]} ({hit[0]} cfg)" if hit
-                else f"> {costs[-1] if costs else 0}")
+    for n_atoms, loss, hit, _counts, costs, *_ in summary:
+        text = f"{hit[1]} ({hit[0]} cfg)" if hit else f"> {costs[-1] if costs else 0}"
         rows.setdefault(n_atoms, {})[loss] = text
     for n_atoms, row in rows.items():
         print(f"{n_atoms:>6} {row['partial']:>22} {row['z']:>22}")

@@ -45,14 +45,14 @@ import tracemalloc
 
 import numpy as np
 import torch
-from sklearn.pipeline import Pipeline
-
 from lj_temperature import (
     fit_autoencoder,
     make_system,
     partial_forces_sparse,
     simulate_float32,
 )
+from sklearn.pipeline import Pipeline
+
 from skmacro import PartialForceDynamics
 from skmacro.paper import rollout_error
 
@@ -90,8 +90,11 @@ class Phases:
 
             def __exit__(self, *exc):
                 elapsed = time.perf_counter() - self.start
-                traced = (tracemalloc.get_traced_memory()[1] / 2**30
-                          if phases.trace else float("nan"))
+                traced = (
+                    tracemalloc.get_traced_memory()[1] / 2**30
+                    if phases.trace
+                    else float("nan")
+                )
                 phases.rows.append(
                     [name, elapsed, rss_peak_gib(), rss_now_gib(), traced]
                 )
@@ -107,11 +110,16 @@ class Phases:
 
     def report(self):
         print()
-        print(f"{'phase':>26} {'time (s)':>10} {'peak RSS':>10} {'RSS after':>10}"
-              + (f" {'traced pk':>10}" if self.trace else "") + "   (GiB)")
+        print(
+            f"{'phase':>26} {'time (s)':>10} {'peak RSS':>10} {'RSS after':>10}"
+            + (f" {'traced pk':>10}" if self.trace else "")
+            + "   (GiB)"
+        )
         for name, elapsed, peak, now, traced in self.rows:
-            print(f"{name:>26} {elapsed:>10.1f} {peak:>10.2f} {now:>10.2f}"
-                  + (f" {traced:>10.2f}" if self.trace else ""))
+            print(
+                f"{name:>26} {elapsed:>10.1f} {peak:>10.2f} {now:>10.2f}"
+                + (f" {traced:>10.2f}" if self.trace else "")
+            )
 
 
 def main():
@@ -125,15 +133,16 @@ def main():
     parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--dt", type=float, default=0.001)
     parser.add_argument("--atoms-per-config", type=int, default=50)
-    parser.add_argument("--latent-model", choices=["mlp", "onsager", "gfinn"],
-                        default="onsager")
+    parser.add_argument(
+        "--latent-model", choices=["mlp", "onsager", "gfinn"], default="onsager"
+    )
     parser.add_argument("--latent-dim", type=int, default=32)
     parser.add_argument("--ae-epochs", type=int, default=30)
     parser.add_argument("--dyn-epochs", type=int, default=200)
-    parser.add_argument("--control-variate", choices=["none", "neighbors"],
-                        default="none")
-    parser.add_argument("--engine", choices=["auto", "numpy", "lammps"],
-                        default="auto")
+    parser.add_argument(
+        "--control-variate", choices=["none", "neighbors"], default="none"
+    )
+    parser.add_argument("--engine", choices=["auto", "numpy", "lammps"], default="auto")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -165,19 +174,24 @@ def main():
     with phases("simulation"):
         X = np.empty((args.configs, N), dtype=np.float32)
         for s in range(0, n_traj, args.n_jobs):
-            chunk = simulate_float32(system, X0_train[s : s + args.n_jobs],
-                                     args.steps, args.dt, args.n_jobs)
+            chunk = simulate_float32(
+                system, X0_train[s : s + args.n_jobs], args.steps, args.dt, args.n_jobs
+            )
             rows = chunk.reshape(-1, N)
             lo = s * n_states
             hi = min(lo + len(rows), args.configs)
             X[lo:hi] = rows[: hi - lo]
             del chunk, rows
-        test = simulate_float32(system, X0_test, args.steps, args.dt,
-                                args.n_jobs, chunk=args.n_jobs)
+        test = simulate_float32(
+            system, X0_test, args.steps, args.dt, args.n_jobs, chunk=args.n_jobs
+        )
     with phases("sampling (50-atom forces)"):
         F = partial_forces_sparse(system, X, k, args.seed)
-    print(f"  partial forces: CSR with {F.nnz} stored values "
-          f"({(F.data.nbytes + F.indices.nbytes) / 2**20:.1f} MiB)", flush=True)
+    print(
+        f"  partial forces: CSR with {F.nnz} stored values "
+        f"({(F.data.nbytes + F.indices.nbytes) / 2**20:.1f} MiB)",
+        flush=True,
+    )
     with phases("AE fit"):
         ae = fit_autoencoder(system, X, args.latent_dim, args.ae_epochs, args.seed)
     with phases("encode"):
@@ -201,8 +215,7 @@ def main():
 
     phases.report()
     print(f"{'  of which statistics pass':>26} {total - epochs:>10.1f}")
-    print(f"{'  of which epochs':>26} {epochs:>10.1f}   "
-          f"({len(dyn.history_)} epochs)")
+    print(f"{'  of which epochs':>26} {epochs:>10.1f}   ({len(dyn.history_)} epochs)")
     print()
     print(f"peak RSS (ru_maxrss) over the run: {rss_peak_gib():.2f} GiB")
     print(

@@ -252,3 +252,16 @@ def test_group_split_and_early_stopping(system, pp_data, fitted_ae):
     dyn = PartialForceDynamics(max_epochs=300, patience=2, lr=1e-6, random_state=0)
     dyn.fit(Z, F, groups=groups)
     assert len(dyn.history_) < 300
+
+
+def test_model_saved_for_cuda_loads_on_cpu_only_machine(fitted_pipe, pp_data):
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    dyn = pickle.loads(pickle.dumps(fitted_pipe[-1]))
+    dyn.device = "cuda"  # as if it had been trained on a GPU
+    payload = pickle.dumps(dyn)
+    with pytest.warns(UserWarning, match="not available"):
+        restored = pickle.loads(payload)
+    assert str(restored.device) == "cpu"
+    Z = fitted_pipe[0].transform(pp_data[0][:10])
+    np.testing.assert_array_equal(restored.predict(Z), fitted_pipe[-1].predict(Z))
