@@ -4,5 +4,21 @@ vector fields."""
 from .autoencoder import ClosureAutoencoderModule
 from .mlp import MLP
 from .scaling import ScaledVectorField
+from .vector_fields import (
+    GFINN,
+    LATENT_MODELS,
+    MLPVectorField,
+    OnsagerNet,
+    resolve_latent_model,
+)
 
-__all__ = ["MLP", "ClosureAutoencoderModule", "ScaledVectorField"]
+__all__ = [
+    "MLP",
+    "ClosureAutoencoderModule",
+    "ScaledVectorField",
+    "MLPVectorField",
+    "OnsagerNet",
+    "GFINN",
+    "LATENT_MODELS",
+    "resolve_latent_model",
+]
