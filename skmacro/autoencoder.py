@@ -327,10 +327,14 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
 
     def _set_scales(self, X):
         module = self.module_
-        scale = X.std(axis=0)
+        # Column statistics chunk by chunk: no temporary as large as X.
+        rows = self._chunks(len(X), self.n_features_in_)
+        mean = sum(X[r].sum(axis=0, dtype=np.float64) for r in rows) / len(X)
+        var = sum(((X[r] - mean) ** 2).sum(axis=0) for r in rows) / len(X)
+        scale = np.sqrt(var)
         # Constant features carry nothing; a unit scale avoids dividing by 0.
-        scale[scale < 1e-12 * max(1.0, float(np.abs(X).max()))] = 1.0
-        module.x_mean.copy_(torch.as_tensor(X.mean(axis=0)))
+        scale[scale < 1e-12 * max(1.0, float(np.abs(mean).max()))] = 1.0
+        module.x_mean.copy_(torch.as_tensor(mean))
         module.x_scale.copy_(torch.as_tensor(scale))
         with torch.no_grad():
             z = self._encode(X)

@@ -103,7 +103,8 @@ def sample_partial_forces(
     >>> sample_partial_forces(system, X, p=0.2, format="sparse").nnz
     80
     """
-    X = system._check_states(X, "X", dtype=np.float64)
+    # Validate without a float64 copy of all of X: chunks are converted below.
+    X = system._check_states(X, "X")
     n, m = system.n_particles, system.particle_dim
     k = _check_p(p, n)
     _check_format(format)
@@ -119,7 +120,9 @@ def sample_partial_forces(
         # k-subset; sorting them keeps CSR indices sorted.
         keys = rng.random_sample((stop - start, n))
         chosen = np.sort(np.argpartition(keys, k - 1, axis=1)[:, :k], axis=1)
-        forces = system.partial_forces(X[start:stop], chosen)
+        forces = system.partial_forces(
+            np.asarray(X[start:stop], dtype=np.float64), chosen
+        )
         particles[start:stop] = chosen
         values[start:stop] = forces.reshape(stop - start, k * m)
 
