@@ -14,9 +14,10 @@ import scipy.sparse as sp
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-#: Rows used to fit the embedding; floats of one dense (rows, N) block.
-_EMBED_FIT_ROWS = 4096
+#: Floats of one dense (rows, N) block, and of the sample the embedding is
+#: fitted on (at least 256 rows, at most 4096).
 _BLOCK_FLOATS = 2**24
+_EMBED_FIT_FLOATS = 2**26
 
 
 def _row_blocks(n_rows, n_features):
@@ -29,9 +30,10 @@ def _embed(X, n_components, random_state):
     applied chunk by chunk (memory O(sample * N), not a copy of X)."""
     n_components = min(n_components, X.shape[1], max(len(X) - 1, 1))
     rng = np.random.default_rng(random_state)
+    n_fit = min(4096, max(256, _EMBED_FIT_FLOATS // X.shape[1]))
     sample = X
-    if len(X) > _EMBED_FIT_ROWS:
-        sample = X[np.sort(rng.choice(len(X), _EMBED_FIT_ROWS, replace=False))]
+    if len(X) > n_fit:
+        sample = X[np.sort(rng.choice(len(X), n_fit, replace=False))]
     pca = PCA(n_components, svd_solver="randomized", random_state=random_state)
     pca.fit(sample)
     return np.concatenate([pca.transform(X[r]) for r in _row_blocks(*X.shape)])
