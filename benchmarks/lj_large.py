@@ -46,6 +46,7 @@ import tracemalloc
 import numpy as np
 import torch
 from lj_temperature import (
+    add_common_arguments,
     fit_autoencoder,
     make_system,
     partial_forces_sparse,
@@ -136,16 +137,7 @@ def main():
     parser.add_argument(
         "--latent-model", choices=["mlp", "onsager", "gfinn"], default="onsager"
     )
-    parser.add_argument("--latent-dim", type=int, default=32)
-    parser.add_argument("--ae-epochs", type=int, default=30)
-    parser.add_argument("--dyn-epochs", type=int, default=200)
-    parser.add_argument(
-        "--control-variate", choices=["none", "neighbors"], default="none"
-    )
-    parser.add_argument("--engine", choices=["auto", "numpy", "lammps"], default="auto")
-    parser.add_argument("--n-jobs", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    add_common_arguments(parser)
     parser.add_argument("--tracemalloc", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

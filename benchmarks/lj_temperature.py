@@ -250,6 +250,20 @@ def fmt(values):
 # --------------------------------------------------------------------- main
 
 
+def add_common_arguments(parser):
+    """Options every Lennard-Jones experiment script shares."""
+    parser.add_argument("--latent-dim", type=int, default=32)
+    parser.add_argument("--ae-epochs", type=int, default=30)
+    parser.add_argument("--dyn-epochs", type=int, default=200)
+    parser.add_argument(
+        "--control-variate", choices=["none", "neighbors"], default="none"
+    )
+    parser.add_argument("--engine", choices=["auto", "numpy", "lammps"], default="auto")
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -261,13 +275,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--atoms", type=int, default=800)
     parser.add_argument("--atoms-per-config", type=int, default=50)
-    parser.add_argument("--latent-dim", type=int, default=32)
     parser.add_argument("--n-train", type=int, default=90)
     parser.add_argument("--n-test", type=int, default=10)
     parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--dt", type=float, default=0.001)
-    parser.add_argument("--ae-epochs", type=int, default=30)
-    parser.add_argument("--dyn-epochs", type=int, default=200)
     parser.add_argument(
         "--ae-once",
         action="store_true",
@@ -278,14 +289,8 @@ def main():
         choices=["configurations", "trajectories"],
         default="configurations",
     )
-    parser.add_argument(
-        "--control-variate", choices=["none", "neighbors"], default="none"
-    )
     parser.add_argument("--free-velocities", action="store_true")
-    parser.add_argument("--engine", choices=["auto", "numpy", "lammps"], default="auto")
-    parser.add_argument("--n-jobs", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
-    parser.add_argument("--seed", type=int, default=0)
+    add_common_arguments(parser)
     parser.add_argument("--cache-dir", default="outputs")
     parser.add_argument("--verbose", type=int, default=0)
     parser.add_argument(
