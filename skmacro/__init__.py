@@ -2,7 +2,7 @@
 microscopic forces (Chen & Li, "Learning Macroscopic Dynamics from Partial
 Microscopic Observations"), as scikit-learn estimators on skorch/PyTorch."""
 
-from .autoencoder import ClosureAutoencoder, LatentArray
+from .autoencoder import ClosureAutoencoder, ConditioningWarning, LatentArray
 from .dynamics import PartialForceDynamics
 from .integrate import RolloutDivergenceError, simulate
 
@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClosureAutoencoder",
+    "ConditioningWarning",
     "LatentArray",
     "PartialForceDynamics",
     "RolloutDivergenceError",

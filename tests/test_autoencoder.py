@@ -37,6 +37,28 @@ def test_jacobian_matches_finite_differences(fitted_ae, pp_data):
     np.testing.assert_allclose(J[:, 0, 50:], 0, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "n_observables, n_components, hidden",
+    [(2, 4, (16, 8)), (0, 3, (16,)), (2, 2, (16,)), (2, 5, ())],
+)
+def test_gram_equals_jacobian_product(system, n_observables, n_components, hidden):
+    from skmacro.nn.autoencoder import ClosureAutoencoderModule
+
+    torch.manual_seed(0)
+    module = ClosureAutoencoderModule(
+        system.observables if n_observables else None,
+        n_features=system.n_features,
+        n_observables=n_observables,
+        n_components=n_components,
+        hidden=hidden,
+    )
+    module.x_scale.uniform_(0.5, 2.0)
+    x = torch.rand(7, system.n_features)
+    J = module.jacobian(x)
+    assert J.shape == (7, n_components, system.n_features)
+    torch.testing.assert_close(module.gram(x), J @ J.transpose(1, 2))
+
+
 def test_inverse_transform_and_reconstruction_improves(system, pp_data):
     X = pp_data[0]
     ae = ClosureAutoencoder(
@@ -72,9 +94,28 @@ def test_condition_loss_lowers_condition_number(system, pp_data):
             max_epochs=15,
             random_state=0,
         ).fit(X)
-        J = torch.as_tensor(ae.jacobian(X[:200]))
-        kappas[lam] = float(condition_number(J).median())
+        sample = X[np.linspace(0, len(X) - 1, 256).astype(int)]
+        J = torch.as_tensor(ae.jacobian(sample))
+        kappas[lam] = float(condition_number(J @ J.transpose(1, 2)).median())
+        assert ae.condition_number_ == pytest.approx(kappas[lam], rel=1e-3)
     assert kappas[1e-2] < kappas[0.0]
+
+
+def test_badly_scaled_observables_warn(system, pp_data):
+    import warnings
+
+    from skmacro import ConditioningWarning
+
+    X = pp_data[0][:500]
+    params = dict(n_components=4, max_epochs=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConditioningWarning)
+        ClosureAutoencoder(observables=system.observables, **params).fit(X)
+    # Observables in units 1e4x smaller: their gradient rows shrink, kappa grows.
+    tiny = ClosureAutoencoder(observables=lambda x: 1e-4 * system.observables(x))
+    with pytest.warns(ConditioningWarning, match="lambda_cond"):
+        tiny.set_params(**params).fit(X)
+    assert tiny.condition_number_ > 1e3
 
 
 def test_autoencoder_input_errors(system, pp_data):

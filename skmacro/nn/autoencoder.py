@@ -75,28 +75,59 @@ class ClosureAutoencoderModule(nn.Module):
     def jacobian(self, x):
         """Per-sample encoder Jacobians ``phi'(x)``, shape (batch, d, n_features).
 
-        Uses ``torch.func`` (reverse mode, one vector-Jacobian product per
-        latent coordinate), so it works inside or outside ``torch.no_grad``.
+        The encoder acts row by row, so the Jacobian of the batch sum of ``z``
+        holds every sample's Jacobian: one ``torch.func.jacrev`` (d
+        vector-Jacobian products over the batch), which is cheaper than
+        vmapping a per-sample ``jacrev``. Works inside or outside
+        ``torch.no_grad``.
         """
+        return _batch_jacobian(self.encode, x)
 
-        def encode_one(row):
-            return self.encode(row.unsqueeze(0)).squeeze(0)
+    def gram(self, x):
+        """Per-sample Gram matrices ``J J^T`` of ``J = phi'(x)``, shape
+        (batch, d, d), without forming the closure rows of ``J``.
 
-        return torch.func.vmap(torch.func.jacrev(encode_one))(x)
+        The closure network's first layer is linear, ``a = W x_s + c`` with
+        ``x_s = (x - mean) / scale``, so its rows are ``K W S^-1`` with ``K``
+        the (d - d*, width) Jacobian of the remaining layers in ``a`` and
+        ``S = diag(scale)``; then ``J_c J_c^T = K (W S^-2 W^T) K^T`` and the
+        cross block with the observables' rows ``J_o`` is
+        ``J_o S^-1 W^T K^T``. Only ``J_o`` (d* rows) has n_features columns,
+        which makes the condition-number loss cheap for large N.
+        """
+        if self.closure is None:
+            J_o = _batch_jacobian(self.observables, x)
+            return J_o @ J_o.transpose(1, 2)
+        first, rest = self.closure[0], nn.Sequential(*list(self.closure)[1:])
+        K = _batch_jacobian(rest, first((x - self.x_mean) / self.x_scale))
+        W_s = first.weight / self.x_scale
+        G_cc = K @ (W_s @ W_s.T) @ K.transpose(1, 2)
+        if not self.n_observables:
+            return G_cc
+        J_o = _batch_jacobian(self.observables, x)
+        G_oc = (J_o @ W_s.T) @ K.transpose(1, 2)
+        top = torch.cat([J_o @ J_o.transpose(1, 2), G_oc], dim=2)
+        return torch.cat([top, torch.cat([G_oc.transpose(1, 2), G_cc], dim=2)], dim=1)
 
 
-def condition_number(J):
+def _batch_jacobian(fn, x):
+    """``(batch, out, in)`` Jacobians of a row-wise ``fn`` at the rows of ``x``."""
+    return torch.func.jacrev(lambda rows: fn(rows).sum(0))(x).movedim(0, 1)
+
+
+def condition_number(G):
     """Condition number ``kappa(J J^T)`` per sample (paper Eq. 46).
 
     Parameters
     ----------
-    J : torch.Tensor of shape (batch, d, n_features)
+    G : torch.Tensor of shape (batch, d, d)
+        Gram matrices ``J J^T`` (see ``ClosureAutoencoderModule.gram``).
 
     Returns
     -------
     torch.Tensor of shape (batch,)
     """
-    eig = torch.linalg.eigvalsh(J @ J.transpose(1, 2))
+    eig = torch.linalg.eigvalsh(G)
     return eig[:, -1].abs() / eig[:, 0].abs()
 
 
