@@ -185,7 +185,9 @@ def main():
         flush=True,
     )
     with phases("AE fit"):
-        ae = fit_autoencoder(system, X, args.latent_dim, args.ae_epochs, args.seed)
+        ae = fit_autoencoder(
+            system, X, args.latent_dim, args.ae_epochs, args.seed, args.lambda_cond
+        )
     with phases("encode"):
         Z = ae.transform(X)
     dyn = PartialForceDynamics(
