@@ -111,8 +111,11 @@ def test_badly_scaled_observables_warn(system, pp_data):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConditioningWarning)
         ClosureAutoencoder(observables=system.observables, **params).fit(X)
-    # Observables in units 1e4x smaller: their gradient rows shrink, kappa grows.
-    tiny = ClosureAutoencoder(observables=lambda x: 1e-4 * system.observables(x))
+    # Observables in units 100x smaller: their gradient rows shrink and
+    # kappa grows 1e4-fold (lambda_cond = 0 leaves the geometry to training).
+    tiny = ClosureAutoencoder(
+        observables=lambda x: 1e-2 * system.observables(x), lambda_cond=0.0
+    )
     with pytest.warns(ConditioningWarning, match="lambda_cond"):
         tiny.set_params(**params).fit(X)
     assert tiny.condition_number_ > 1e3
@@ -133,3 +136,24 @@ def test_autoencoder_input_errors(system, pp_data):
     ae = ClosureAutoencoder(observables=system.observables, max_epochs=1).fit(X)
     with pytest.raises(ValueError, match="features"):
         ae.transform(X[:, :-1])
+
+
+def test_condition_number_of_non_finite_gram_is_nan():
+    from skmacro.nn.autoencoder import condition_number
+
+    G = torch.eye(3).repeat(2, 1, 1)
+    G[1, 0, 0] = torch.nan
+    kappa = condition_number(G)
+    assert kappa[0] == 1.0 and torch.isnan(kappa[1])
+
+
+def test_optimizer_fused_by_default_unless_set(system, pp_data):
+    X = pp_data[0][:300]
+    params = dict(observables=system.observables, max_epochs=1, random_state=0)
+    ae = ClosureAutoencoder(**params).fit(X)
+    assert ae.optimizer_.defaults["fused"] is True
+    ae = ClosureAutoencoder(**params, optimizer__fused=False).fit(X)
+    assert not ae.optimizer_.defaults["fused"]
+    # An optimizer without a fused implementation gets no such argument.
+    ae = ClosureAutoencoder(**params, optimizer=torch.optim.RMSprop).fit(X)
+    assert "fused" not in ae.optimizer_.defaults

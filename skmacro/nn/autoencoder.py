@@ -126,9 +126,14 @@ def condition_number(G):
     Returns
     -------
     torch.Tensor of shape (batch,)
+        NaN where ``G`` is not finite (a diverging network), so that the
+        loss reports the divergence instead of LAPACK failing on it.
     """
-    eig = torch.linalg.eigvalsh(G)
-    return eig[:, -1].abs() / eig[:, 0].abs()
+    finite = torch.isfinite(G).all(dim=(1, 2))
+    eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
+    eig = torch.linalg.eigvalsh(torch.where(finite[:, None, None], G, eye))
+    kappa = eig[:, -1].abs() / eig[:, 0].abs()
+    return torch.where(finite, kappa, torch.nan)
 
 
 class ClosureAutoencoderLoss(nn.Module):
