@@ -14,15 +14,11 @@ import scipy.sparse as sp
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-#: Floats of one dense (rows, N) block, and of the sample the embedding is
-#: fitted on (at least 256 rows, at most 4096).
-_BLOCK_FLOATS = 2**24
+from ._chunking import row_chunks
+
+#: Floats of the sample the embedding is fitted on (at least 256 rows, at
+#: most 4096).
 _EMBED_FIT_FLOATS = 2**26
-
-
-def _row_blocks(n_rows, n_features):
-    size = max(1, _BLOCK_FLOATS // max(n_features, 1))
-    return [slice(s, s + size) for s in range(0, n_rows, size)]
 
 
 def _embed(X, n_components, random_state):
@@ -36,7 +32,7 @@ def _embed(X, n_components, random_state):
         sample = X[np.sort(rng.choice(len(X), n_fit, replace=False))]
     pca = PCA(n_components, svd_solver="randomized", random_state=random_state)
     pca.fit(sample)
-    return np.concatenate([pca.transform(X[r]) for r in _row_blocks(*X.shape)])
+    return np.concatenate([pca.transform(X[r]) for r in row_chunks(*X.shape)])
 
 
 class NeighbourForceMeans:
@@ -69,7 +65,7 @@ class NeighbourForceMeans:
         is_self[~is_self.any(axis=1), -1] = True
         self.neighbours = found[~is_self].reshape(n, k)
         values, observed = [], []
-        for rows in _row_blocks(*X.shape):
+        for rows in row_chunks(*X.shape):
             f, w = forces.chunk(rows)
             mask = w > 0
             values.append(sp.csr_array(np.where(mask, f, 0.0)))

@@ -12,6 +12,7 @@ from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._chunking import row_chunks
 from ._net import SkmacroNet
 from ._validation import check_states
 from .nn.autoencoder import (
@@ -21,8 +22,6 @@ from .nn.autoencoder import (
 )
 from .nn.mlp import ACTIVATIONS
 
-#: Floats of one Jacobian chunk (batch * d * N) held at once.
-_JACOBIAN_BUDGET = 2**24
 #: Training states on which ``condition_number_`` is measured.
 _CONDITION_SAMPLE = 256
 #: Median kappa(J J^T) above which fitting warns. The paper's Predator-Prey
@@ -340,7 +339,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
                             torch.as_tensor(sample[r], device=self.device)
                         )
                     ).cpu()
-                    for r in self._chunks(len(sample), per_row)
+                    for r in row_chunks(len(sample), per_row)
                 ]
             )
         self.condition_number_ = float(kappa.median())
@@ -381,7 +380,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
     def _set_scales(self, X):
         module = self.module_
         # Column statistics chunk by chunk: no temporary as large as X.
-        rows = self._chunks(len(X), self.n_features_in_)
+        rows = row_chunks(len(X), self.n_features_in_)
         mean = sum(X[r].sum(axis=0, dtype=np.float64) for r in rows) / len(X)
         var = sum(((X[r] - mean) ** 2).sum(axis=0) for r in rows) / len(X)
         scale = np.sqrt(var)
@@ -396,13 +395,8 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         module.z_mean.copy_(z.mean(dim=0))
         module.z_scale.copy_(z_scale)
 
-    def _chunks(self, n_rows, per_row):
-        """Row slices whose chunk holds at most ``_JACOBIAN_BUDGET`` floats."""
-        size = max(1, _JACOBIAN_BUDGET // max(per_row, 1))
-        return [slice(s, s + size) for s in range(0, n_rows, size)]
-
     def _encode(self, X):
-        rows = self._chunks(len(X), self.n_features_in_ * 8)
+        rows = row_chunks(len(X), self.n_features_in_ * 8)
         with torch.no_grad():
             parts = [
                 self.module_.encode(torch.as_tensor(X[r], device=self.device))
@@ -426,7 +420,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         """
         check_is_fitted(self, "module_")
         X = validate_data(self, X, dtype=np.float32, reset=False)
-        for rows in self._chunks(len(X), self.n_components_ * self.n_features_in_):
+        for rows in row_chunks(len(X), self.n_components_ * self.n_features_in_):
             x = torch.as_tensor(X[rows], device=self.device)
             with torch.no_grad():
                 z = self.module_.encode(x)
