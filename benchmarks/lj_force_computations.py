@@ -40,13 +40,13 @@ import argparse
 import time
 
 import numpy as np
-import torch
 from lj_temperature import (
     add_common_arguments,
     fit_autoencoder,
     fit_dynamics,
     load_or_simulate,
     make_system,
+    parse_common_arguments,
     partial_forces_sparse,
     test_error,
 )
@@ -68,9 +68,6 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[800, 2700])
     parser.add_argument("--n-train", type=int, default=20)
     parser.add_argument("--n-test", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=250)
-    parser.add_argument("--dt", type=float, default=0.001)
-    parser.add_argument("--atoms-per-config", type=int, default=50)
     parser.add_argument(
         "--partial-configs",
         type=int,
@@ -87,9 +84,7 @@ def main():
     )
     add_common_arguments(parser)
     parser.add_argument("--cache-dir", default="outputs")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    control = None if args.control_variate == "none" else args.control_variate
+    args = parse_common_arguments(parser)
     k = args.atoms_per_config
 
     print(
@@ -103,16 +98,7 @@ def main():
     summary = []
     for n_atoms in args.sizes:
         system = make_system(n_atoms, args.engine)
-        train, test, _ = load_or_simulate(
-            system,
-            args.n_train,
-            args.n_test,
-            args.steps,
-            args.dt,
-            args.seed,
-            args.n_jobs,
-            args.cache_dir,
-        )
+        train, test = load_or_simulate(system, args)
         X = train.reshape(-1, train.shape[-1])
         K = len(X)
         partial_counts = [c for c in args.partial_configs if c <= K]
@@ -160,7 +146,7 @@ def main():
                         loss=loss,
                         epochs=args.dyn_epochs,
                         seed=seed,
-                        control=None if loss == "z" else control,
+                        control=None if loss == "z" else args.control_variate,
                     )
                     err = test_error(ae, dyn, test, args.dt)
                     errors[loss][r, j] = err

@@ -44,11 +44,11 @@ import time
 import tracemalloc
 
 import numpy as np
-import torch
 from lj_temperature import (
     add_common_arguments,
     fit_autoencoder,
     make_system,
+    parse_common_arguments,
     partial_forces_sparse,
     simulate_float32,
 )
@@ -131,16 +131,12 @@ def main():
     parser.add_argument("--atoms", type=int, default=51200)
     parser.add_argument("--configs", type=int, default=5000)
     parser.add_argument("--n-test", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=250)
-    parser.add_argument("--dt", type=float, default=0.001)
-    parser.add_argument("--atoms-per-config", type=int, default=50)
     parser.add_argument(
         "--latent-model", choices=["mlp", "onsager", "gfinn"], default="onsager"
     )
     add_common_arguments(parser)
     parser.add_argument("--tracemalloc", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_common_arguments(parser)
     if args.tracemalloc:
         tracemalloc.start()
     phases = Phases(args.tracemalloc)
@@ -193,7 +189,7 @@ def main():
     dyn = PartialForceDynamics(
         latent_model=args.latent_model,
         loss="partial",
-        control_variate=None if args.control_variate == "none" else "neighbors",
+        control_variate=args.control_variate,
         max_epochs=args.dyn_epochs,
         random_state=args.seed,
     )

@@ -91,41 +91,43 @@ def simulate_float32(system, X0, n_steps, dt, n_jobs, chunk=None):
     return out
 
 
-def load_or_simulate(system, n_train, n_test, n_steps, dt, seed, n_jobs, cache_dir):
-    """Train and test trajectories, float32, cached in an .npz."""
+def load_or_simulate(system, args):
+    """Train and test trajectories (``args.n_train``, ``args.n_test``), float32,
+    cached in an .npz under ``args.cache_dir``."""
     key = dict(
         n_atoms=system.n_atoms,
-        n_train=n_train,
-        n_test=n_test,
-        n_steps=n_steps,
-        dt=dt,
-        seed=seed,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        n_steps=args.steps,
+        dt=args.dt,
+        seed=args.seed,
         engine=system.engine,
     )
     tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
     path = os.path.join(
-        cache_dir,
-        f"lj_temperature_{system.n_atoms}at_{n_train}+{n_test}traj_"
-        f"{n_steps}steps_{tag}.npz",
+        args.cache_dir,
+        f"lj_temperature_{system.n_atoms}at_{args.n_train}+{args.n_test}traj_"
+        f"{args.steps}steps_{tag}.npz",
     )
     if os.path.exists(path):
         with np.load(path) as data:
             print(f"data: loaded {path}", flush=True)
-            return data["train"], data["test"], 0.0
+            return data["train"], data["test"]
     start = time.perf_counter()
-    X0_train = system.sample_initial(n_train, random_state=seed)
-    X0_test = system.sample_initial(n_test, random_state=seed + 1)
-    train = simulate_float32(system, X0_train, n_steps, dt, n_jobs)
-    test = simulate_float32(system, X0_test, n_steps, dt, n_jobs)
+    X0_train = system.sample_initial(args.n_train, random_state=args.seed)
+    X0_test = system.sample_initial(args.n_test, random_state=args.seed + 1)
+    train = simulate_float32(system, X0_train, args.steps, args.dt, args.n_jobs)
+    test = simulate_float32(system, X0_test, args.steps, args.dt, args.n_jobs)
     elapsed = time.perf_counter() - start
-    os.makedirs(cache_dir, exist_ok=True)
+    os.makedirs(args.cache_dir, exist_ok=True)
     np.savez(path, train=train, test=test)
     print(
-        f"data: simulated {n_train}+{n_test} trajectories x {n_steps + 1} states "
-        f"with {system.engine} in {elapsed:.1f} s, cached in {path}",
+        f"data: simulated {args.n_train}+{args.n_test} trajectories x "
+        f"{args.steps + 1} states with {system.engine} in {elapsed:.1f} s, "
+        f"cached in {path}",
         flush=True,
     )
-    return train, test, elapsed
+    return train, test
 
 
 # ------------------------------------------------------------------- forces
@@ -252,7 +254,11 @@ def fmt(values):
 
 
 def add_common_arguments(parser):
-    """Options every Lennard-Jones experiment script shares."""
+    """Options every Lennard-Jones experiment script shares (read them with
+    :func:`parse_common_arguments`)."""
+    parser.add_argument("--steps", type=int, default=250)
+    parser.add_argument("--dt", type=float, default=0.001)
+    parser.add_argument("--atoms-per-config", type=int, default=50)
     parser.add_argument("--latent-dim", type=int, default=32)
     parser.add_argument("--ae-epochs", type=int, default=30)
     parser.add_argument(
@@ -273,6 +279,16 @@ def add_common_arguments(parser):
     parser.add_argument("--seed", type=int, default=0)
 
 
+def parse_common_arguments(parser):
+    """Parse, apply ``--threads``, and turn ``--control-variate none`` into the
+    estimators' ``None``."""
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.control_variate == "none":
+        args.control_variate = None
+    return args
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -283,11 +299,8 @@ def main():
     )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--atoms", type=int, default=800)
-    parser.add_argument("--atoms-per-config", type=int, default=50)
     parser.add_argument("--n-train", type=int, default=90)
     parser.add_argument("--n-test", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=250)
-    parser.add_argument("--dt", type=float, default=0.001)
     parser.add_argument(
         "--ae-once",
         action="store_true",
@@ -309,23 +322,12 @@ def main():
         help="seconds: start no new repeat that would likely "
         "end after this (the table reports the repeats done)",
     )
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    control = None if args.control_variate == "none" else args.control_variate
+    args = parse_common_arguments(parser)
 
     system = make_system(args.atoms, args.engine)
     k = args.atoms_per_config
     p = k / system.n_particles
-    train, test, _ = load_or_simulate(
-        system,
-        args.n_train,
-        args.n_test,
-        args.steps,
-        args.dt,
-        args.seed,
-        args.n_jobs,
-        args.cache_dir,
-    )
+    train, test = load_or_simulate(system, args)
     n_traj, n_states, N = train.shape
     X = train.reshape(-1, N)
     K = len(X)
@@ -413,7 +415,7 @@ def main():
                     loss="z" if loss == "z" else "partial",
                     epochs=args.dyn_epochs,
                     seed=seed,
-                    control=None if loss == "z" else control,
+                    control=None if loss == "z" else args.control_variate,
                     verbose=args.verbose,
                     inclusion_proba=proba,
                 )
