@@ -1,7 +1,8 @@
 import pytest
 import torch
+from sklearn.pipeline import Pipeline
 
-from skmacro import ClosureAutoencoder
+from skmacro import ClosureAutoencoder, PartialForceDynamics
 from skmacro.sampling import sample_partial_forces
 from skmacro.systems import PredatorPrey
 
@@ -32,3 +33,21 @@ def fitted_ae(system, pp_data):
     return ClosureAutoencoder(
         observables=system.observables, n_components=4, max_epochs=3, random_state=0
     ).fit(X)
+
+
+@pytest.fixture(scope="session")
+def make_pipe(system):
+    """Factory of small ``Pipeline([("ae", ...), ("dyn", ...)])`` for the
+    Predator-Prey system: ``make_pipe(ae_epochs=3, dyn_epochs=5, **dyn)``."""
+
+    def make(ae_epochs=3, dyn_epochs=5, **dyn):
+        ae = ClosureAutoencoder(
+            observables=system.observables,
+            n_components=4,
+            max_epochs=ae_epochs,
+            random_state=0,
+        )
+        dyn = PartialForceDynamics(max_epochs=dyn_epochs, random_state=0, **dyn)
+        return Pipeline([("ae", ae), ("dyn", dyn)])
+
+    return make

@@ -98,22 +98,9 @@ def test_inferred_p_is_algorithm_1_fraction(system, pp_data):
     assert PartialForces(F, 100).p == 0.25
 
 
-def test_pipeline_round_trip(system, pp_data):
+def test_pipeline_round_trip(pp_data, make_pipe):
     X, F = pp_data
-    pipe = Pipeline(
-        [
-            (
-                "ae",
-                ClosureAutoencoder(
-                    observables=system.observables,
-                    n_components=4,
-                    max_epochs=3,
-                    random_state=0,
-                ),
-            ),
-            ("dyn", PartialForceDynamics(max_epochs=5, random_state=0)),
-        ]
-    ).fit(X, F)
+    pipe = make_pipe(ae_epochs=3, dyn_epochs=5).fit(X, F)
     dzdt = pipe.predict(X[:7])
     assert dzdt.shape == (7, 4) and np.all(np.isfinite(dzdt))
     score = pipe.score(X, F)
@@ -249,31 +236,15 @@ def test_neighbour_control_variate_never_uses_own_forces(system, pp_data):
 @pytest.mark.parametrize("latent_model", ["mlp", "onsager", "gfinn"])
 @pytest.mark.parametrize("loss", ["partial", "z"])
 def test_every_latent_model_fits_through_the_pipeline(
-    system, pp_data, latent_model, loss
+    pp_data, make_pipe, latent_model, loss
 ):
     X, F = pp_data
-    pipe = Pipeline(
-        [
-            (
-                "ae",
-                ClosureAutoencoder(
-                    observables=system.observables,
-                    n_components=4,
-                    max_epochs=1,
-                    random_state=0,
-                ),
-            ),
-            (
-                "dyn",
-                PartialForceDynamics(
-                    latent_model=latent_model,
-                    loss=loss,
-                    max_epochs=2,
-                    module__hidden=(16, 16),
-                    random_state=0,
-                ),
-            ),
-        ]
+    pipe = make_pipe(
+        ae_epochs=1,
+        dyn_epochs=2,
+        latent_model=latent_model,
+        loss=loss,
+        module__hidden=(16, 16),
     ).fit(X, F)
     assert np.all(np.isfinite(pipe.predict(X[:5])))
     assert np.isfinite(pipe.score(X, F))

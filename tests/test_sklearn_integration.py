@@ -8,7 +8,6 @@ import sklearn
 import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
-from sklearn.pipeline import Pipeline
 from skorch.dataset import ValidSplit
 
 from skmacro import ClosureAutoencoder, PartialForceDynamics, simulate
@@ -17,30 +16,13 @@ from skmacro.plotting import plot_history
 from skmacro.sampling import densify, sample_partial_forces
 
 
-def _pipe(system, ae_epochs=3, dyn_epochs=5, **dyn):
-    return Pipeline(
-        [
-            (
-                "ae",
-                ClosureAutoencoder(
-                    observables=system.observables,
-                    n_components=4,
-                    max_epochs=ae_epochs,
-                    random_state=0,
-                ),
-            ),
-            ("dyn", PartialForceDynamics(max_epochs=dyn_epochs, random_state=0, **dyn)),
-        ]
-    )
-
-
 @pytest.fixture(scope="module")
-def fitted_pipe(system, pp_data):
+def fitted_pipe(pp_data, make_pipe):
     X, F = pp_data
-    return _pipe(system).fit(X, F)
+    return make_pipe().fit(X, F)
 
 
-def test_every_force_format_gives_the_same_model(system, pp_data, fitted_ae):
+def test_every_force_format_gives_the_same_model(system, pp_data, fitted_ae, make_pipe):
     X, _ = pp_data
     F, mask = sample_partial_forces(system, X, 0.2, random_state=1, return_mask=True)
     F_csr = sample_partial_forces(system, X, 0.2, random_state=1, format="sparse")
@@ -62,20 +44,20 @@ def test_every_force_format_gives_the_same_model(system, pp_data, fitted_ae):
     for name, pred in predictions.items():
         np.testing.assert_allclose(pred, predictions["dense"], rtol=1e-5, err_msg=name)
     # Fit parameters reach the dynamics step of a Pipeline by prefix.
-    pipe = _pipe(system, 1, 3).fit(X, zeros, dyn__mask=mask)
-    reference = _pipe(system, 1, 3).fit(X, F)
+    pipe = make_pipe(1, 3).fit(X, zeros, dyn__mask=mask)
+    reference = make_pipe(1, 3).fit(X, F)
     np.testing.assert_allclose(pipe.predict(X[:5]), reference.predict(X[:5]), rtol=1e-5)
 
 
-def test_mask_through_metadata_routing(system, pp_data):
+def test_mask_through_metadata_routing(system, pp_data, make_pipe):
     X, _ = pp_data
     F, mask = sample_partial_forces(system, X, 0.2, random_state=1, return_mask=True)
     with sklearn.config_context(enable_metadata_routing=True):
-        pipe = _pipe(system)
+        pipe = make_pipe()
         pipe[-1].set_fit_request(mask=True)
         pipe.fit(X, np.nan_to_num(F), mask=mask)
         routed = pipe.predict(X[:20])
-    reference = _pipe(system).fit(X, F).predict(X[:20])
+    reference = make_pipe().fit(X, F).predict(X[:20])
     np.testing.assert_allclose(routed, reference, rtol=1e-5)
 
 
@@ -101,10 +83,10 @@ def test_non_uniform_inclusion_probabilities_are_unbiased(system, pp_data, fitte
         assert np.all(np.abs(b.mean(axis=0) - full["b"][k].numpy()) < 5 * sem)
 
 
-def test_grid_search_default_scoring_and_parallel(system, pp_data):
+def test_grid_search_default_scoring_and_parallel(pp_data, make_pipe):
     X, F = pp_data
     grid = GridSearchCV(
-        _pipe(system, ae_epochs=2, dyn_epochs=3),
+        make_pipe(ae_epochs=2, dyn_epochs=3),
         {"dyn__latent_model": ["mlp", "onsager"]},
         cv=2,
         n_jobs=2,
@@ -114,20 +96,22 @@ def test_grid_search_default_scoring_and_parallel(system, pp_data):
     assert grid.best_estimator_.predict(X[:3]).shape == (3, 4)
 
 
-def test_cross_val_score_with_sparse_forces_and_macro_scorer(system, pp_data):
+def test_cross_val_score_with_sparse_forces_and_macro_scorer(
+    system, pp_data, make_pipe
+):
     X, _ = pp_data
     F = sample_partial_forces(system, X, 0.2, random_state=1, format="sparse")
     # scikit-learn's cross_val_score rejects a sparse y; densify keeps the
     # computed entries (explicit zeros included) and marks the rest NaN.
     with pytest.raises(ValueError, match="'y' parameter"):
-        cross_val_score(_pipe(system, 1, 1), X, F, cv=3)
-    grid = GridSearchCV(_pipe(system, 1, 1), {"dyn__lr": [1e-3]}, cv=3).fit(X, F)
+        cross_val_score(make_pipe(1, 1), X, F, cv=3)
+    grid = GridSearchCV(make_pipe(1, 1), {"dyn__lr": [1e-3]}, cv=3).fit(X, F)
     assert np.isfinite(grid.best_score_)
     F = densify(F)
-    scores = cross_val_score(_pipe(system, 2, 3), X, F, cv=3)
+    scores = cross_val_score(make_pipe(2, 3), X, F, cv=3)
     assert scores.shape == (3,) and np.all(np.isfinite(scores))
     mse = cross_val_score(
-        _pipe(system, 2, 3),
+        make_pipe(2, 3),
         X,
         F,
         cv=3,
@@ -136,7 +120,7 @@ def test_cross_val_score_with_sparse_forces_and_macro_scorer(system, pp_data):
     assert np.all(mse <= 0)
 
 
-def test_score_agrees_with_trajectory_error(system):
+def test_score_agrees_with_trajectory_error(system, make_pipe):
     """GridSearchCV over lambda_cond, with the default (p-aware) scoring and
     whole trajectories held out, must prefer a model whose trajectory error,
     measured independently on unseen trajectories, is (within near-ties) the
@@ -146,7 +130,7 @@ def test_score_agrees_with_trajectory_error(system):
     X = predator_prey_training_states(8, random_state=3)
     F = sample_partial_forces(system, X, 0.2, random_state=3)
     groups = np.repeat(np.arange(8), 300)
-    base = _pipe(system, ae_epochs=20, dyn_epochs=60)
+    base = make_pipe(ae_epochs=20, dyn_epochs=60)
     grid_values = [0.0, 1e-6, 1e-2]
     grid = GridSearchCV(base, {"ae__lambda_cond": grid_values}, cv=GroupKFold(2))
     grid.fit(X, F, groups=groups)
@@ -217,9 +201,9 @@ def test_feature_names_pandas_output_and_html(fitted_pipe, pp_data):
     assert "ClosureAutoencoder" in fitted_pipe._repr_html_()
 
 
-def test_verbose_progress_history_and_plot(system, pp_data, capsys):
+def test_verbose_progress_history_and_plot(pp_data, capsys, make_pipe):
     X, F = pp_data
-    pipe = _pipe(system, 2, 3)
+    pipe = make_pipe(2, 3)
     pipe.set_params(ae__verbose=1, dyn__verbose=1).fit(X, F)
     err = capsys.readouterr().err
     assert "ClosureAutoencoder" in err and "PartialForceDynamics" in err
@@ -234,7 +218,7 @@ def test_verbose_progress_history_and_plot(system, pp_data, capsys):
     assert ax.get_xlabel() == "epoch" and len(ax.lines) >= 2
 
 
-def test_warm_start_continues_training(system, pp_data, fitted_ae):
+def test_warm_start_continues_training(pp_data, fitted_ae):
     X, F = pp_data
     Z = fitted_ae.transform(X)
     dyn = PartialForceDynamics(max_epochs=3, warm_start=True, random_state=0).fit(Z, F)
@@ -247,7 +231,7 @@ def test_warm_start_continues_training(system, pp_data, fitted_ae):
     assert len(cold.history_) == 3
 
 
-def test_group_split_and_early_stopping(system, pp_data, fitted_ae):
+def test_group_split_and_early_stopping(pp_data, fitted_ae):
     X, F = pp_data
     Z = fitted_ae.transform(X)
     groups = np.repeat(np.arange(6), len(X) // 6)
