@@ -146,6 +146,35 @@ class PartialForces:
             )
         return f, np.where(observed, 1.0 / proba, 0.0)
 
+    def observed_chunk(self, rows):
+        """The computed entries of a block of rows, padded to a common count.
+
+        Parameters
+        ----------
+        rows : slice
+
+        Returns
+        -------
+        index : ndarray of shape (chunk, m), int64
+            Computed coordinates of each row (``m`` the largest count in the
+            chunk); padding repeats coordinate 0 with weight 0.
+        f : ndarray of shape (chunk, m), float64
+            Their forces, 0 on padding.
+        w : ndarray of shape (chunk, m), float64
+            Their weights ``1 / pi``, 0 on padding.
+        """
+        f_dense, w_dense = self.chunk(rows)
+        row, col = np.nonzero(w_dense)
+        counts = np.bincount(row, minlength=len(w_dense))
+        position = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
+        shape = (len(w_dense), max(int(counts.max(initial=0)), 1))
+        index = np.zeros(shape, dtype=np.int64)
+        f, w = np.zeros(shape), np.zeros(shape)
+        index[row, position] = col
+        f[row, position] = f_dense[row, col]
+        w[row, position] = w_dense[row, col]
+        return index, f, w
+
     def is_complete(self):
         """Whether every coordinate of every configuration was computed."""
         if self.mask is not None:

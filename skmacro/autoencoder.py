@@ -404,27 +404,40 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
             ]
         return torch.cat(parts).cpu()
 
-    def iter_jacobians(self, X):
+    def iter_jacobians(self, X, factored=False):
         """Yield ``(rows, Z, J)`` over chunks of ``X``, never holding more
         than a few million floats of Jacobian at once.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        factored : bool, default=False
+            Yield each chunk's Jacobians as a
+            :class:`~skmacro.nn.autoencoder.FactoredJacobian` (products with
+            ``J``, its Gram matrix and selected columns without forming the
+            closure's ``N`` columns; far cheaper for large N) instead of a
+            dense tensor.
 
         Yields
         ------
         rows : slice
         Z : torch.Tensor of shape (chunk, d)
-        J : torch.Tensor of shape (chunk, d, n_features)
+        J : torch.Tensor of shape (chunk, d, n_features), or FactoredJacobian
         """
         check_is_fitted(self, "module_")
         X = validate_data(self, X, dtype=np.float32, reset=False)
-        for rows in row_chunks(len(X), self.n_components_ * self.n_features_in_):
+        N = self.n_features_in_
+        # Factored: the observables' dense rows plus room for the caller's
+        # per-row work of a few N-vectors (forces, weights, control variate).
+        per_row = (self.n_observables_ + 8) * N if factored else self.n_components_ * N
+        for rows in row_chunks(len(X), per_row):
             x = torch.as_tensor(X[rows], device=self.device)
             with torch.no_grad():
                 z = self.module_.encode(x)
-            yield rows, z, self.module_.jacobian(x).detach()
+            if factored:
+                yield rows, z, self.module_.jacobian_factors(x).detach()
+            else:
+                yield rows, z, self.module_.jacobian(x).detach()
 
     def transform(self, X):
         """Encode microscopic states.

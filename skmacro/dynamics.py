@@ -61,7 +61,11 @@ def partial_force_statistics(encoder, X, forces, loss="partial", control=None):
     ``P^T (I - P J) = 0``), with far less variance when ``h`` is close to
     ``f``; ``y`` becomes ``J h + J W (f - h)``.
 
-    Jacobians are computed chunk by chunk and never held for all of ``X``.
+    Jacobians are used chunk by chunk in factored form
+    (:meth:`ClosureAutoencoderModule.jacobian_factors`): only the columns of
+    ``J`` at computed coordinates, ``J J^T`` and ``J h`` are formed, so the
+    pass costs O(d* N + d (m + width)) per configuration with m computed
+    coordinates, not O(d^2 N).
 
     Parameters
     ----------
@@ -83,27 +87,26 @@ def partial_force_statistics(encoder, X, forces, loss="partial", control=None):
         ``dz/dt = J f``; all float64.
     """
     parts = {key: [] for key in ("z", "y", "b", "A", "c")}
-    for rows, z, J in encoder.iter_jacobians(X):
-        f, w = forces.chunk(rows)
+    for rows, z, jac in encoder.iter_jacobians(X, factored=True):
+        jac = jac.to(device="cpu", dtype=torch.float64)
+        index, f, w = (torch.from_numpy(a) for a in forces.observed_chunk(rows))
+        J = jac.columns(index)  # (chunk, d, m): J at the computed coordinates
         h = None if control is None else control.chunk(rows)
-        J = J.to(device="cpu", dtype=torch.float64)
-        JW = J * torch.from_numpy(w)[:, None, :]
         if h is None:
-            r, u = torch.from_numpy(f), 0.0
+            r, u = f, 0.0
         else:
-            # Only computed coordinates enter J W (f - h); h fills the rest.
-            r = torch.from_numpy(np.where(w > 0, f - h, 0.0))
-            u = torch.einsum("bdn,bn->bd", J, torch.from_numpy(h))
-        JWr = torch.einsum("bdn,bn->bd", JW, r)
+            h = torch.from_numpy(h)
+            r, u = f - torch.gather(h, 1, index), jac.matvec(h)
+        JWr = torch.einsum("bdm,bm->bd", J, w * r)
         y = u + JWr
         if loss == "z":
             b, c = y, torch.sum(y**2, dim=-1)
             A = torch.eye(y.shape[1], dtype=y.dtype).expand(len(y), -1, -1)
         else:
-            G_inv = torch.linalg.inv(J @ J.transpose(1, 2))
-            A = G_inv @ (JW @ J.transpose(1, 2)) @ G_inv
+            G_inv = torch.linalg.inv(jac.gram())
+            A = G_inv @ ((J * w[:, None, :]) @ J.transpose(1, 2)) @ G_inv
             b = torch.einsum("bij,bj->bi", G_inv, JWr)
-            c = torch.sum(torch.from_numpy(w) * r**2, dim=-1)
+            c = torch.sum(w * r**2, dim=-1)
             if h is not None:
                 # Expand (g - u)^T A (g - u) - 2 (g - u)^T b into the form in g.
                 Au = torch.einsum("bij,bj->bi", A, u)
@@ -413,10 +416,10 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
                 "encoder has none"
             )
         y_parts, z_parts = [], []
-        for rows, z, J in encoder.iter_jacobians(X):
-            f, w = forces.chunk(rows)
-            J_star = J[:, :d_star].to(device="cpu", dtype=torch.float64).numpy()
-            y_parts.append(np.einsum("bdn,bn->bd", J_star, w * f))
+        for rows, z, jac in encoder.iter_jacobians(X, factored=True):
+            index, f, w = (torch.from_numpy(a) for a in forces.observed_chunk(rows))
+            J = jac.to(device="cpu", dtype=torch.float64).columns(index)
+            y_parts.append(torch.einsum("bdm,bm->bd", J[:, :d_star], w * f).numpy())
             z_parts.append(z.cpu().numpy())
         g_star = self.predict(np.concatenate(z_parts))[:, :d_star]
         return np.concatenate(y_parts), g_star

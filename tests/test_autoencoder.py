@@ -41,7 +41,9 @@ def test_jacobian_matches_finite_differences(fitted_ae, pp_data):
     "n_observables, n_components, hidden",
     [(2, 4, (16, 8)), (0, 3, (16,)), (2, 2, (16,)), (2, 5, ())],
 )
-def test_gram_equals_jacobian_product(system, n_observables, n_components, hidden):
+def test_factored_jacobian_matches_autograd(
+    system, n_observables, n_components, hidden
+):
     from skmacro.nn.autoencoder import ClosureAutoencoderModule
 
     torch.manual_seed(0)
@@ -53,10 +55,20 @@ def test_gram_equals_jacobian_product(system, n_observables, n_components, hidde
         hidden=hidden,
     )
     module.x_scale.uniform_(0.5, 2.0)
-    x = torch.rand(7, system.n_features)
-    J = module.jacobian(x)
+    x = torch.rand(7, system.n_features, dtype=torch.float64)
+    module.double()
+    J = torch.cat(
+        [torch.autograd.functional.jacobian(module.encode, r[None])[:, :, 0] for r in x]
+    )
     assert J.shape == (7, n_components, system.n_features)
+    torch.testing.assert_close(module.jacobian(x), J)
     torch.testing.assert_close(module.gram(x), J @ J.transpose(1, 2))
+    factors = module.jacobian_factors(x)
+    v = torch.randn(7, system.n_features, dtype=torch.float64)
+    torch.testing.assert_close(factors.matvec(v), torch.einsum("bdn,bn->bd", J, v))
+    index = torch.randint(system.n_features, (7, 5))
+    expected = torch.gather(J, 2, index[:, None, :].expand(-1, n_components, -1))
+    torch.testing.assert_close(factors.columns(index), expected)
 
 
 def test_inverse_transform_and_reconstruction_improves(system, pp_data):

@@ -34,7 +34,7 @@ def test_quadratic_form_equals_eq12(system, pp_data, fitted_ae):
     J = fitted_ae.jacobian(X).astype(np.float64)
     g = np.random.default_rng(0).normal(size=(40, 4))
     direct = _direct_partial_loss(J, np.nan_to_num(F), ~np.isnan(F), 0.2, g)
-    assert _quadratic_loss(stats, g) == pytest.approx(direct, rel=1e-9)
+    assert _quadratic_loss(stats, g) == pytest.approx(direct, rel=1e-6)
 
 
 def test_z_loss_with_complete_forces(system, pp_data, fitted_ae):
@@ -45,7 +45,7 @@ def test_z_loss_with_complete_forces(system, pp_data, fitted_ae):
     g = np.random.default_rng(1).normal(size=(30, 4))
     target = np.einsum("kdn,kn->kd", J, F)
     direct = np.mean(np.sum((target - g) ** 2, axis=1))
-    assert _quadratic_loss(stats, g) == pytest.approx(direct, rel=1e-9)
+    assert _quadratic_loss(stats, g) == pytest.approx(direct, rel=1e-6)
 
 
 def test_partial_loss_is_unbiased_for_x_loss(system, pp_data, fitted_ae):
@@ -90,6 +90,26 @@ def test_sparse_dense_and_mask_agree(system, pp_data, fitted_ae):
         stats = partial_force_statistics(fitted_ae, X, forces)
         for key in ("b", "A", "c"):
             np.testing.assert_allclose(stats[key], reference[key], rtol=1e-12)
+
+
+def test_rows_with_unequal_force_counts(system, pp_data, fitted_ae):
+    """Rows computed on different numbers of coordinates (one on none) give
+    the statistics of Eq. 12 written out with dense Jacobians."""
+    X = pp_data[0][:4]
+    F = system.forces(X)
+    F[0, 10:] = np.nan
+    F[1, :] = np.nan
+    F[2, ::3] = np.nan
+    forces = PartialForces(F, 100, p=0.5)
+    index, f, w = forces.observed_chunk(slice(0, 4))
+    assert index.shape == (4, 100)
+    np.testing.assert_array_equal((w > 0).sum(1), [10, 0, 66, 100])
+    np.testing.assert_array_equal(f[w == 0], 0)
+    stats = partial_force_statistics(fitted_ae, X, forces, "partial")
+    J = fitted_ae.jacobian(X).astype(np.float64)
+    g = np.random.default_rng(5).normal(size=(4, 4))
+    direct = _direct_partial_loss(J, np.nan_to_num(F), ~np.isnan(F), 0.5, g)
+    assert _quadratic_loss(stats, g) == pytest.approx(direct, rel=1e-6)
 
 
 def test_inferred_p_is_algorithm_1_fraction(system, pp_data):

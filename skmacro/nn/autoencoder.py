@@ -75,39 +75,112 @@ class ClosureAutoencoderModule(nn.Module):
     def jacobian(self, x):
         """Per-sample encoder Jacobians ``phi'(x)``, shape (batch, d, n_features).
 
-        The encoder acts row by row, so the Jacobian of the batch sum of ``z``
-        holds every sample's Jacobian: one ``torch.func.jacrev`` (d
-        vector-Jacobian products over the batch), which is cheaper than
-        vmapping a per-sample ``jacrev``. Works inside or outside
-        ``torch.no_grad``.
+        Works inside or outside ``torch.no_grad``; see
+        :meth:`jacobian_factors` for the cheaper factored form.
         """
-        return _batch_jacobian(self.encode, x)
+        return self.jacobian_factors(x).dense()
 
     def gram(self, x):
         """Per-sample Gram matrices ``J J^T`` of ``J = phi'(x)``, shape
-        (batch, d, d), without forming the closure rows of ``J``.
+        (batch, d, d), without forming the closure rows of ``J`` (see
+        :meth:`jacobian_factors`), which makes the condition-number loss
+        cheap for large N."""
+        return self.jacobian_factors(x).gram()
+
+    def jacobian_factors(self, x):
+        """Encoder Jacobians at the rows of ``x`` as a :class:`FactoredJacobian`.
 
         The closure network's first layer is linear, ``a = W x_s + c`` with
-        ``x_s = (x - mean) / scale``, so its rows are ``K W S^-1`` with ``K``
-        the (d - d*, width) Jacobian of the remaining layers in ``a`` and
-        ``S = diag(scale)``; then ``J_c J_c^T = K (W S^-2 W^T) K^T`` and the
-        cross block with the observables' rows ``J_o`` is
-        ``J_o S^-1 W^T K^T``. Only ``J_o`` (d* rows) has n_features columns,
-        which makes the condition-number loss cheap for large N.
+        ``x_s = (x - mean) / scale``, so its Jacobian rows are ``K W S^-1``
+        with ``K`` the (d - d*, width) Jacobian of the remaining layers in
+        ``a`` and ``S = diag(scale)``. Only the observables' d* rows are
+        computed with n_features columns. The encoder acts row by row, so each
+        part is one ``torch.func.jacrev`` of the batch sum (d vector-Jacobian
+        products over the batch) rather than a vmapped per-sample ``jacrev``.
         """
+        J_o = _batch_jacobian(self.observables, x) if self.n_observables else None
         if self.closure is None:
-            J_o = _batch_jacobian(self.observables, x)
-            return J_o @ J_o.transpose(1, 2)
+            return FactoredJacobian(J_o, None, None)
         first, rest = self.closure[0], nn.Sequential(*list(self.closure)[1:])
         K = _batch_jacobian(rest, first((x - self.x_mean) / self.x_scale))
-        W_s = first.weight / self.x_scale
-        G_cc = K @ (W_s @ W_s.T) @ K.transpose(1, 2)
-        if not self.n_observables:
+        return FactoredJacobian(J_o, K, first.weight / self.x_scale)
+
+
+class FactoredJacobian:
+    """A batch of encoder Jacobians ``J = [J_o; K W]`` kept in factors.
+
+    Products with ``J`` cost O(d* N + (d - d*) width) per sample for sparse
+    or low-rank operands instead of O(d N), and ``J`` itself (batch, d, N) is
+    formed only on request.
+
+    Parameters
+    ----------
+    observable_rows : torch.Tensor of shape (batch, d*, N) or None
+        Jacobian of the fixed observables (None when d* = 0).
+    K : torch.Tensor of shape (batch, d - d*, width) or None
+        Jacobian of the closure after its first layer (None without closure).
+    W : torch.Tensor of shape (width, N) or None
+        The closure's first-layer weight in the units of ``x``.
+    """
+
+    def __init__(self, observable_rows, K, W):
+        self.observable_rows, self.K, self.W = observable_rows, K, W
+
+    def to(self, *args, **kwargs):
+        """The factors moved or cast with ``torch.Tensor.to``."""
+        return self._map(lambda t: t.to(*args, **kwargs))
+
+    def detach(self):
+        """The factors detached from the autograd graph."""
+        return self._map(torch.Tensor.detach)
+
+    def _map(self, fn):
+        return FactoredJacobian(*(None if t is None else fn(t) for t in self._parts()))
+
+    def _parts(self):
+        return self.observable_rows, self.K, self.W
+
+    def _stack(self, observable_part, closure_part):
+        parts = [observable_part] if self.observable_rows is not None else []
+        if self.K is not None:
+            parts.append(closure_part)
+        return torch.cat(parts, dim=1)
+
+    def dense(self):
+        """``J``, shape (batch, d, N)."""
+        K, W = self.K, self.W
+        return self._stack(self.observable_rows, None if K is None else K @ W)
+
+    def gram(self):
+        """``J J^T``, shape (batch, d, d): ``J_c J_c^T = K (W W^T) K^T``."""
+        J_o, K, W = self._parts()
+        if K is None:
+            return J_o @ J_o.transpose(1, 2)
+        G_cc = K @ (W @ W.T) @ K.transpose(1, 2)
+        if J_o is None:
             return G_cc
-        J_o = _batch_jacobian(self.observables, x)
-        G_oc = (J_o @ W_s.T) @ K.transpose(1, 2)
+        G_oc = (J_o @ W.T) @ K.transpose(1, 2)
         top = torch.cat([J_o @ J_o.transpose(1, 2), G_oc], dim=2)
         return torch.cat([top, torch.cat([G_oc.transpose(1, 2), G_cc], dim=2)], dim=1)
+
+    def matvec(self, v):
+        """``J v`` for per-sample vectors ``v`` of shape (batch, N); (batch, d)."""
+        J_o, K, W = self._parts()
+        return self._stack(
+            None if J_o is None else (J_o @ v.unsqueeze(-1)).squeeze(-1),
+            None if K is None else (K @ (v @ W.T).unsqueeze(-1)).squeeze(-1),
+        )
+
+    def columns(self, index):
+        """Columns ``J[b, :, index[b]]`` for an integer ``index`` of shape
+        (batch, m); (batch, d, m)."""
+        J_o, K, W = self._parts()
+        return self._stack(
+            None
+            if J_o is None
+            else torch.gather(J_o, 2, index.unsqueeze(1).expand(-1, J_o.shape[1], -1)),
+            None if K is None else K @ W.T[index].transpose(1, 2),
+        )
 
 
 def _batch_jacobian(fn, x):
