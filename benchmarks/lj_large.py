@@ -9,9 +9,9 @@ Wall time and peak memory of every phase of the pipeline at scale:
 
 1. simulation: ``ceil(--configs / (steps + 1))`` training and ``--n-test``
    test NVE trajectories (T0 ~ U(0.5, 1.5), dt = 0.001, ``--steps`` steps,
-   every step kept), streamed ``--n-jobs`` trajectories at a time into one
-   preallocated float32 array (the engine's float64 output never holds more
-   than ``--n-jobs`` trajectories); the first ``--configs`` states train;
+   every step kept), stored as float32 (``simulate(..., dtype=np.float32)``
+   holds at most ``--n-jobs`` float64 trajectories besides its result); the
+   first ``--configs`` states train;
 2. sampling: Algorithm 1, forces on ``--atoms-per-config`` random atoms per
    configuration, computed on row chunks and stored as CSR;
 3. AE fit: ``ClosureAutoencoder(n_components=32)`` on the float32 states;
@@ -50,7 +50,6 @@ from lj_temperature import (
     make_system,
     parse_common_arguments,
     partial_forces_sparse,
-    simulate_float32,
 )
 from sklearn.pipeline import Pipeline
 
@@ -160,19 +159,10 @@ def main():
         X0_train = system.sample_initial(n_traj, random_state=args.seed)
         X0_test = system.sample_initial(args.n_test, random_state=args.seed + 1)
     with phases("simulation"):
-        X = np.empty((args.configs, N), dtype=np.float32)
-        for s in range(0, n_traj, args.n_jobs):
-            chunk = simulate_float32(
-                system, X0_train[s : s + args.n_jobs], args.steps, args.dt, args.n_jobs
-            )
-            rows = chunk.reshape(-1, N)
-            lo = s * n_states
-            hi = min(lo + len(rows), args.configs)
-            X[lo:hi] = rows[: hi - lo]
-            del chunk, rows
-        test = simulate_float32(
-            system, X0_test, args.steps, args.dt, args.n_jobs, chunk=args.n_jobs
-        )
+        kwargs = dict(t_end=args.steps * args.dt, dt=args.dt, n_jobs=args.n_jobs)
+        train = system.simulate(X0_train, dtype=np.float32, **kwargs)
+        X = train.reshape(-1, N)[: args.configs]
+        test = system.simulate(X0_test, dtype=np.float32, **kwargs)
     with phases("sampling (50-atom forces)"):
         F = partial_forces_sparse(system, X, k, args.seed)
     print(

@@ -79,18 +79,6 @@ def make_system(n_atoms, engine="auto"):
     return LennardJones(n_atoms=n_atoms, engine=engine)
 
 
-def simulate_float32(system, X0, n_steps, dt, n_jobs, chunk=None):
-    """Trajectories (n, n_steps + 1, N) as float32, simulated ``chunk`` at a
-    time so the float64 engine output never holds more than ``chunk`` of them."""
-    chunk = chunk or len(X0)
-    out = np.empty((len(X0), n_steps + 1, system.n_features), dtype=np.float32)
-    for s in range(0, len(X0), chunk):
-        out[s : s + chunk] = system.simulate(
-            X0[s : s + chunk], t_end=n_steps * dt, dt=dt, n_jobs=n_jobs
-        )
-    return out
-
-
 def load_or_simulate(system, args):
     """Train and test trajectories (``args.n_train``, ``args.n_test``), float32,
     cached in an .npz under ``args.cache_dir``."""
@@ -116,8 +104,9 @@ def load_or_simulate(system, args):
     start = time.perf_counter()
     X0_train = system.sample_initial(args.n_train, random_state=args.seed)
     X0_test = system.sample_initial(args.n_test, random_state=args.seed + 1)
-    train = simulate_float32(system, X0_train, args.steps, args.dt, args.n_jobs)
-    test = simulate_float32(system, X0_test, args.steps, args.dt, args.n_jobs)
+    kwargs = dict(t_end=args.steps * args.dt, dt=args.dt, n_jobs=args.n_jobs)
+    train = system.simulate(X0_train, dtype=np.float32, **kwargs)
+    test = system.simulate(X0_test, dtype=np.float32, **kwargs)
     elapsed = time.perf_counter() - start
     os.makedirs(args.cache_dir, exist_ok=True)
     np.savez(path, train=train, test=test)
@@ -133,19 +122,12 @@ def load_or_simulate(system, args):
 # ------------------------------------------------------------------- forces
 
 
-def partial_forces_sparse(system, X, k, random_state, chunk_rows=256):
-    """Algorithm 1 with ``k`` atoms per configuration, as CSR, computed on
-    row chunks (``sample_partial_forces`` casts its input to float64, so a
-    float32 ``X`` is passed a chunk at a time)."""
-    rng = np.random.RandomState(random_state)
-    p = k / system.n_particles
-    parts = [
-        sample_partial_forces(
-            system, X[s : s + chunk_rows], p=p, random_state=rng, format="sparse"
-        )
-        for s in range(0, len(X), chunk_rows)
-    ]
-    return sp.csr_array(sp.vstack(parts, format="csr"))
+def partial_forces_sparse(system, X, k, random_state):
+    """Algorithm 1 with ``k`` atoms per configuration, as CSR (computed on
+    row chunks of the float32 ``X`` inside ``sample_partial_forces``)."""
+    return sample_partial_forces(
+        system, X, p=k / system.n_particles, random_state=random_state, format="sparse"
+    )
 
 
 def free_velocity_forces(X, F_partial):

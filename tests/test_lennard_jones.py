@@ -161,6 +161,17 @@ def test_simulate_stride_keeps_the_same_states(fluid, fluid_states):
     assert none.shape == (0, 11, fluid.n_features)
 
 
+def test_simulate_float32_output_and_parallel_order(fluid, fluid_states):
+    every = fluid.simulate(fluid_states[:2], t_end=0.01, dt=0.002)
+    single = fluid.simulate(
+        fluid_states[:2], t_end=0.01, dt=0.002, dtype=np.float32, n_jobs=2
+    )
+    assert single.dtype == np.float32
+    np.testing.assert_array_equal(single, every.astype(np.float32))
+    with pytest.raises(ValueError, match="dtype must be"):
+        fluid.simulate(fluid_states[:1], t_end=0.01, dt=0.002, dtype=np.int64)
+
+
 # ---------------------------------------------------------- initial states
 
 

@@ -577,7 +577,14 @@ class LennardJones(System):
     # ------------------------------------------------------------- simulation
 
     def simulate(
-        self, X0, t_end=0.25, dt=0.001, method="verlet", stride=1, n_jobs=None
+        self,
+        X0,
+        t_end=0.25,
+        dt=0.001,
+        method="verlet",
+        stride=1,
+        n_jobs=None,
+        dtype=np.float64,
     ):
         """NVE molecular dynamics by velocity Verlet.
 
@@ -600,6 +607,12 @@ class LennardJones(System):
             Keep every ``stride``-th step.
         n_jobs : int or None, default=None
             Trajectories run in parallel with joblib.
+        dtype : {numpy.float64, numpy.float32}, default=numpy.float64
+            Dtype of the returned states (the engines integrate in float64
+            either way). Each trajectory is copied into the result as it
+            finishes, so memory peaks at the result plus ``n_jobs``
+            trajectories; float32 halves the result (20 trajectories of 251
+            states of 51,200 atoms: 6.2 GB instead of 12.3 GB).
 
         Returns
         -------
@@ -616,6 +629,10 @@ class LennardJones(System):
             raise ValueError(f"stride must be a positive integer, got {stride!r}")
         if stride < 1:
             raise ValueError(f"stride must be a positive integer, got {stride!r}")
+        if np.dtype(dtype) not in (np.float64, np.float32):
+            raise ValueError(
+                f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}"
+            )
         X0 = self._check_states(X0, "X0", dtype=np.float64)
         n_steps = n_steps_between(0.0, t_end, dt)
         positions, velocities = self._split(X0)
@@ -653,11 +670,11 @@ class LennardJones(System):
                 )
                 for r, v in zip(positions, velocities, strict=True)
             )
-        trajectories = Parallel(n_jobs=n_jobs)(jobs)
-        # asarray, unlike stack, also accepts no trajectories at all.
-        return np.asarray(trajectories, dtype=np.float64).reshape(
-            len(X0), n_steps // stride + 1, self.n_features
-        )
+        out = np.empty((len(X0), n_steps // stride + 1, self.n_features), dtype)
+        trajectories = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
+        for i, trajectory in enumerate(trajectories):
+            out[i] = np.reshape(trajectory, out.shape[1:])
+        return out
 
     def __repr__(self):
         args = ", ".join(
