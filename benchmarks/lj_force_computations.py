@@ -43,6 +43,7 @@ import time
 import numpy as np
 from lj_temperature import (
     add_common_arguments,
+    dynamics_epochs,
     fit_autoencoder,
     fit_dynamics,
     load_or_simulate,
@@ -152,7 +153,7 @@ def main():
                         F_all[idx],
                         latent_model=args.latent_model,
                         loss=loss,
-                        epochs=args.dyn_epochs,
+                        epochs=dynamics_epochs(len(rows), args),
                         seed=seed,
                         control=None if loss == "z" else args.control_variate,
                     )

@@ -46,6 +46,7 @@ import tracemalloc
 import numpy as np
 from lj_temperature import (
     add_common_arguments,
+    dynamics_epochs,
     fit_autoencoder,
     make_system,
     parse_common_arguments,
@@ -180,7 +181,7 @@ def main():
         latent_model=args.latent_model,
         loss="partial",
         control_variate=args.control_variate,
-        max_epochs=args.dyn_epochs,
+        max_epochs=dynamics_epochs(len(Z), args),
         random_state=args.seed,
     )
     start = time.perf_counter()

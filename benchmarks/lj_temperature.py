@@ -47,6 +47,7 @@ A quick check::
 import argparse
 import hashlib
 import json
+import math
 import os
 import time
 import warnings
@@ -198,6 +199,19 @@ def fit_autoencoder(system, X, d, epochs, seed, lambda_cond, verbose=0):
     return ae.fit(X)
 
 
+def dynamics_epochs(n_configs, args):
+    """``--dyn-epochs``, or with ``--dyn-steps`` the epochs that give every
+    training set that many optimiser steps at the estimator's default batch
+    size and validation split (so that a small L_z set is not trained for a
+    fraction of the steps of a large L_x,p set)."""
+    if args.dyn_steps is None:
+        return args.dyn_epochs
+    defaults = PartialForceDynamics()
+    n_train = max(1, math.floor(n_configs * (1 - defaults.validation_fraction)))
+    batches = math.ceil(n_train / defaults.batch_size)
+    return max(1, math.ceil(args.dyn_steps / batches))
+
+
 def fit_dynamics(
     Z, F, *, latent_model, loss, epochs, seed, control, verbose=0, inclusion_proba=None
 ):
@@ -252,6 +266,13 @@ def add_common_arguments(parser):
         "leaves kappa(JJ^T) ~ 1e4-1e5 here and both losses suffer",
     )
     parser.add_argument("--dyn-epochs", type=int, default=200)
+    parser.add_argument(
+        "--dyn-steps",
+        type=int,
+        default=None,
+        help="optimiser steps per dynamics fit (epochs scaled to the training "
+        "set, batch 512); overrides --dyn-epochs",
+    )
     parser.add_argument(
         "--control-variate", choices=["none", "neighbors"], default="none"
     )
@@ -395,7 +416,7 @@ def main():
                     Fl,
                     latent_model=model,
                     loss="z" if loss == "z" else "partial",
-                    epochs=args.dyn_epochs,
+                    epochs=dynamics_epochs(len(Zl), args),
                     seed=seed,
                     control=None if loss == "z" else args.control_variate,
                     verbose=args.verbose,
