@@ -301,6 +301,13 @@ def main():
         "--latent-models", nargs="+", default=["mlp"], choices=sorted(PAPER_FIG3)
     )
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument(
+        "--first-repeat",
+        type=int,
+        default=1,
+        help="number of the first repeat (its seeds follow from it), to split "
+        "the repeats over several runs on the same data",
+    )
     parser.add_argument("--atoms", type=int, default=800)
     parser.add_argument("--n-train", type=int, default=90)
     parser.add_argument("--n-test", type=int, default=10)
@@ -375,7 +382,7 @@ def main():
                 flush=True,
             )
             break
-        seed = args.seed + 1000 * (r + 1)
+        seed = args.seed + 1000 * (r + args.first_repeat)
         rng = np.random.default_rng(seed)
         times = {}
         if ae is None or not args.ae_once:
@@ -427,13 +434,13 @@ def main():
                 results[model][loss].append(error)
                 times[f"{model}/{loss}"] = fit_time
                 print(
-                    f"repeat {r + 1}/{args.repeats} {MODEL_NAMES[model]:>10} "
+                    f"repeat {r + args.first_repeat} {MODEL_NAMES[model]:>10} "
                     f"{loss:>7}: error on T = {error:.3e} "
                     f"(fit {fit_time:.1f} s, {len(Zl)} configs)",
                     flush=True,
                 )
         print(
-            f"repeat {r + 1} times (s): "
+            f"repeat {r + args.first_repeat} times (s): "
             + ", ".join(f"{name} {value:.1f}" for name, value in times.items()),
             flush=True,
         )
