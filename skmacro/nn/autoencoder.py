@@ -140,11 +140,10 @@ class FactoredJacobian:
     def _parts(self):
         return self.observable_rows, self.K, self.W
 
-    def _stack(self, observable_part, closure_part):
-        parts = [observable_part] if self.observable_rows is not None else []
-        if self.K is not None:
-            parts.append(closure_part)
-        return torch.cat(parts, dim=1)
+    @staticmethod
+    def _stack(*blocks):
+        """Row blocks (observables', closure's) stacked, absent ones skipped."""
+        return torch.cat([b for b in blocks if b is not None], dim=1)
 
     def dense(self):
         """``J``, shape (batch, d, N)."""
