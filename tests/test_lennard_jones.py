@@ -170,6 +170,8 @@ def test_simulate_float32_output_and_parallel_order(fluid, fluid_states):
     np.testing.assert_array_equal(single, every.astype(np.float32))
     with pytest.raises(ValueError, match="dtype must be"):
         fluid.simulate(fluid_states[:1], t_end=0.01, dt=0.002, dtype=np.int64)
+    with pytest.raises(ValueError, match="dtype must be"):
+        fluid.simulate(fluid_states[:1], t_end=0.01, dt=0.002, dtype="not a dtype")
 
 
 # ---------------------------------------------------------- initial states

@@ -163,7 +163,16 @@ class FactoredJacobian:
         return torch.cat([top, torch.cat([G_oc.transpose(1, 2), G_cc], dim=2)], dim=1)
 
     def matvec(self, v):
-        """``J v`` for per-sample vectors ``v`` of shape (batch, N); (batch, d)."""
+        """``J v`` for one vector per sample.
+
+        Parameters
+        ----------
+        v : torch.Tensor of shape (batch, N)
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, d)
+        """
         J_o, K, W = self._parts()
         return self._stack(
             None if J_o is None else (J_o @ v.unsqueeze(-1)).squeeze(-1),
@@ -171,8 +180,17 @@ class FactoredJacobian:
         )
 
     def columns(self, index):
-        """Columns ``J[b, :, index[b]]`` for an integer ``index`` of shape
-        (batch, m); (batch, d, m)."""
+        """Selected columns ``J[b, :, index[b]]`` of each sample's Jacobian.
+
+        Parameters
+        ----------
+        index : torch.Tensor of shape (batch, m), int64
+            Coordinates to take, per sample.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, d, m)
+        """
         J_o, K, W = self._parts()
         return self._stack(
             None

@@ -629,7 +629,11 @@ class LennardJones(System):
             raise ValueError(f"stride must be a positive integer, got {stride!r}")
         if stride < 1:
             raise ValueError(f"stride must be a positive integer, got {stride!r}")
-        if np.dtype(dtype) not in (np.float64, np.float32):
+        try:
+            supported = np.dtype(dtype) in (np.float64, np.float32)
+        except TypeError:
+            supported = False
+        if not supported:
             raise ValueError(
                 f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}"
             )
