@@ -150,7 +150,8 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
     best_epoch_ : int
     condition_number_ : float
         Median ``kappa(J J^T)`` of the fitted encoder over up to 256 evenly
-        spaced training states. L_x and L_x,p weight latent errors by
+        spaced training states, in float64 (float32 eigenvalues cannot
+        resolve a kappa beyond ~1e7). L_x and L_x,p weight latent errors by
         ``(J J^T)^-1``, so a large value (a :class:`ConditioningWarning` is
         issued above 1e3) means those losses will neglect some latent
         directions; raise ``lambda_cond`` or rescale the observables.
@@ -335,9 +336,11 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
             kappa = torch.cat(
                 [
                     condition_number(
-                        self.module_.gram(
+                        self.module_.jacobian_factors(
                             torch.as_tensor(sample[r], device=self.device)
                         )
+                        .to(torch.float64)
+                        .gram()
                     ).cpu()
                     for r in row_chunks(len(sample), per_row)
                 ]

@@ -133,6 +133,28 @@ def test_badly_scaled_observables_warn(system, pp_data):
     assert tiny.condition_number_ > 1e3
 
 
+def test_condition_number_resolves_a_rank_deficient_closure(system, pp_data):
+    """A closure with two identical outputs has a singular J J^T; the
+    reported kappa must say so (float32 eigenvalues stop near 1e7)."""
+    X = pp_data[0][:300]
+    ae = ClosureAutoencoder(
+        observables=system.observables,
+        n_components=4,
+        max_epochs=1,
+        lr=1e-12,
+        warm_start=True,
+        random_state=0,
+    ).fit(X)
+    assert ae.condition_number_ < 1e4
+    last = ae.module_.closure[-1]
+    with torch.no_grad():
+        last.weight[1] = last.weight[0]
+        last.bias[1] = last.bias[0]
+    with pytest.warns(UserWarning, match="ill-conditioned"):
+        ae.fit(X)
+    assert ae.condition_number_ > 1e12
+
+
 def test_autoencoder_input_errors(system, pp_data):
     X = pp_data[0]
     bad = X.copy()
