@@ -3,6 +3,7 @@ fast in-memory batching, a validation split, a learning-rate schedule,
 divergence handling that keeps the best parameters, and progress display."""
 
 import copy
+import functools
 import inspect
 import math
 import warnings
@@ -98,6 +99,16 @@ class EpochProgress(Callback):
         self.bar_.close()
 
 
+def cosine_decay(epoch, n_epochs, floor=1e-2):
+    """Learning-rate factor of a cosine schedule from 1 down to ``floor``
+    over ``n_epochs``. As a factor it scales every parameter group's own
+    rate, where ``CosineAnnealingLR``'s absolute ``eta_min`` would raise a
+    group that starts below it."""
+    return floor + (1 - floor) * 0.5 * (
+        1 + math.cos(math.pi * min(epoch, n_epochs) / n_epochs)
+    )
+
+
 class SkmacroNet(NeuralNet):
     """Base class: a ``NeuralNet`` trained on in-memory tensors.
 
@@ -121,9 +132,8 @@ class SkmacroNet(NeuralNet):
             (
                 "lr_scheduler",
                 LRScheduler(
-                    policy=torch.optim.lr_scheduler.CosineAnnealingLR,
-                    T_max=self.max_epochs,
-                    eta_min=self.lr * 1e-2,
+                    policy=torch.optim.lr_scheduler.LambdaLR,
+                    lr_lambda=functools.partial(cosine_decay, n_epochs=self.max_epochs),
                 ),
             ),
             ("keep_best", KeepBestParameters()),

@@ -191,3 +191,18 @@ def test_optimizer_fused_by_default_unless_set(system, pp_data):
     # An optimizer without a fused implementation gets no such argument.
     ae = ClosureAutoencoder(**params, optimizer=torch.optim.RMSprop).fit(X)
     assert "fused" not in ae.optimizer_.defaults
+
+
+def test_learning_rate_schedule_scales_each_parameter_group(system, pp_data):
+    """The cosine schedule ends every group at 1e-2 of its own rate: a group
+    given a rate below the floor of the default one is never raised."""
+    X = pp_data[0][:300]
+    ae = ClosureAutoencoder(
+        observables=system.observables,
+        lr=1e-3,
+        max_epochs=4,
+        random_state=0,
+        optimizer__param_groups=[("closure.0.weight", {"lr": 1e-6})],
+    ).fit(X)
+    rates = sorted((g["initial_lr"], g["lr"]) for g in ae.optimizer_.param_groups)
+    assert np.allclose(rates, [(1e-6, 1e-8), (1e-3, 1e-5)], rtol=1e-9, atol=0)
