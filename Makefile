@@ -27,8 +27,8 @@ benchmark: $(STAMP)
 	$(PY) benchmarks/predator_prey_table2.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check skmacro tests benchmarks examples
-	$(PY) -m ruff format --check skmacro tests benchmarks examples
+	$(PY) -m ruff check skmacro tests benchmarks
+	$(PY) -m ruff format --check skmacro tests benchmarks
 
 clean:
 	rm -rf $(VENV) outputs
