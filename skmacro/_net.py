@@ -54,14 +54,14 @@ class KeepBestParameters(Callback):
         score = row.get("valid_loss", row["train_loss"])
         if not (math.isfinite(score) and math.isfinite(row["train_loss"])):
             best = (
-                f"epoch {self.best_epoch_}"
+                f"the parameters of epoch {self.best_epoch_}"
                 if self.best_epoch_ is not None
-                else "the initial parameters"
+                else "the parameters it started from"
             )
             warnings.warn(
                 f"{type(net).__name__}: the loss became non-finite at epoch "
-                f"{row['epoch']}; training stopped and the parameters of {best} "
-                "were kept. Lower `lr` or check the data for outliers.",
+                f"{row['epoch']}; training stopped and {best} were kept. "
+                "Lower `lr` or check the data for outliers.",
                 DivergenceWarning,
                 stacklevel=2,
             )

@@ -28,6 +28,9 @@ _CONDITION_SAMPLE = 256
 #: encoder sits near 20; a 800-atom Lennard-Jones encoder at kappa ~ 6e4
 #: (lambda_cond = 1e-6) gave 10x worse dynamics than at ~400 (1e-4).
 _CONDITION_WARN = 1e3
+#: Beyond this kappa J J^T is singular to float64 precision (~1e16 for a
+#: closure that collapsed): some rows of J are linearly dependent.
+_RANK_DEFICIENT = 1e12
 
 
 class ConditioningWarning(UserWarning):
@@ -346,19 +349,34 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
                 ]
             )
         self.condition_number_ = float(kappa.median())
-        if not self.condition_number_ <= _CONDITION_WARN:
-            warnings.warn(
-                "the fitted encoder's Jacobian J is ill-conditioned: median "
-                f"kappa(J J^T) = {self.condition_number_:.3g} over {len(sample)} "
-                f"training states (warning above {_CONDITION_WARN:g}). The L_x "
-                "and L_x,p losses weight latent errors by (J J^T)^-1, so "
-                "dynamics trained on this encoder can neglect some latent "
-                f"directions. Increase lambda_cond (now {self.lambda_cond:g}; "
-                "try 10-100x), or express the observables in units whose "
-                "gradients are comparable with the closure variables'.",
-                ConditioningWarning,
-                stacklevel=3,
+        if self.condition_number_ <= _CONDITION_WARN:
+            return
+        advice = (
+            f"Increase lambda_cond (now {self.lambda_cond:g}; try 10-100x), or "
+            "express the observables in units whose gradients are comparable "
+            "with the closure variables'."
+        )
+        if not self.condition_number_ <= _RANK_DEFICIENT:
+            width = self.module_.closure[0].out_features
+            advice = (
+                "J is rank-deficient: the closure's outputs became dependent. "
+                f"With {self.n_features_in_} inputs, Adam's steps can saturate "
+                "the closure's first layer in the first epochs; a rate scaled "
+                "by its fan-in keeps it full-rank, e.g. optimizer__param_groups="
+                f"[('closure.0.weight', {{'lr': {self.lr:g} * {width} / "
+                f"{self.n_features_in_}}})]; whether the dynamics improve "
+                "depends on the system (docs/method.md, 'Wide inputs')."
             )
+        warnings.warn(
+            "the fitted encoder's Jacobian J is ill-conditioned: median "
+            f"kappa(J J^T) = {self.condition_number_:.3g} over {len(sample)} "
+            f"training states (warning above {_CONDITION_WARN:g}). The L_x "
+            "and L_x,p losses weight latent errors by (J J^T)^-1, so "
+            "dynamics trained on this encoder can neglect some latent "
+            f"directions. {advice}",
+            ConditioningWarning,
+            stacklevel=3,
+        )
 
     def _set_dimensions(self, X):
         self.n_observables_ = 0

@@ -135,7 +135,10 @@ def test_badly_scaled_observables_warn(system, pp_data):
 
 def test_condition_number_resolves_a_rank_deficient_closure(system, pp_data):
     """A closure with two identical outputs has a singular J J^T; the
-    reported kappa must say so (float32 eigenvalues stop near 1e7)."""
+    reported kappa must say so (float32 eigenvalues stop near 1e7), and the
+    warning must point to the cause rather than to lambda_cond."""
+    from skmacro import ConditioningWarning
+
     X = pp_data[0][:300]
     ae = ClosureAutoencoder(
         observables=system.observables,
@@ -150,9 +153,11 @@ def test_condition_number_resolves_a_rank_deficient_closure(system, pp_data):
     with torch.no_grad():
         last.weight[1] = last.weight[0]
         last.bias[1] = last.bias[0]
-    with pytest.warns(UserWarning, match="ill-conditioned"):
+    with pytest.warns(ConditioningWarning, match="rank-deficient") as record:
         ae.fit(X)
     assert ae.condition_number_ > 1e12
+    (warning,) = [w for w in record if w.category is ConditioningWarning]
+    assert "'closure.0.weight', {'lr': 1e-12 * 64 / 100}" in str(warning.message)
 
 
 def test_autoencoder_input_errors(system, pp_data):
