@@ -351,13 +351,20 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         self.condition_number_ = float(kappa.median())
         if self.condition_number_ <= _CONDITION_WARN:
             return
-        advice = (
-            f"Increase lambda_cond (now {self.lambda_cond:g}; try 10-100x), or "
-            "express the observables in units whose gradients are comparable "
-            "with the closure variables'."
-        )
-        if not self.condition_number_ <= _RANK_DEFICIENT:
-            width = self.module_.closure[0].out_features
+        closure = self.module_.closure
+        if self.condition_number_ <= _RANK_DEFICIENT:
+            advice = (
+                f"Increase lambda_cond (now {self.lambda_cond:g}; try 10-100x), "
+                "or express the observables in units whose gradients are "
+                "comparable with the closure variables'."
+            )
+        elif closure is None:
+            advice = (
+                "J is rank-deficient: the observables' gradients are linearly "
+                "dependent; drop the redundant observables."
+            )
+        else:
+            width = closure[0].out_features
             advice = (
                 "J is rank-deficient: the closure's outputs became dependent. "
                 f"With {self.n_features_in_} inputs, Adam's steps can saturate "

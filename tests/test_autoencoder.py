@@ -160,6 +160,21 @@ def test_condition_number_resolves_a_rank_deficient_closure(system, pp_data):
     assert "'closure.0.weight', {'lr': 1e-12 * 64 / 100}" in str(warning.message)
 
 
+def test_dependent_observables_without_closure_are_named(pp_data):
+    """With no closure (d = d*), a singular J J^T can only come from the
+    observables themselves, and the warning says so."""
+    from skmacro import ConditioningWarning
+
+    def dependent(x):
+        return torch.stack([x[:, 0], 2 * x[:, 0]], dim=1)
+
+    ae = ClosureAutoencoder(
+        observables=dependent, n_components=2, lambda_cond=0.0, max_epochs=1
+    )
+    with pytest.warns(ConditioningWarning, match="observables' gradients"):
+        ae.fit(pp_data[0][:200])
+
+
 def test_autoencoder_input_errors(system, pp_data):
     X = pp_data[0]
     bad = X.copy()
