@@ -94,8 +94,8 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
     decoder ``psi`` is an MLP. Trained on ``L_AE = L_rec + lambda_cond *
     L_cond`` (Eq. 5-7), where ``L_cond`` penalises the condition number of
     ``phi'(x) phi'(x)^T`` so that the pseudo-inverse in ``L_x`` is well
-    behaved (Theorem 1). ``L_rec`` is measured in feature-wise standardised
-    units so that coordinates of different scale weigh alike.
+    behaved (Theorem 1). Inputs are centred feature-wise and scaled as
+    ``input_scaling`` says; ``L_rec`` is measured in those units.
 
     Parameters
     ----------
@@ -116,6 +116,17 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
     cond_batch_size : int, default=32
         Rows of each mini-batch whose Jacobian enters ``L_cond`` (an unbiased
         estimate of its mean that bounds memory at ``cond_batch_size * d * N``).
+    input_scaling : {"global", "feature"}, default="global"
+        How the centred inputs are scaled inside the networks. ``"global"``
+        divides every feature by one common scale (the root-mean-square of
+        the features' standard deviations), which keeps their relative
+        physical magnitudes: a coordinate that barely moves in the data stays
+        small for the closure and in ``L_rec``. ``"feature"`` divides each
+        feature by its own standard deviation, so that fields of very
+        different units weigh alike; it also magnifies features that barely
+        vary (e.g. positions of trajectories that share their initial
+        configuration), and closures built on them can make latent rollouts
+        drift (docs/method.md, "Input scaling").
     optimizer : torch optimizer class, default=torch.optim.Adam
     lr : float, default=1e-3
     max_epochs : int, default=30
@@ -181,6 +192,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         "hidden": [tuple, list],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "cond_batch_size": [Interval(Integral, 1, None, closed="left")],
+        "input_scaling": [StrOptions({"global", "feature"})],
     }
 
     def __init__(
@@ -192,6 +204,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         hidden=(64, 64),
         activation="softplus",
         cond_batch_size=32,
+        input_scaling="global",
         module=ClosureAutoencoderModule,
         criterion=ClosureAutoencoderLoss,
         optimizer=torch.optim.Adam,
@@ -228,6 +241,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         self.hidden = hidden
         self.activation = activation
         self.cond_batch_size = cond_batch_size
+        self.input_scaling = input_scaling
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.random_state = random_state
@@ -412,6 +426,8 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         mean = sum(X[r].sum(axis=0, dtype=np.float64) for r in rows) / len(X)
         var = sum(((X[r] - mean) ** 2).sum(axis=0) for r in rows) / len(X)
         scale = np.sqrt(var)
+        if self.input_scaling == "global":
+            scale = np.full_like(scale, np.sqrt(np.mean(var)))
         # Constant features carry nothing; a unit scale avoids dividing by 0.
         scale[scale < 1e-12 * max(1.0, float(np.abs(mean).max()))] = 1.0
         module.x_mean.copy_(torch.as_tensor(mean))

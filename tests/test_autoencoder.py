@@ -226,3 +226,28 @@ def test_learning_rate_schedule_scales_each_parameter_group(system, pp_data):
     ).fit(X)
     rates = sorted((g["initial_lr"], g["lr"]) for g in ae.optimizer_.param_groups)
     assert np.allclose(rates, [(1e-6, 1e-8), (1e-3, 1e-5)], rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("input_scaling", ["global", "feature"])
+def test_input_scaling(pp_data, input_scaling):
+    X = pp_data[0]
+    X_stretched = X.copy()
+    X_stretched[:, 0] *= 100.0  # one coordinate in other units
+
+    def encode(data):
+        ae = ClosureAutoencoder(
+            n_components=2, input_scaling=input_scaling, max_epochs=2, random_state=0
+        ).fit(data)
+        return ae.module_.x_scale.numpy(), np.asarray(ae.transform(data))
+
+    scale, Z = encode(X)
+    _, Z_stretched = encode(X_stretched)
+    if input_scaling == "feature":
+        np.testing.assert_allclose(scale, X.std(axis=0), rtol=1e-4)
+        # Each feature in its own units: a change of unit is invisible.
+        np.testing.assert_allclose(Z, Z_stretched, rtol=1e-4, atol=1e-5)
+    else:
+        # One scale keeps the features' relative magnitudes ...
+        np.testing.assert_allclose(scale, np.sqrt(X.var(axis=0).mean()), rtol=1e-4)
+        # ... so a stretched coordinate weighs more.
+        assert np.abs(Z - Z_stretched).max() > 1e-2

@@ -10,8 +10,9 @@ class ClosureAutoencoderModule(nn.Module):
     """Encoder ``phi = (phi*, phi_hat)`` with fixed observables and an MLP
     closure, and an MLP decoder ``psi``.
 
-    Inputs are standardised feature-wise inside the networks (the statistics
-    are buffers, so Jacobians are taken with respect to the raw coordinates).
+    Inputs are centred and scaled inside the networks by the buffers
+    ``x_mean`` and ``x_scale`` (so Jacobians are taken with respect to the raw
+    coordinates).
 
     Parameters
     ----------
@@ -62,7 +63,8 @@ class ClosureAutoencoderModule(nn.Module):
         return torch.cat(parts, dim=-1)
 
     def decode_standardized(self, z):
-        """Reconstruction in standardised units, shape (batch, n_features)."""
+        """Reconstruction in the scaled units ``(x - x_mean) / x_scale``,
+        shape (batch, n_features)."""
         return self.decoder((z - self.z_mean) / self.z_scale)
 
     def decode(self, z):
@@ -229,8 +231,8 @@ def condition_number(G):
 class ClosureAutoencoderLoss(nn.Module):
     """``L_AE = L_rec + lambda_cond * L_cond`` (paper Eq. 5-7).
 
-    ``L_rec`` is the mean squared reconstruction error in standardised units;
-    ``L_cond`` the mean of ``(kappa(J J^T) - 1)^2``.
+    ``L_rec`` is the mean squared reconstruction error in the scaled units
+    of ``x``; ``L_cond`` the mean of ``(kappa(J J^T) - 1)^2``.
     """
 
     def __init__(self, lambda_cond=1e-6):
