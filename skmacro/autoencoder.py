@@ -25,8 +25,9 @@ from .nn.mlp import ACTIVATIONS
 #: Training states on which ``condition_number_`` is measured.
 _CONDITION_SAMPLE = 256
 #: Median kappa(J J^T) above which fitting warns. The paper's Predator-Prey
-#: encoder sits near 20; a 800-atom Lennard-Jones encoder at kappa ~ 6e4
-#: (lambda_cond = 1e-6) gave 10x worse dynamics than at ~400 (1e-4).
+#: encoder sits near 20; with feature-wise input scaling a 800-atom
+#: Lennard-Jones encoder at kappa ~ 6e4 (lambda_cond = 1e-6) gave 10x worse
+#: dynamics than at ~400 (1e-4).
 _CONDITION_WARN = 1e3
 #: Beyond this kappa J J^T is singular to float64 precision (~1e16 for a
 #: closure that collapsed): some rows of J are linearly dependent.
