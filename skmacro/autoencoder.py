@@ -128,6 +128,15 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         vary (e.g. positions of trajectories that share their initial
         configuration), and closures built on them can make latent rollouts
         drift (docs/method.md, "Input scaling").
+    base_fan_in : int or None, default=8192
+        The closure's first layer learns at ``lr * min(1, base_fan_in /
+        n_features)``, the other parameters at ``lr``. Adam moves each
+        first-layer pre-activation by up to ~``lr * n_features`` per step, so
+        with many more inputs than ``base_fan_in`` a full rate saturates the
+        closure in the first epoch and its Jacobian turns rank-deficient
+        (docs/method.md, "Wide inputs"). None trains every parameter at
+        ``lr``; a rate given for ``closure.0.weight`` in
+        ``optimizer__param_groups`` takes precedence.
     optimizer : torch optimizer class, default=torch.optim.Adam
     lr : float, default=1e-3
     max_epochs : int, default=30
@@ -194,6 +203,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         "activation": [StrOptions(set(ACTIVATIONS))],
         "cond_batch_size": [Interval(Integral, 1, None, closed="left")],
         "input_scaling": [StrOptions({"global", "feature"})],
+        "base_fan_in": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -206,6 +216,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         activation="softplus",
         cond_batch_size=32,
         input_scaling="global",
+        base_fan_in=8192,
         module=ClosureAutoencoderModule,
         criterion=ClosureAutoencoderLoss,
         optimizer=torch.optim.Adam,
@@ -243,6 +254,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         self.activation = activation
         self.cond_batch_size = cond_batch_size
         self.input_scaling = input_scaling
+        self.base_fan_in = base_fan_in
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.random_state = random_state
@@ -287,6 +299,24 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
             lambda_cond=self.lambda_cond, **self.get_params_for("criterion")
         )
         return self
+
+    def get_params_for_optimizer(self, prefix, named_parameters):
+        """skorch's parameter groups, with the closure's first-layer weight
+        in a group of its own at the fan-in-scaled rate (``base_fan_in``)
+        unless the user's ``param_groups`` already give it a rate."""
+        (groups,), kwargs = super().get_params_for_optimizer(prefix, named_parameters)
+        closure = self.module_.closure
+        wide = self.base_fan_in is not None and self.n_features_in_ > self.base_fan_in
+        if closure is None or not wide:
+            return (groups,), kwargs
+        weight = closure[0].weight
+        for group in groups:
+            if "lr" not in group and any(p is weight for p in group["params"]):
+                group["params"] = [p for p in group["params"] if p is not weight]
+                rate = kwargs["lr"] * self.base_fan_in / self.n_features_in_
+                groups.append({"params": [weight], "lr": rate})
+                break
+        return ([group for group in groups if group["params"]],), kwargs
 
     def infer(self, x, **fit_params):
         return self.module_(x.to(self.device))
@@ -379,15 +409,18 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
                 "dependent; drop the redundant observables."
             )
         else:
-            width = closure[0].out_features
+            rate = (
+                "at lr"
+                if self.base_fan_in is None
+                else f"at lr * min(1, base_fan_in / {self.n_features_in_})"
+            )
             advice = (
                 "J is rank-deficient: the closure's outputs became dependent. "
-                f"With {self.n_features_in_} inputs, Adam's steps can saturate "
-                "the closure's first layer in the first epochs; a rate scaled "
-                "by its fan-in keeps it full-rank, e.g. optimizer__param_groups="
-                f"[('closure.0.weight', {{'lr': {self.lr:g} * {width} / "
-                f"{self.n_features_in_}}})]; whether the dynamics improve "
-                "depends on the system (docs/method.md, 'Wide inputs')."
+                "Adam moves each of the closure's first-layer pre-activations by "
+                f"up to ~lr * n_features per step; that layer learns {rate}, "
+                f"base_fan_in={self.base_fan_in}: a smaller base_fan_in (e.g. "
+                f"{min(self.n_features_in_, self.base_fan_in or 8192) // 4}) "
+                "keeps it from saturating (docs/method.md, 'Wide inputs')."
             )
         warnings.warn(
             "the fitted encoder's Jacobian J is ill-conditioned: median "

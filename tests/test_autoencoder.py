@@ -157,7 +157,7 @@ def test_condition_number_resolves_a_rank_deficient_closure(system, pp_data):
         ae.fit(X)
     assert ae.condition_number_ > 1e12
     (warning,) = [w for w in record if w.category is ConditioningWarning]
-    assert "'closure.0.weight', {'lr': 1e-12 * 64 / 100}" in str(warning.message)
+    assert "a smaller base_fan_in (e.g. 25)" in str(warning.message)
 
 
 def test_dependent_observables_without_closure_are_named(pp_data):
@@ -226,6 +226,35 @@ def test_learning_rate_schedule_scales_each_parameter_group(system, pp_data):
     ).fit(X)
     rates = sorted((g["initial_lr"], g["lr"]) for g in ae.optimizer_.param_groups)
     assert np.allclose(rates, [(1e-6, 1e-8), (1e-3, 1e-5)], rtol=1e-9, atol=0)
+
+
+def test_wide_inputs_get_a_fan_in_scaled_first_layer_rate(system, pp_data):
+    """Beyond base_fan_in inputs the closure's first-layer weight alone
+    learns at lr * base_fan_in / n_features; a rate the user gives it wins."""
+    X = pp_data[0][:300]
+    n_features = X.shape[1]
+
+    def groups(**params):
+        ae = ClosureAutoencoder(
+            observables=system.observables, lr=1e-3, max_epochs=1, random_state=0
+        )
+        ae.set_params(**params).fit(X)
+        weight = ae.module_.closure[0].weight
+        return sorted(
+            (g["initial_lr"], any(p is weight for p in g["params"]), len(g["params"]))
+            for g in ae.optimizer_.param_groups
+        )
+
+    n_params = 12  # three linear layers each in the closure and the decoder
+    assert groups() == [(1e-3, True, n_params)]  # default 8192 > n_features
+    assert groups(base_fan_in=None) == [(1e-3, True, n_params)]
+    scaled = 1e-3 * 25 / n_features
+    assert groups(base_fan_in=25) == [(scaled, True, 1), (1e-3, False, n_params - 1)]
+    own = [("closure.0.weight", {"lr": 1e-6})]
+    assert groups(base_fan_in=25, optimizer__param_groups=own) == [
+        (1e-6, True, 1),
+        (1e-3, False, n_params - 1),
+    ]
 
 
 @pytest.mark.parametrize("input_scaling", ["global", "feature"])
