@@ -409,18 +409,19 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
                 "dependent; drop the redundant observables."
             )
         else:
+            n = self.n_features_in_
             rate = (
                 "at lr"
                 if self.base_fan_in is None
-                else f"at lr * min(1, base_fan_in / {self.n_features_in_})"
+                else f"at lr * min(1, base_fan_in / {n})"
             )
+            smaller = min(n, self.base_fan_in or n) // 4
             advice = (
                 "J is rank-deficient: the closure's outputs became dependent. "
                 "Adam moves each of the closure's first-layer pre-activations by "
                 f"up to ~lr * n_features per step; that layer learns {rate}, "
                 f"base_fan_in={self.base_fan_in}: a smaller base_fan_in (e.g. "
-                f"{min(self.n_features_in_, self.base_fan_in or 8192) // 4}) "
-                "keeps it from saturating (docs/method.md, 'Wide inputs')."
+                f"{smaller}) keeps it from saturating (docs/method.md, 'Wide inputs')."
             )
         warnings.warn(
             "the fitted encoder's Jacobian J is ill-conditioned: median "
