@@ -245,7 +245,7 @@ def test_wide_inputs_get_a_fan_in_scaled_first_layer_rate(system, pp_data):
             for g in ae.optimizer_.param_groups
         )
 
-    n_params = 12  # three linear layers each in the closure and the decoder
+    n_params = 12  # weight and bias of three linear layers, closure and decoder
     assert groups() == [(1e-3, True, n_params)]  # default 8192 > n_features
     assert groups(base_fan_in=None) == [(1e-3, True, n_params)]
     scaled = 1e-3 * 25 / n_features
