@@ -120,9 +120,7 @@ def main():
             seed = args.seed + 1000 * (r + 1)
             rng = np.random.default_rng(seed)
             start = time.perf_counter()
-            ae = fit_autoencoder(
-                system, X, args.latent_dim, args.ae_epochs, seed, args.lambda_cond
-            )
+            ae = fit_autoencoder(system, X, args, seed)
             t_ae = time.perf_counter() - start
             Z = ae.transform(X)
             # Nested random subsets: the first c rows of one permutation.

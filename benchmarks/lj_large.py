@@ -172,9 +172,13 @@ def main():
         flush=True,
     )
     with phases("AE fit"):
-        ae = fit_autoencoder(
-            system, X, args.latent_dim, args.ae_epochs, args.seed, args.lambda_cond
-        )
+        ae = fit_autoencoder(system, X, args, args.seed)
+    print(
+        f"  encoder: kappa(JJ^T) {ae.condition_number_:.3g}; closure_pca "
+        f"{args.closure_pca}: {ae.closure_explained_variance_:.10g} of the "
+        f"variance kept, closure moved by {ae.closure_pca_shift_:.2g} of its spread",
+        flush=True,
+    )
     with phases("encode"):
         Z = ae.transform(X)
     dyn = PartialForceDynamics(

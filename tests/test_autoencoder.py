@@ -280,3 +280,111 @@ def test_input_scaling(pp_data, input_scaling):
         np.testing.assert_allclose(scale, np.sqrt(X.var(axis=0).mean()), rtol=1e-4)
         # ... so a stretched coordinate weighs more.
         assert np.abs(Z - Z_stretched).max() > 1e-2
+
+
+def fit_with_closure_pca(system, X, closure_pca):
+    return ClosureAutoencoder(
+        observables=system.observables,
+        closure_pca=closure_pca,
+        max_epochs=2,
+        random_state=0,
+    ).fit(X)
+
+
+def test_closure_pca_projects_the_first_layer_on_principal_directions(system, pp_data):
+    from sklearn.decomposition import PCA
+
+    X = pp_data[0]  # fewer rows than the PCA sample: all of them are used
+    plain, ae = (fit_with_closure_pca(system, X, k) for k in (None, 5))
+    scale = np.sqrt(X.var(axis=0).mean())
+    pca = PCA(5).fit((X - X.mean(axis=0)) / scale)
+    assert ae.closure_explained_variance_ == pytest.approx(
+        pca.explained_variance_ratio_.sum(), rel=1e-4
+    )
+    assert plain.closure_explained_variance_ == 1.0
+    # Same training; then the first layer keeps only its weight along the
+    # 5 directions ...
+    weight = ae.module_.closure[0].weight.detach().numpy()
+    projected = plain.module_.closure[0].weight.detach().numpy()
+    projected = projected @ pca.components_.T @ pca.components_
+    np.testing.assert_allclose(weight, projected, atol=1e-5)
+    # ... so the closure does not see a move orthogonal to them (in the
+    # scaled units), and its Jacobian rows have no component along it.
+    move = np.random.default_rng(0).normal(size=X.shape[1])
+    move = (move - pca.components_.T @ (pca.components_ @ move)) * scale
+    Z, Z_moved = ae.transform(X[:5]), ae.transform(X[:5] + move)
+    np.testing.assert_allclose(Z_moved[:, 2:], Z[:, 2:], atol=1e-4)
+    np.testing.assert_allclose(ae.jacobian(X[:5])[:, 2:] @ move, 0, atol=1e-4)
+    # On the data the closure barely changes: these directions hold its
+    # variance.
+    check = X[np.linspace(0, len(X) - 1, 256).astype(int)]  # as the library
+    change = ae.transform(check)[:, 2:] - plain.transform(check)[:, 2:]
+    spread = plain.transform(check)[:, 2:].std(axis=0)
+    relative = np.median(change.std(axis=0) / spread)
+    assert ae.closure_pca_shift_ == pytest.approx(relative, rel=0.1)
+    assert ae.closure_pca_shift_ < 1e-2
+    assert plain.closure_pca_shift_ == 0.0
+
+
+@pytest.mark.filterwarnings("ignore:closure_pca=0.99 moved")
+def test_closure_pca_by_explained_variance_or_every_direction(system, pp_data):
+    from sklearn.decomposition import PCA
+
+    X = pp_data[0]
+    ae = fit_with_closure_pca(system, X, 0.99)
+    pca = PCA(0.99).fit((X - X.mean(axis=0)) / np.sqrt(X.var(axis=0).mean()))
+    weight = ae.module_.closure[0].weight.detach()
+    assert torch.linalg.matrix_rank(weight) == pca.n_components_ < X.shape[1]
+    assert 0.99 < ae.closure_explained_variance_ < 1
+    # As many directions as features: nothing is projected.
+    every = fit_with_closure_pca(system, X, X.shape[1])
+    assert every.closure_explained_variance_ == 1.0
+    plain = fit_with_closure_pca(system, X, None)
+    np.testing.assert_array_equal(every.transform(X), plain.transform(X))
+
+
+def test_closure_pca_warns_when_the_closure_moves_on_the_data(
+    system, pp_data, monkeypatch
+):
+    # Any kappa warns, to see that the conditioning advice names closure_pca.
+    monkeypatch.setattr("skmacro.autoencoder._CONDITION_WARN", 1.0)
+    with pytest.warns(UserWarning) as caught:
+        ae = fit_with_closure_pca(system, pp_data[0], 0.5)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "closure_pca=0.5 moved the closure" in messages
+    assert "closure_pca=0.5 removed the closure's weight" in messages
+    # At least as many directions as closure coordinates (n_components - d*).
+    assert torch.linalg.matrix_rank(ae.module_.closure[0].weight.detach()) == 2
+    assert ae.closure_pca_shift_ > 1e-2
+    with pytest.raises(ValueError, match="closure_pca=1 keeps fewer"):
+        ClosureAutoencoder(observables=system.observables, closure_pca=1).fit(
+            pp_data[0]
+        )
+
+
+@pytest.mark.parametrize("closure_pca", [0, 1.0, -0.5, "10"])
+def test_closure_pca_rejects_bad_values(pp_data, closure_pca):
+    with pytest.raises(ValueError, match="closure_pca"):
+        ClosureAutoencoder(closure_pca=closure_pca, max_epochs=1).fit(pp_data[0])
+
+
+@pytest.mark.parametrize("n_rows", [40, 300])  # the Gram and covariance routes
+@pytest.mark.parametrize("n_components", [5, 0.95])
+def test_leading_directions_match_pca(n_rows, n_components):
+    from sklearn.decomposition import PCA
+
+    from skmacro.autoencoder import _leading_directions
+
+    rng = np.random.default_rng(0)
+    sample = rng.normal(size=(n_rows, 8)) * np.geomspace(10, 0.1, 8)
+    sample = (sample @ rng.normal(size=(8, 100)) + rng.normal(size=100)).astype(
+        np.float32
+    )
+    pca = PCA(n_components).fit(sample)
+    V, explained = _leading_directions(sample.copy(), n_components, n_min=2)
+    assert V.shape == (pca.n_components_, 100)
+    np.testing.assert_allclose(V @ V.T, np.eye(len(V)), atol=1e-5)
+    np.testing.assert_allclose(V.T @ V, pca.components_.T @ pca.components_, atol=1e-4)
+    assert explained == pytest.approx(pca.explained_variance_ratio_.sum(), rel=1e-5)
+    # At least n_min directions.
+    assert len(_leading_directions(sample, 0.5, n_min=3)[0]) == 3
