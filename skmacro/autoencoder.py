@@ -40,6 +40,12 @@ _PCA_SAMPLE = 1024
 _PCA_SHIFT_WARN = 1e-2
 
 
+def _evenly_spaced_rows(X, n):
+    """A copy of up to ``n`` evenly spaced rows of ``X``, first and last
+    included."""
+    return X[np.linspace(0, len(X) - 1, min(len(X), n)).astype(int)]
+
+
 def _leading_directions(sample, n_components, n_min):
     """Leading principal directions of the rows of ``sample`` (centred in
     place).
@@ -241,8 +247,8 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         ``closure_pca``).
     closure_pca_shift_ : float
         How much that projection moved the closure coordinates on up to 256
-        evenly spaced training states: the median over coordinates of the standard
-        deviation of their change over their own (0.0 without
+        evenly spaced training states: the median over coordinates of the
+        standard deviation of their change over their own (0.0 without
         ``closure_pca``; a warning above 1e-2).
     module_ : ClosureAutoencoderModule
     history_ : skorch.History
@@ -471,16 +477,14 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         mean, scale = module.x_mean.cpu().numpy(), module.x_scale.cpu().numpy()
         if isinstance(self.closure_pca, Integral) and self.closure_pca >= len(mean):
             return  # every direction: nothing to project
-        sample = X[np.linspace(0, len(X) - 1, min(len(X), _PCA_SAMPLE)).astype(int)]
+        sample = _evenly_spaced_rows(X, _PCA_SAMPLE)
         sample -= mean  # a copy of the rows: scaled in place
         sample /= scale
         n_closure = self.n_components_ - self.n_observables_
         V, explained = _leading_directions(sample, self.closure_pca, n_closure)
         V = torch.as_tensor(V, device=self.device)
         n_kept = len(V)
-        check = X[
-            np.linspace(0, len(X) - 1, min(len(X), _CONDITION_SAMPLE)).astype(int)
-        ]
+        check = _evenly_spaced_rows(X, _CONDITION_SAMPLE)
         closure_rows = slice(self.n_observables_, None)
         before = self._encode(check)[:, closure_rows]
         with torch.no_grad():
@@ -506,9 +510,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
 
     def _check_conditioning(self, X):
         """Set ``condition_number_`` and warn when it is large."""
-        sample = X[
-            np.linspace(0, len(X) - 1, min(len(X), _CONDITION_SAMPLE)).astype(int)
-        ]
+        sample = _evenly_spaced_rows(X, _CONDITION_SAMPLE)
         per_row = self.n_features_in_ * max(self.n_observables_, 1)
         with torch.no_grad():
             kappa = torch.cat(
