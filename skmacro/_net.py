@@ -96,7 +96,10 @@ class EpochProgress(Callback):
         self.bar_.update()
 
     def on_train_end(self, net, **kwargs):
+        # A bar holds its output stream, which cannot be pickled: drop it so
+        # that an estimator fitted with a progress bar still pickles.
         self.bar_.close()
+        del self.bar_
 
 
 def cosine_decay(epoch, n_epochs, floor=1e-2):

@@ -207,6 +207,9 @@ def test_verbose_progress_history_and_plot(pp_data, capsys, make_pipe):
     pipe.set_params(ae__verbose=1, dyn__verbose=1).fit(X, F)
     err = capsys.readouterr().err
     assert "ClosureAutoencoder" in err and "PartialForceDynamics" in err
+    # The bar's stream is not part of the fitted state.
+    restored = pickle.loads(pickle.dumps(pipe))
+    np.testing.assert_array_equal(restored.predict(X[:3]), pipe.predict(X[:3]))
     history = pipe[-1].history_
     assert len(history) == 3 and all(
         k in history[-1] for k in ("train_loss", "valid_loss", "dur")
