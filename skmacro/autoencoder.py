@@ -65,7 +65,8 @@ def _leading_directions(sample, n_components, n_min):
     """
     sample -= sample.mean(axis=0)
     m, n = sample.shape
-    blocks = [slice(i, i + 16384) for i in range(0, n, 16384)]
+    # Column blocks whose float64 copy stays within the chunk budget.
+    blocks = row_chunks(n, m)
     if n <= m:  # the N x N covariance
         variance, vectors = np.linalg.eigh(sample.T.astype(np.float64) @ sample)
     else:
