@@ -56,7 +56,6 @@ import time
 import warnings
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from sklearn.pipeline import Pipeline
 
@@ -126,55 +125,20 @@ def load_or_simulate(system, args):
 # ------------------------------------------------------------------- forces
 
 
-def partial_forces_sparse(system, X, k, random_state):
+def partial_forces_sparse(system, X, k, random_state, free_coordinates=False):
     """Algorithm 1 with ``k`` atoms per configuration, as CSR (computed on
-    row chunks of the float32 ``X`` inside ``sample_partial_forces``)."""
+    row chunks of the float32 ``X`` inside ``sample_partial_forces``); with
+    ``free_coordinates`` also every atom's ``dr/dt = v``, and then the
+    coordinates' inclusion probabilities as well."""
     return sample_partial_forces(
-        system, X, p=k / system.n_particles, random_state=random_state, format="sparse"
+        system,
+        X,
+        p=k / system.n_particles,
+        random_state=random_state,
+        format="sparse",
+        free_coordinates=free_coordinates,
+        return_inclusion_proba=free_coordinates,
     )
-
-
-def free_velocity_forces(X, F_partial):
-    """Observe every position derivative (dr/dt = v, free) plus the force
-    coordinates of the atoms in ``F_partial`` (CSR storing the sampled atoms'
-    6 coordinates). Returns a CSR with the union, sorted."""
-    K, N = X.shape
-    n = N // 6
-    # Position coordinates 6i..6i+2 hold the velocities X[:, 6i+3..6i+5].
-    pos_cols = (6 * np.arange(n)[:, None] + np.arange(3)).ravel()
-    vel_vals = np.asarray(X)[:, pos_cols + 3].astype(np.float64)
-    Fc = F_partial.tocsr()
-    Fc.sort_indices()
-    per_row = np.diff(Fc.indptr)
-    if np.any(per_row != per_row[0]):
-        raise ValueError("every configuration must have the same number of atoms")
-    cols_f = Fc.indices.reshape(K, -1)
-    vals_f = Fc.data.reshape(K, -1)
-    keep = (cols_f % 6) >= 3
-    m = int(keep[0].sum())
-    cols_f = cols_f[keep].reshape(K, m)
-    vals_f = vals_f[keep].reshape(K, m)
-    # Built directly (not by adding matrices) so that no explicit zero is lost.
-    cols = np.concatenate([np.broadcast_to(pos_cols, (K, len(pos_cols))), cols_f], 1)
-    vals = np.concatenate([vel_vals, vals_f], axis=1)
-    order = np.argsort(cols, axis=1, kind="stable")
-    cols = np.take_along_axis(cols, order, axis=1)
-    vals = np.take_along_axis(vals, order, axis=1)
-    width = cols.shape[1]
-    out = sp.csr_array(
-        (vals.ravel(), cols.ravel(), np.arange(K + 1) * width), shape=(K, N)
-    )
-    out.has_sorted_indices = True
-    return out
-
-
-def free_velocity_proba(n_atoms, p):
-    """Per-coordinate inclusion probabilities: 1 on the position coordinates
-    (their derivative v is always known), p on the velocity coordinates."""
-    proba = np.empty((n_atoms, 6))
-    proba[:, :3] = 1.0
-    proba[:, 3:] = p
-    return proba.ravel()
 
 
 def lz_rows(n_configs, n_traj, n_states, budget_configs, mode, rng):
@@ -417,11 +381,8 @@ def main():
         times["forces"] = time.perf_counter() - start
         data = {"z": (Z[rows], F_z, None), "partial": (Z, F_p, None)}
         if args.free_velocities:
-            data["free"] = (
-                Z,
-                free_velocity_forces(X, F_p),
-                free_velocity_proba(system.n_atoms, p),
-            )
+            # The same atoms as F_p (same seed), plus every atom's velocity.
+            data["free"] = (Z, *partial_forces_sparse(system, X, k, seed, True))
 
         for model in args.latent_models:
             for loss in losses:

@@ -54,7 +54,14 @@ def _check_2d(F):
 
 
 def sample_partial_forces(
-    system, X, p, random_state=None, format="dense", return_mask=False
+    system,
+    X,
+    p,
+    random_state=None,
+    format="dense",
+    return_mask=False,
+    free_coordinates=False,
+    return_inclusion_proba=False,
 ):
     """Compute forces on a random subset of particles (Algorithm 1).
 
@@ -65,6 +72,14 @@ def sample_partial_forces(
     their forces are computed with ``system.partial_forces``; the other
     forces are never evaluated.
 
+    Beyond the paper, ``free_coordinates=True`` also records, for every
+    particle, the coordinates whose derivative the state already holds
+    (``system.free_coordinates``: a Lennard-Jones atom's ``dr/dt = v``), at
+    no force cost. They are observed with inclusion probability 1 and the
+    sampled particles' other coordinates with ``k / n``; fit with those
+    probabilities (``return_inclusion_proba=True``) and the loss stays an
+    unbiased estimate of ``L_x``.
+
     Parameters
     ----------
     system : System
@@ -74,22 +89,36 @@ def sample_partial_forces(
     p : float in (0, 1]
         Inclusion probability of each particle.
     random_state : int, RandomState instance or None, default=None
-        Seeds the choice of particles.
+        Seeds the choice of particles (the same seed chooses the same
+        particles with or without ``free_coordinates``).
     format : {"dense", "sparse"}, default="dense"
         ``"dense"``: float64 ndarray with NaN where no force was computed.
         ``"sparse"``: :class:`scipy.sparse.csr_array` with sorted indices
         whose stored entries are exactly the computed coordinates (a computed
         force equal to zero is stored explicitly).
     return_mask : bool, default=False
-        Also return which particles were computed.
+        Also return which particles (or, with ``free_coordinates``, which
+        coordinates) were computed.
+    free_coordinates : bool, default=False
+        Also record every particle's ``system.free_coordinates`` (from
+        ``system.free_forces``). A ``ValueError`` if the system has none.
+    return_inclusion_proba : bool, default=False
+        Also return each coordinate's inclusion probability, for
+        ``PartialForceDynamics.fit(..., inclusion_proba=...)``. Needed with
+        ``free_coordinates``: without it the estimator would take the
+        observed fraction of coordinates as the probability of every one.
 
     Returns
     -------
     F : ndarray or scipy.sparse.csr_array of shape (n_samples, n_features)
         Partial forces.
-    mask : ndarray of bool, shape (n_samples, n_particles)
+    mask : ndarray of bool, shape (n_samples, n_particles) or (n_samples, n_features)
         Only when ``return_mask=True``: ``mask[s, i]`` is True where the force
-        on particle ``i`` of configuration ``s`` was computed.
+        on particle ``i`` of configuration ``s`` was computed; per coordinate
+        (``n_features`` columns) with ``free_coordinates``.
+    inclusion_proba : ndarray of shape (n_features,)
+        Only when ``return_inclusion_proba=True``: ``k / n``, and 1 on the
+        free coordinates when they were recorded.
 
     Examples
     --------
@@ -102,47 +131,101 @@ def sample_partial_forces(
     array([20, 20, 20, 20])
     >>> sample_partial_forces(system, X, p=0.2, format="sparse").nnz
     80
+
+    Every Lennard-Jones atom's ``dr/dt = v``, and the forces on 4 of 64 atoms:
+
+    >>> from skmacro.systems import LennardJones
+    >>> lj = LennardJones(n_atoms=64, density=0.3, engine="numpy")
+    >>> F, proba = sample_partial_forces(
+    ...     lj, lj.sample_initial(2, random_state=0), p=1 / 16,
+    ...     free_coordinates=True, return_inclusion_proba=True)
+    >>> (~np.isnan(F)).sum(axis=1)  # 64 * 3 + 4 * 3
+    array([204, 204])
+    >>> proba[:6]
+    array([1.    , 1.    , 1.    , 0.0625, 0.0625, 0.0625])
     """
     # Validate without a float64 copy of all of X: chunks are converted below.
     X = system._check_states(X, "X")
     n, m = system.n_particles, system.particle_dim
     k = _check_p(p, n)
     _check_format(format)
+    free = _check_free_coordinates(system, free_coordinates)
     rng = check_random_state(random_state)
 
     n_samples = len(X)
+    # Coordinates recorded per configuration: all of the k sampled particles',
+    # and the free ones of the n - k others.
+    width = k * m + (n - k) * len(free)
     chunk = max(1, _CHUNK_ELEMENTS // max(n, system.n_features))
+    columns = np.empty((n_samples, width), dtype=np.intp)
+    values = np.empty((n_samples, width), dtype=np.float64)
     particles = np.empty((n_samples, k), dtype=np.intp)
-    values = np.empty((n_samples, k * m), dtype=np.float64)
     for start in range(0, n_samples, chunk):
         stop = min(start + chunk, n_samples)
         # The k smallest of n i.i.d. uniform keys form a uniformly random
         # k-subset; sorting them keeps CSR indices sorted.
         keys = rng.random_sample((stop - start, n))
         chosen = np.sort(np.argpartition(keys, k - 1, axis=1)[:, :k], axis=1)
-        forces = system.partial_forces(
-            np.asarray(X[start:stop], dtype=np.float64), chosen
-        )
+        X_chunk = np.asarray(X[start:stop], dtype=np.float64)
+        forces = system.partial_forces(X_chunk, chosen)
         particles[start:stop] = chosen
-        values[start:stop] = forces.reshape(stop - start, k * m)
+        if not free:
+            # Particle-major layout: particle i owns columns i*m, ..., i*m + m - 1.
+            columns[start:stop] = (chosen[:, :, None] * m + np.arange(m)).reshape(
+                stop - start, width
+            )
+            values[start:stop] = forces.reshape(stop - start, width)
+            continue
+        observed = np.zeros((stop - start, n, m), dtype=bool)
+        full = np.zeros((stop - start, n, m))
+        observed[:, :, free] = True
+        full[:, :, free] = system.free_forces(X_chunk)
+        rows = np.arange(stop - start)[:, None]
+        observed[rows, chosen] = True
+        full[rows, chosen] = forces
+        # Row-major nonzero: each row's columns come out sorted.
+        columns[start:stop] = np.nonzero(observed.reshape(stop - start, -1))[1].reshape(
+            stop - start, width
+        )
+        values[start:stop] = full[observed].reshape(stop - start, width)
 
-    # Particle-major layout: particle i owns columns i*m, ..., i*m + m - 1.
-    columns = (particles[:, :, None] * m + np.arange(m)).reshape(n_samples, k * m)
     if format == "dense":
         F = np.full((n_samples, system.n_features), np.nan)
         np.put_along_axis(F, columns, values, axis=1)
     else:
-        indptr = np.arange(n_samples + 1, dtype=np.intp) * (k * m)
+        indptr = np.arange(n_samples + 1, dtype=np.intp) * width
         F = sp.csr_array(
             (values.ravel(), columns.ravel(), indptr),
             shape=(n_samples, system.n_features),
         )
         F.has_sorted_indices = True
-    if not return_mask:
-        return F
-    mask = np.zeros((n_samples, n), dtype=bool)
-    np.put_along_axis(mask, particles, True, axis=1)
-    return F, mask
+    out = [F]
+    if return_mask:
+        mask = np.zeros((n_samples, system.n_features if free else n), dtype=bool)
+        np.put_along_axis(mask, columns if free else particles, True, axis=1)
+        out.append(mask)
+    if return_inclusion_proba:
+        proba = np.full((n, m), k / n)
+        proba[:, free] = 1.0
+        out.append(proba.ravel())
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def _check_free_coordinates(system, free_coordinates):
+    """The system's free coordinates to record (an empty list unless asked)."""
+    if not isinstance(free_coordinates, (bool, np.bool_)):
+        raise TypeError(
+            f"free_coordinates must be True or False, got {free_coordinates!r}"
+        )
+    if not free_coordinates:
+        return []
+    free = list(getattr(system, "free_coordinates", ()))
+    if not free:
+        raise ValueError(
+            f"free_coordinates=True, but {type(system).__name__} has no free "
+            "coordinates (every derivative needs a force evaluation)"
+        )
+    return free
 
 
 def observed_mask(F, n_particles=None, particle_dim=1):

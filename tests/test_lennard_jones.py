@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from skmacro.sampling import sample_partial_forces
 from skmacro.systems import _lammps
 from skmacro.systems.lennard_jones import LennardJones
 
@@ -134,6 +135,31 @@ def test_partial_forces_are_rows_of_full_forces(fluid, fluid_states):
     shared = fluid.partial_forces(X, [5, 0])
     np.testing.assert_allclose(shared, full[:, [5, 0]], rtol=0, atol=1e-10)
     assert fluid.partial_forces(X, np.empty(0, dtype=int)).shape == (len(X), 0, 6)
+
+
+def test_free_forces_are_the_velocity_half(fluid, fluid_states):
+    X = fluid_states
+    full = fluid.forces(X).reshape(len(X), fluid.n_atoms, 6)
+    assert fluid.free_coordinates == (0, 1, 2)
+    np.testing.assert_array_equal(fluid.free_forces(X), full[..., :3])
+    F, proba = sample_partial_forces(
+        fluid,
+        X,
+        1 / 16,
+        random_state=0,
+        free_coordinates=True,
+        return_inclusion_proba=True,
+    )
+    observed = ~np.isnan(F)
+    # Every atom's dr/dt, and the interatomic forces on 16 atoms only.
+    per_atom = observed.reshape(len(X), fluid.n_atoms, 6)
+    assert per_atom[..., :3].all() and np.all(per_atom[..., 3:].sum(1) == 16)
+    np.testing.assert_allclose(
+        F[observed], full.reshape(len(X), -1)[observed], atol=1e-10
+    )
+    np.testing.assert_array_equal(
+        proba.reshape(-1, 6), [[1, 1, 1, 1 / 16, 1 / 16, 1 / 16]] * 256
+    )
 
 
 # --------------------------------------------------------------- dynamics

@@ -5,6 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from skmacro import sampling
+from skmacro._observations import PartialForces
 from skmacro.sampling import observed_mask, sample_partial_forces
 from skmacro.systems._base import System
 from skmacro.systems.predator_prey import PredatorPrey
@@ -35,6 +36,18 @@ class _Pairs(System):
 
     def sample_initial(self, n, random_state=None):
         return np.random.default_rng(random_state).normal(size=(n, 10))
+
+
+class _FreePairs(_Pairs):
+    """``_Pairs`` whose first coordinate's derivative needs no force
+    evaluation."""
+
+    free_coordinates = (0,)
+
+    def free_forces(self, X):
+        X = self._check_states(X)
+        first = X.reshape(len(X), self.n_particles, 2)[..., :1]
+        return first**2 + first
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +149,63 @@ def test_multi_coordinate_particles_are_computed_together(fmt):
     np.testing.assert_array_equal(mask.sum(1), 2)
     values = F.toarray() if fmt == "sparse" else F
     np.testing.assert_allclose(values[coords], system.forces(X)[coords])
+
+
+@pytest.mark.parametrize("fmt", ["dense", "sparse"])
+def test_free_coordinates_are_recorded_for_every_particle(fmt, monkeypatch):
+    system = _FreePairs()
+    X = system.sample_initial(40, random_state=0)
+    F, mask, proba = sample_partial_forces(
+        system,
+        X,
+        0.4,
+        random_state=1,
+        format=fmt,
+        return_mask=True,
+        free_coordinates=True,
+        return_inclusion_proba=True,
+    )
+    plain, particles = sample_partial_forces(
+        system, X, 0.4, random_state=1, format=fmt, return_mask=True
+    )
+    # The same particles are sampled, and every particle's first coordinate
+    # is added.
+    expected = np.repeat(particles, 2, axis=1)
+    expected[:, 0::2] = True
+    np.testing.assert_array_equal(mask, expected)
+    np.testing.assert_array_equal(observed_mask(F), mask)
+    values = F.toarray() if fmt == "sparse" else F
+    np.testing.assert_allclose(values[mask], system.forces(X)[mask], rtol=1e-14)
+    np.testing.assert_array_equal(proba, np.tile([1.0, 0.4], 5))
+    # Horvitz-Thompson weights: 1 on the free coordinates, 1/p on the others
+    # where computed, so every coordinate's weight has expectation 1.
+    f, w = PartialForces(F, 10, inclusion_proba=proba).chunk(slice(None))
+    np.testing.assert_array_equal(w[:, 0::2], 1.0)
+    np.testing.assert_array_equal(w[:, 1::2], np.where(particles, 2.5, 0.0))
+    monkeypatch.setattr(sampling, "_CHUNK_ELEMENTS", 30)  # 3 rows per chunk
+    chunked = sample_partial_forces(
+        system, X, 0.4, random_state=1, format=fmt, free_coordinates=True
+    )
+    np.testing.assert_array_equal(
+        chunked.toarray() if fmt == "sparse" else chunked, values
+    )
+
+
+def test_free_coordinates_need_a_system_that_has_them(pp_data):
+    system, X, _ = pp_data
+    with pytest.raises(ValueError, match="PredatorPrey has no free coordinates"):
+        sample_partial_forces(system, X, 0.2, free_coordinates=True)
+    with pytest.raises(TypeError, match="free_coordinates must be True or False"):
+        sample_partial_forces(system, X, 0.2, free_coordinates="velocities")
+    proba = sample_partial_forces(system, X, 0.2, return_inclusion_proba=True)[1]
+    np.testing.assert_array_equal(proba, np.full(100, 0.2))
+
+    class Undeclared(_Pairs):
+        free_coordinates = (1,)
+
+    with pytest.raises(NotImplementedError, match="does not implement free_forces"):
+        sample_partial_forces(Undeclared(), X[:, :10], 0.2, free_coordinates=True)
+    assert _Pairs().free_forces(X[:3, :10]).shape == (3, 5, 0)
 
 
 def test_empty_input_gives_empty_output():

@@ -12,12 +12,19 @@ class System(ABC):
     ``particle_dim`` coordinates each, stored particle-major.
 
     Subclasses define the class attributes ``particle_dim`` and
-    ``observable_names`` and set ``n_particles`` in ``__init__``.
+    ``observable_names`` and set ``n_particles`` in ``__init__``. A system
+    whose state holds some coordinates' time derivatives (positions, whose
+    derivative is a velocity stored in the state) names them in
+    ``free_coordinates`` and implements :meth:`free_forces`.
     """
 
     particle_dim: int
     n_particles: int
     observable_names: tuple
+    #: Coordinates of a particle (indices into ``range(particle_dim)``) whose
+    #: time derivative can be read off the state without a force evaluation,
+    #: e.g. ``dr/dt = v``; none by default.
+    free_coordinates = ()
 
     @property
     def n_features(self):
@@ -72,6 +79,29 @@ class System(ABC):
         ndarray of shape (n_samples, k, particle_dim)
             ``out[s, j]`` is the force on particle ``particles[s, j]``.
         """
+
+    def free_forces(self, X):
+        """The forces on every particle's ``free_coordinates``, which cost no
+        force evaluation.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_particles, len(free_coordinates))
+            ``out[s, i, j]`` is ``dx/dt`` of coordinate ``free_coordinates[j]``
+            of particle ``i``; no columns for a system without free
+            coordinates.
+        """
+        if self.free_coordinates:
+            raise NotImplementedError(
+                f"{type(self).__name__} declares free_coordinates="
+                f"{tuple(self.free_coordinates)} but does not implement free_forces"
+            )
+        X = self._check_states(X)
+        return np.empty((len(X), self.n_particles, 0))
 
     @abstractmethod
     def sample_initial(self, n, random_state=None):

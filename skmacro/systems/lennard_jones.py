@@ -196,7 +196,11 @@ class LennardJones(System):
     ``i`` is :math:`x_i = (r_i, v_i)` (``particle_dim = 6``), stored
     particle-major: ``X[:, 6*i:6*i+3]`` is the position and
     ``X[:, 6*i+3:6*i+6]`` the velocity. Its force is
-    :math:`f_i = (v_i, F_i / m)`. The box side is
+    :math:`f_i = (v_i, F_i / m)`: its position half is the velocity, stored
+    in the state, so only :math:`F_i` costs a force evaluation
+    (``free_coordinates``, :meth:`free_forces`, and
+    ``sample_partial_forces(..., free_coordinates=True)`` to observe it for
+    every atom). The box side is
     :math:`L = (n_{atoms} / \rho)^{1/3}`: 10, 15, 20, 30, 40 for the paper's
     800, 2700, 6400, 21600, 51200 atoms at density 0.8. Stored positions are
     unwrapped (continuous in time); every interaction uses the minimum image,
@@ -261,6 +265,8 @@ class LennardJones(System):
     """
 
     particle_dim = 6
+    #: Positions: ``dr_i/dt = v_i`` is part of the state.
+    free_coordinates = (0, 1, 2)
 
     def __init__(
         self,
@@ -390,12 +396,30 @@ class LennardJones(System):
             F[k, :, 3:] = _interatomic(r, box, potential)[0] / self.mass
         return F.reshape(X.shape)
 
+    def free_forces(self, X):
+        """The position half of every atom's force, ``dr_i/dt = v_i``: a copy
+        of the velocities, no force evaluation (``free_coordinates``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_atoms, 3), dtype float64
+        """
+        self._validate()
+        X = self._check_states(X, dtype=np.float64)
+        return self._split(X)[1].copy()
+
     def partial_forces(self, X, particles):
         """Forces ``f_i = (v_i, F_i / m)`` on the requested atoms only.
 
         Each configuration is binned into a cell list (O(n) arithmetic and an
         integer sort); the forces on the ``k`` requested atoms then cost
         O(k), independent of ``n_atoms``.
+        The velocity half ``v_i`` costs nothing; :meth:`free_forces` gives it
+        for every atom.
 
         Parameters
         ----------
