@@ -225,6 +225,14 @@ def _check_free_coordinates(system, free_coordinates):
             f"free_coordinates=True, but {type(system).__name__} has no free "
             "coordinates (every derivative needs a force evaluation)"
         )
+    m = system.particle_dim
+    if len(set(free)) != len(free) or not all(
+        isinstance(j, numbers.Integral) and 0 <= j < m for j in free
+    ):
+        raise ValueError(
+            f"{type(system).__name__}.free_coordinates must be distinct indices "
+            f"in range({m}) (particle_dim), got {tuple(free)}"
+        )
     return free
 
 

@@ -205,6 +205,12 @@ def test_free_coordinates_need_a_system_that_has_them(pp_data):
 
     with pytest.raises(NotImplementedError, match="does not implement free_forces"):
         sample_partial_forces(Undeclared(), X[:, :10], 0.2, free_coordinates=True)
+
+    class OutOfRange(_FreePairs):
+        free_coordinates = (0, 2)
+
+    with pytest.raises(ValueError, match=r"distinct indices in range\(2\)"):
+        sample_partial_forces(OutOfRange(), X[:, :10], 0.2, free_coordinates=True)
     assert _Pairs().free_forces(X[:3, :10]).shape == (3, 5, 0)
 
 
