@@ -22,6 +22,10 @@ is chosen with ``--latent-models`` (MLP, OnsagerNet, GFINNs). Each repeat
 draws new masks, a new L_z subset and new network seeds; the autoencoder is
 retrained in each repeat unless ``--ae-once`` (the output says which). The
 printed table is mean +- std over repeats beside the paper's Fig. 3 values.
+The paper's repeats are ten latent networks on one encoder and one draw of
+atoms (its reference code), so its std leaves out the encoder's variation
+that this script's default includes (docs/method.md, "Where the
+Lennard-Jones error comes from").
 
 ``--free-velocities`` (beyond the paper) adds a third model: positions'
 derivatives dr/dt = v cost nothing, so every position coordinate is observed
