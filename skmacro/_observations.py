@@ -2,9 +2,18 @@
 zeros where not computed, Horvitz-Thompson weights 1/pi where computed)."""
 
 import numbers
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
+
+from ._chunking import row_chunks
+
+#: With a uniform inclusion probability p inferred from the data, a coordinate
+#: computed in all K configurations has probability p**K; below this the
+#: inference is implausible (free coordinates recorded without their
+#: inclusion probabilities).
+_ALWAYS_OBSERVED_PLAUSIBILITY = 1e-6
 
 
 class PartialForces:
@@ -68,8 +77,11 @@ class PartialForces:
         ):
             raise ValueError(f"p must be a real number in (0, 1], got {p!r}")
         self.p = None
-        if self.inclusion_proba is None:
-            self.p = float(p) if p is not None else self._observed_fraction()
+        if self.inclusion_proba is None and p is not None:
+            self.p = float(p)
+        elif self.inclusion_proba is None:
+            self.p = self._observed_fraction()
+            self._warn_if_some_always_observed()
 
     def _check_expandable(self, a, name, per_row=True):
         a = np.asarray(a)
@@ -97,6 +109,39 @@ class PartialForces:
         if sp.issparse(self.F):
             return self.F.nnz / (self.n_samples * self.n_features)
         return float(np.mean(~np.isnan(self.F)))
+
+    def _observed_counts(self):
+        """How many configurations computed each coordinate."""
+        if self.mask is not None:
+            counts = self.mask.sum(axis=0)
+            return self._expand(counts[None], self.n_features)[0]
+        if sp.issparse(self.F):
+            return np.bincount(self.F.indices, minlength=self.n_features)
+        return sum(
+            np.count_nonzero(~np.isnan(self.F[rows]), axis=0)
+            for rows in row_chunks(self.n_samples, self.n_features)
+        )
+
+    def _warn_if_some_always_observed(self):
+        """Uniform p inferred, yet some coordinates computed in every
+        configuration: most likely free coordinates whose inclusion
+        probability is 1, which the inferred p would weight as 1/p."""
+        if self.p >= 1 or self.p**self.n_samples > _ALWAYS_OBSERVED_PLAUSIBILITY:
+            return
+        always = np.flatnonzero(self._observed_counts() == self.n_samples)
+        if len(always) == 0:
+            return
+        warnings.warn(
+            f"{len(always)} coordinates (first: {always[:5].tolist()}) were "
+            f"computed in all {self.n_samples} configurations, which is "
+            f"implausible if each had the inferred inclusion probability "
+            f"p = {self.p:.4g}. If they are always observed (free "
+            "coordinates), pass their probabilities as inclusion_proba, e.g. "
+            "from sample_partial_forces(..., free_coordinates=True, "
+            "return_inclusion_proba=True); otherwise the loss is biased.",
+            UserWarning,
+            stacklevel=4,
+        )
 
     @staticmethod
     def _expand(a, n_features):

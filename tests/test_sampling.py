@@ -1,5 +1,7 @@
 """Tests of Algorithm 1 (partial force sampling) and of ``observed_mask``."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -154,7 +156,7 @@ def test_multi_coordinate_particles_are_computed_together(fmt):
 @pytest.mark.parametrize("fmt", ["dense", "sparse"])
 def test_free_coordinates_are_recorded_for_every_particle(fmt, monkeypatch):
     system = _FreePairs()
-    X = system.sample_initial(40, random_state=0)
+    X = system.sample_initial(60, random_state=0)
     F, mask, proba = sample_partial_forces(
         system,
         X,
@@ -179,7 +181,15 @@ def test_free_coordinates_are_recorded_for_every_particle(fmt, monkeypatch):
     np.testing.assert_array_equal(proba, np.tile([1.0, 0.4], 5))
     # Horvitz-Thompson weights: 1 on the free coordinates, 1/p on the others
     # where computed, so every coordinate's weight has expectation 1.
-    f, w = PartialForces(F, 10, inclusion_proba=proba).chunk(slice(None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        f, w = PartialForces(F, 10, inclusion_proba=proba).chunk(slice(None))
+    # Without them, the observed fraction would weight the free coordinates
+    # as 1/0.7: the always-observed columns give that away.
+    with pytest.warns(UserWarning, match="computed in all 60 configurations"):
+        PartialForces(F, 10)
+    with pytest.warns(UserWarning, match=r"first: \[0, 2, 4, 6, 8\]"):
+        PartialForces(np.nan_to_num(values), 10, mask=mask)
     np.testing.assert_array_equal(w[:, 0::2], 1.0)
     np.testing.assert_array_equal(w[:, 1::2], np.where(particles, 2.5, 0.0))
     monkeypatch.setattr(sampling, "_CHUNK_ELEMENTS", 30)  # 3 rows per chunk
