@@ -30,7 +30,9 @@ Lennard-Jones error comes from").
 ``--free-velocities`` (beyond the paper) adds a third model: positions'
 derivatives dr/dt = v cost nothing, so every position coordinate is observed
 (inclusion probability 1) and the interatomic forces only on the same 50
-atoms (inclusion probability p); same force cost as L_x,p.
+atoms (inclusion probability p); same force cost as L_x,p. Five repeats:
+no gain on the temperature (docs/method.md, "Beyond the paper: free
+coordinates").
 
 ``--control-variate neighbors`` switches on the library's variance reduction
 for the partial-force models; the default (none) is the paper's estimator.
