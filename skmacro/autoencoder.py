@@ -209,8 +209,10 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         ``condition_number_`` (10x on an 800-atom Lennard-Jones encoder,
         where ``closure_pca=200`` lowered the mean error on T of ten repeats
         by 23% with the neighbour control variate and by 43% without; 40x
-        at 51,200 atoms, where it made it 4.6x worse): check it after
-        fitting.
+        at 51,200 atoms, where it made it 4.6x worse). It also changes the
+        ``(J J^T)^-1`` metric of ``L_x,p``, and on an encoder whose targets
+        were not noisy (the paper's recipe, 800 atoms) it made rollouts 7x
+        worse: compare with None on held-out trajectories.
     optimizer : torch optimizer class, default=torch.optim.Adam
     lr : float, default=1e-3
     max_epochs : int, default=30
