@@ -9,12 +9,6 @@ import scipy.sparse as sp
 
 from ._chunking import row_chunks
 
-#: With a uniform inclusion probability p inferred from the data, a coordinate
-#: computed in all K configurations has probability p**K; below this the
-#: inference is implausible (free coordinates recorded without their
-#: inclusion probabilities).
-_ALWAYS_OBSERVED_PLAUSIBILITY = 1e-6
-
 
 class PartialForces:
     """Validated partial forces with their mask and inclusion probabilities.
@@ -123,13 +117,21 @@ class PartialForces:
         )
 
     def _warn_if_some_always_observed(self):
-        """Uniform p inferred, yet some coordinates computed in every
-        configuration: most likely free coordinates whose inclusion
-        probability is 1, which the inferred p would weight as 1/p."""
-        if self.p >= 1 or self.p**self.n_samples > _ALWAYS_OBSERVED_PLAUSIBILITY:
+        """Uniform p inferred, yet more coordinates computed in every
+        configuration than that p explains: most likely free coordinates
+        whose inclusion probability is 1, which the inferred p would weight
+        as 1/p.
+
+        At a uniform p each of the N coordinates is computed in all K
+        configurations with probability p**K, so about ``N p**K`` (a
+        binomial count) are; five standard deviations more is implausible.
+        Nearly complete data (p close to 1) expects many and stays silent.
+        """
+        if not 0 < self.p < 1:
             return
         always = np.flatnonzero(self._observed_counts() == self.n_samples)
-        if len(always) == 0:
+        expected = self.n_features * self.p**self.n_samples
+        if len(always) <= expected + 5 * np.sqrt(expected) + 1:
             return
         warnings.warn(
             f"{len(always)} coordinates (first: {always[:5].tolist()}) were "

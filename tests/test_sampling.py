@@ -190,6 +190,12 @@ def test_free_coordinates_are_recorded_for_every_particle(fmt, monkeypatch):
         PartialForces(F, 10)
     with pytest.warns(UserWarning, match=r"first: \[0, 2, 4, 6, 8\]"):
         PartialForces(np.nan_to_num(values), 10, mask=mask)
+    # Nearly complete forces: columns computed everywhere are what p predicts.
+    nearly = system.forces(X)
+    nearly[3, 4] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert PartialForces(nearly, 10).p == pytest.approx(1 - 1 / 600)
     np.testing.assert_array_equal(w[:, 0::2], 1.0)
     np.testing.assert_array_equal(w[:, 1::2], np.where(particles, 2.5, 0.0))
     monkeypatch.setattr(sampling, "_CHUNK_ELEMENTS", 30)  # 3 rows per chunk
