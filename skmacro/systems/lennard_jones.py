@@ -199,7 +199,7 @@ class LennardJones(System):
     :math:`f_i = (v_i, F_i / m)`: its position half is the velocity, stored
     in the state, so only :math:`F_i` costs a force evaluation
     (``free_coordinates``, :meth:`free_forces`, and
-    ``sample_partial_forces(..., free_coordinates=True)`` to observe it for
+    ``sample_partial_forces(..., free_coordinates=True)`` to record it for
     every atom). The box side is
     :math:`L = (n_{atoms} / \rho)^{1/3}`: 10, 15, 20, 30, 40 for the paper's
     800, 2700, 6400, 21600, 51200 atoms at density 0.8. Stored positions are
