@@ -249,7 +249,8 @@ def observed_mask(F, n_particles=None, particle_dim=1):
         If given, ``n_features`` must equal ``n_particles * particle_dim``.
     particle_dim : int, default=1
         Coordinates per particle; all coordinates of a particle must be
-        observed together.
+        observed together (leave it at 1 for forces recorded with free
+        coordinates, which are observed per coordinate).
 
     Returns
     -------
@@ -301,7 +302,10 @@ def observed_mask(F, n_particles=None, particle_dim=1):
     if particle_dim > 1 and np.any(per_particle.any(-1) != per_particle.all(-1)):
         raise ValueError(
             "F observes only some coordinates of a particle; all "
-            f"{particle_dim} force coordinates of a particle are computed together"
+            f"{particle_dim} force coordinates of a particle are computed together. "
+            "Forces recorded with free coordinates "
+            "(sample_partial_forces(..., free_coordinates=True)) are observed per "
+            "coordinate: use particle_dim=1"
         )
     return mask
 

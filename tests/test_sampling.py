@@ -176,6 +176,8 @@ def test_free_coordinates_are_recorded_for_every_particle(fmt, monkeypatch):
     expected[:, 0::2] = True
     np.testing.assert_array_equal(mask, expected)
     np.testing.assert_array_equal(observed_mask(F), mask)
+    with pytest.raises(ValueError, match="free coordinates.*particle_dim=1"):
+        observed_mask(F, n_particles=5, particle_dim=2)
     values = F.toarray() if fmt == "sparse" else F
     np.testing.assert_allclose(values[mask], system.forces(X)[mask], rtol=1e-14)
     np.testing.assert_array_equal(proba, np.tile([1.0, 0.4], 5))
