@@ -183,21 +183,7 @@ def test_free_coordinates_are_recorded_for_every_particle(fmt, monkeypatch):
     np.testing.assert_array_equal(proba, np.tile([1.0, 0.4], 5))
     # Horvitz-Thompson weights: 1 on the free coordinates, 1/p on the others
     # where computed, so every coordinate's weight has expectation 1.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        f, w = PartialForces(F, 10, inclusion_proba=proba).chunk(slice(None))
-    # Without them, the observed fraction would weight the free coordinates
-    # as 1/0.7: the always-observed columns give that away.
-    with pytest.warns(UserWarning, match="computed in all 60 configurations"):
-        PartialForces(F, 10)
-    with pytest.warns(UserWarning, match=r"first: \[0, 2, 4, 6, 8\]"):
-        PartialForces(np.nan_to_num(values), 10, mask=mask)
-    # Nearly complete forces: columns computed everywhere are what p predicts.
-    nearly = system.forces(X)
-    nearly[3, 4] = np.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert PartialForces(nearly, 10).p == pytest.approx(1 - 1 / 600)
+    f, w = PartialForces(F, 10, inclusion_proba=proba).chunk(slice(None))
     np.testing.assert_array_equal(w[:, 0::2], 1.0)
     np.testing.assert_array_equal(w[:, 1::2], np.where(particles, 2.5, 0.0))
     monkeypatch.setattr(sampling, "_CHUNK_ELEMENTS", 30)  # 3 rows per chunk
@@ -207,6 +193,35 @@ def test_free_coordinates_are_recorded_for_every_particle(fmt, monkeypatch):
     np.testing.assert_array_equal(
         chunked.toarray() if fmt == "sparse" else chunked, values
     )
+
+
+def test_inferred_p_warns_when_coordinates_are_always_observed():
+    system = _FreePairs()
+    X = system.sample_initial(60, random_state=0)
+    F, mask, proba = sample_partial_forces(
+        system,
+        X,
+        0.4,
+        random_state=1,
+        return_mask=True,
+        free_coordinates=True,
+        return_inclusion_proba=True,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PartialForces(F, 10, inclusion_proba=proba)
+    # Without them, the observed fraction (0.7) would weight the free
+    # coordinates as 1/0.7: the always-observed columns give that away.
+    with pytest.warns(UserWarning, match="computed in all 60 configurations"):
+        PartialForces(F, 10)
+    with pytest.warns(UserWarning, match=r"first: \[0, 2, 4, 6, 8\]"):
+        PartialForces(np.nan_to_num(F), 10, mask=mask)
+    # Nearly complete forces: columns computed everywhere are what p predicts.
+    nearly = system.forces(X)
+    nearly[3, 4] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert PartialForces(nearly, 10).p == pytest.approx(1 - 1 / 600)
 
 
 def test_free_coordinates_need_a_system_that_has_them(pp_data):
