@@ -153,11 +153,10 @@ def test_multi_coordinate_particles_are_computed_together(fmt):
     np.testing.assert_allclose(values[coords], system.forces(X)[coords])
 
 
-@pytest.mark.parametrize("fmt", ["dense", "sparse"])
-def test_free_coordinates_are_recorded_for_every_particle(fmt, monkeypatch):
-    system = _FreePairs()
-    X = system.sample_initial(60, random_state=0)
-    F, mask, proba = sample_partial_forces(
+def _sample_with_free_coordinates(system, X, fmt="dense"):
+    """Forces on 40% of the particles plus every free coordinate, with the
+    mask and the inclusion probabilities."""
+    return sample_partial_forces(
         system,
         X,
         0.4,
@@ -167,6 +166,13 @@ def test_free_coordinates_are_recorded_for_every_particle(fmt, monkeypatch):
         free_coordinates=True,
         return_inclusion_proba=True,
     )
+
+
+@pytest.mark.parametrize("fmt", ["dense", "sparse"])
+def test_free_coordinates_are_recorded_for_every_particle(fmt, monkeypatch):
+    system = _FreePairs()
+    X = system.sample_initial(60, random_state=0)
+    F, mask, proba = _sample_with_free_coordinates(system, X, fmt)
     plain, particles = sample_partial_forces(
         system, X, 0.4, random_state=1, format=fmt, return_mask=True
     )
@@ -198,15 +204,7 @@ def test_free_coordinates_are_recorded_for_every_particle(fmt, monkeypatch):
 def test_inferred_p_warns_when_coordinates_are_always_observed():
     system = _FreePairs()
     X = system.sample_initial(60, random_state=0)
-    F, mask, proba = sample_partial_forces(
-        system,
-        X,
-        0.4,
-        random_state=1,
-        return_mask=True,
-        free_coordinates=True,
-        return_inclusion_proba=True,
-    )
+    F, mask, proba = _sample_with_free_coordinates(system, X)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         PartialForces(F, 10, inclusion_proba=proba)
