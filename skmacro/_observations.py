@@ -74,8 +74,10 @@ class PartialForces:
         if self.inclusion_proba is None and p is not None:
             self.p = float(p)
         elif self.inclusion_proba is None:
-            self.p = self._observed_fraction()
-            self._warn_if_some_always_observed()
+            counts = self._observed_counts()
+            size = self.n_samples * n_features
+            self.p = float(counts.sum() / size) if size else float("nan")
+            self._warn_if_some_always_observed(counts)
 
     def _check_expandable(self, a, name, per_row=True):
         a = np.asarray(a)
@@ -97,13 +99,6 @@ class PartialForces:
             )
         return a
 
-    def _observed_fraction(self):
-        if self.mask is not None:
-            return float(self.mask.mean())
-        if sp.issparse(self.F):
-            return self.F.nnz / (self.n_samples * self.n_features)
-        return float(np.mean(~np.isnan(self.F)))
-
     def _observed_counts(self):
         """How many configurations computed each coordinate."""
         if self.mask is not None:
@@ -112,11 +107,14 @@ class PartialForces:
         if sp.issparse(self.F):
             return np.bincount(self.F.indices, minlength=self.n_features)
         return sum(
-            np.count_nonzero(~np.isnan(self.F[rows]), axis=0)
-            for rows in row_chunks(self.n_samples, self.n_features)
+            (
+                np.count_nonzero(~np.isnan(self.F[rows]), axis=0)
+                for rows in row_chunks(self.n_samples, self.n_features)
+            ),
+            np.zeros(self.n_features, dtype=np.intp),
         )
 
-    def _warn_if_some_always_observed(self):
+    def _warn_if_some_always_observed(self, counts):
         """Uniform p inferred, yet more coordinates computed in every
         configuration than that p explains: most likely free coordinates
         whose inclusion probability is 1, which the inferred p would weight
@@ -129,7 +127,7 @@ class PartialForces:
         """
         if not 0 < self.p < 1:
             return
-        always = np.flatnonzero(self._observed_counts() == self.n_samples)
+        always = np.flatnonzero(counts == self.n_samples)
         expected = self.n_features * self.p**self.n_samples
         if len(always) <= expected + 5 * np.sqrt(expected) + 1:
             return
