@@ -53,7 +53,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lj_temperature import fit_autoencoder, fit_dynamics, fmt, lz_rows, test_error
+from lj_temperature import (
+    add_ae_adam_argument,
+    fit_autoencoder,
+    fit_dynamics,
+    fmt,
+    lz_rows,
+    test_error,
+)
 from torch import nn
 
 from skmacro import ClosureAutoencoder
@@ -339,6 +346,7 @@ def main():
         "--control-variate", choices=["none", "neighbors"], default="none"
     )
     parser.add_argument("--library-encoder", action="store_true")
+    add_ae_adam_argument(parser)
     parser.add_argument("--dt", type=float, default=0.001)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -395,7 +403,7 @@ def main():
     if args.library_encoder:
         print("skmacro encoder and dynamics:", flush=True)
         ae_lib = fit_autoencoder(system, train.reshape(-1, N), args, args.seed + 1)
-        table["skmacro encoder and dynamics"] = library_errors(
+        table[f"skmacro encoder ({args.ae_adam} Adam)"] = library_errors(
             ae_lib, system, train, test, args
         )
 
