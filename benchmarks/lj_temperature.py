@@ -189,7 +189,8 @@ def add_ae_adam_argument(parser):
         default="torch",
         help="the autoencoder's Adam settings: PyTorch's, or the reference "
         "code's (betas (0.9, 0.95), L2 weight decay 1e-4), which lowered the "
-        "L_x,p error on T 3-10x on the paper's own data but raised the L_z "
+        "L_x,p error on T 3-10x on the paper's own data (with --lambda-cond "
+        "1e-5 or 1e-6; 2.6x at 1e-4) but raised the L_z "
         "error 2-17x on this library's (docs/method.md, \"Adam's settings\")",
     )
 
