@@ -183,6 +183,8 @@ def fit_autoencoder(system, X, args, seed, verbose=0):
 
 
 def add_ae_adam_argument(parser):
+    """``--ae-adam``, part of the common arguments and of scripts that take
+    only some of them (read by :func:`fit_autoencoder`)."""
     parser.add_argument(
         "--ae-adam",
         choices=["torch", "reference"],
