@@ -64,6 +64,7 @@ from lj_temperature import (
 from torch import nn
 
 from skmacro import ClosureAutoencoder
+from skmacro.integrate import integrate
 from skmacro.metrics import mean_relative_error
 from skmacro.sampling import sample_partial_forces
 from skmacro.systems import LennardJones, _lammps
@@ -136,17 +137,18 @@ def simulate_run(temperature, dump):
         )
     finally:
         lmp.close()
-    lines = Path(dump).read_text().splitlines()
-    atoms = [line for i, line in enumerate(lines) if i % (9 + N_ATOMS) >= 9]
-    frames = np.array(" ".join(atoms).split(), dtype=np.float64)
-    frames = frames.reshape(-1, N_ATOMS, 13)[:N_STATES]
+    # Each frame: a 9-line header, then one line per atom.
+    lines = np.array(Path(dump).read_text().splitlines()[: (9 + N_ATOMS) * N_STATES])
+    atoms = lines.reshape(N_STATES, 9 + N_ATOMS)[:, 9:]
+    frames = np.array(" ".join(atoms.ravel()).split(), dtype=np.float64)
+    frames = frames.reshape(N_STATES, N_ATOMS, 13)
     if not (frames[..., 0] == frames[0, :, 0]).all():
         raise RuntimeError("LAMMPS reordered the atoms during the run")
     positions = frames[..., 1:4] + (frames[..., 4:7] - frames[0, :, 4:7]) * 10.0
     return positions, frames[..., 7:10], frames[..., 10:13]
 
 
-def load_or_simulate(cache_dir):
+def load_or_simulate_paper_data(cache_dir):
     """States (100, N_STATES, 6 n) in skmacro's layout (each atom's position
     then velocity) and their time derivatives ``(v, F / m)`` from LAMMPS's
     forces (m = 1), cached as float32."""
@@ -254,20 +256,6 @@ def exact_latent(ae, X, forces):
     return torch.cat(z), torch.cat(dz)
 
 
-def rollout(vector_field, z0, n_states, dt):
-    """Latent RK4 from z0 (n, d): (n, n_states, d)."""
-    path = [z0]
-    with torch.no_grad():
-        for _ in range(n_states - 1):
-            z = path[-1]
-            k1 = vector_field(z)
-            k2 = vector_field(z + dt / 2 * k1)
-            k3 = vector_field(z + dt / 2 * k2)
-            k4 = vector_field(z + dt * k3)
-            path.append(z + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4))
-    return torch.stack(path, dim=1)
-
-
 def published_errors(reference, ae, train, train_forces, test, dt):
     """Error on T of the ten published latent models per loss."""
     N = train.shape[-1]
@@ -280,12 +268,14 @@ def published_errors(reference, ae, train, train_forces, test, dt):
         errors[loss] = []
         for fold in range(10):
             net = latent_mlp(Path(reference) / folder / f"fold_{fold}_final.pth")
-            z_pred = rollout(
-                lambda z, net=net: net((z - z_mean) / z_std) * dz_std + dz_mean,
-                z_true[:, 0],
-                test.shape[1],
-                dt,
-            )
+            with torch.no_grad():
+                path = integrate(
+                    lambda z, net=net: net((z - z_mean) / z_std) * dz_std + dz_mean,
+                    z_true[:, 0],
+                    dt,
+                    test.shape[1] - 1,
+                )
+            z_pred = torch.stack(path, dim=1)
             errors[loss].append(
                 mean_relative_error(z_true[..., :1], z_pred[..., :1], squared=False)
             )
@@ -367,7 +357,7 @@ def main():
     ).stdout.strip()
     print(f"reference code: {args.reference} at {commit or 'unknown commit'}")
 
-    states, lammps_forces = load_or_simulate(args.cache_dir)
+    states, lammps_forces = load_or_simulate_paper_data(args.cache_dir)
     train, test = states[:N_TRAIN], states[N_TRAIN:]
     system = LennardJones(n_atoms=N_ATOMS, density=0.8)
     N = states.shape[-1]
