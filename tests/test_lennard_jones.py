@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from skmacro.sampling import sample_partial_forces
-from skmacro.systems import _lammps
+from skmacro.systems import _lammps, _preparation
+from skmacro.systems._neighbours import minimum_image
 from skmacro.systems.lennard_jones import LennardJones
 
 
@@ -222,13 +223,82 @@ def test_sample_initial_shares_positions_and_velocity_directions(fluid):
 
 
 def test_sample_initial_has_no_overlaps_and_a_temperature_range(fluid):
+    # The loose minimisation parts the random placement's close pairs (down
+    # to 0.16 sigma here) and leaves a bound, still relaxing fluid.
     X = fluid.sample_initial(1, random_state=0)
+    r = fluid.reference_positions
+    d = minimum_image(r[:, None] - r[None], fluid.box_length)
+    distances = np.linalg.norm(d, axis=-1)[np.triu_indices(fluid.n_atoms, 1)]
+    assert distances.min() > 0.85
+    assert -5.0 < fluid.potential_energy(X)[0] / fluid.n_atoms < -3.0
     forces = fluid.forces(X).reshape(fluid.n_atoms, 6)[:, 3:]
-    assert np.linalg.norm(forces, axis=1).max() < 10.0
+    assert np.linalg.norm(forces, axis=1).max() > 50.0
     hot = LennardJones(n_atoms=256, temperature_range=(2.0, 2.0), engine="numpy")
     hot._reference_cache = fluid._reference_cache  # skip a second relaxation
     X_hot = hot.sample_initial(2, random_state=0)
     np.testing.assert_allclose(hot.observables(X_hot).numpy(), 2.0)
+
+
+def test_park_miller_stream_matches_the_minimal_standard():
+    # Park & Miller (1988): from seed 1, the 10,000th number is 1043618065.
+    draws = _preparation.park_miller(1, 10_000)
+    assert round(draws[-1] * _preparation.PM_MODULUS) == 1043618065
+    assert draws[0] == 16807 / _preparation.PM_MODULUS
+    gaussians = _preparation.gaussian_velocities(20_000, seed=5).ravel()
+    assert abs(gaussians.mean()) < 0.02 and abs(gaussians.std() - 1) < 0.02
+
+
+def test_minimize_reaches_the_minimum_of_a_quadratic_bowl():
+    centre = np.random.default_rng(0).uniform(-1, 1, (10, 3))
+    scale = np.linspace(1, 4, 10)[:, None]
+
+    def forces_energy(x):
+        return -scale * (x - centre), 0.5 * np.sum(scale * (x - centre) ** 2) + 1
+
+    start = np.zeros((10, 3))
+    x, converged, n_iterations = _preparation.minimize(
+        start, forces_energy, settings=(0.0, 1e-10, 1000, 10000)
+    )
+    assert converged and n_iterations < 200
+    np.testing.assert_allclose(x, centre, atol=1e-9)
+    np.testing.assert_array_equal(start, 0.0)
+    _, converged, n_iterations = _preparation.minimize(
+        start, forces_energy, settings=(0.0, 1e-10, 2, 10000)
+    )
+    assert not converged and n_iterations == 2
+
+
+def test_initial_states_are_those_of_the_papers_lammps_input(lammps_or_skip, fluid):
+    """create_atoms random, velocity create and minimize, as in the paper."""
+    box = fluid.box_length
+    lmp = _lammps.import_lammps().lammps(
+        cmdargs=["-log", "none", "-screen", "none", "-nocite"]
+    )
+    lmp.commands_string(
+        f"""
+        units lj
+        atom_style atomic
+        region cell block 0 {box!r} 0 {box!r} 0 {box!r}
+        create_box 1 cell
+        create_atoms 1 random {fluid.n_atoms} {fluid.lattice_seed} cell
+        mass 1 1.0
+        velocity all create 1.0 {fluid.velocity_seed} dist gaussian
+        pair_style lj/cut 2.5
+        pair_coeff 1 1 1.0 1.0 2.5
+        minimize 1.0e-1 1.0e-4 1000 10000
+        """
+    )
+    n = lmp.extract_global("nlocal")
+    order = np.argsort(lmp.numpy.extract_atom("id")[:n])
+    positions = np.array(lmp.numpy.extract_atom("x")[:n])[order]
+    velocities = np.array(lmp.numpy.extract_atom("v")[:n])[order]
+    lmp.close()
+    np.testing.assert_allclose(
+        minimum_image(fluid.reference_positions - positions, box), 0.0, atol=1e-9
+    )
+    X = fluid.sample_initial(1, random_state=0).reshape(fluid.n_atoms, 6)
+    temperature = np.sum(X[:, 3:] ** 2) / (3 * (fluid.n_atoms - 1))
+    np.testing.assert_allclose(X[:, 3:] / np.sqrt(temperature), velocities, atol=1e-12)
 
 
 def test_pickle_keeps_the_relaxed_positions(fluid, fluid_states):
@@ -341,6 +411,7 @@ def test_missing_lammps_is_reported_or_skipped(monkeypatch, fluid, fluid_states)
         ({"observable_names": ("msd", "msd")}, "repeated"),
         ({"temperature_range": (1.5, 0.5)}, "temperature_range"),
         ({"lattice_seed": None}, "lattice_seed"),
+        ({"velocity_seed": 0}, "velocity_seed must be an integer from 1"),
     ],
 )
 def test_bad_parameters_raise(params, match):

