@@ -331,7 +331,7 @@ def main():
     parser.add_argument("--atoms-per-config", type=int, default=50)
     parser.add_argument("--dyn-epochs", type=int, default=200)
     parser.add_argument("--ae-epochs", type=int, default=30)
-    parser.add_argument("--lambda-cond", type=float, default=1e-4)
+    parser.add_argument("--lambda-cond", type=float, default=1e-6)
     parser.add_argument(
         "--control-variate", choices=["none", "neighbors"], default="none"
     )

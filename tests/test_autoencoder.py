@@ -213,6 +213,22 @@ def test_optimizer_fused_by_default_unless_set(system, pp_data):
     assert "fused" not in ae.optimizer_.defaults
 
 
+def test_adam_gets_the_reference_settings_unless_given(system, pp_data):
+    X = pp_data[0][:300]
+    params = dict(observables=system.observables, max_epochs=1, random_state=0)
+    ae = ClosureAutoencoder(**params).fit(X)
+    assert ae.optimizer_.defaults["betas"] == (0.9, 0.95)
+    assert ae.optimizer_.defaults["weight_decay"] == 1e-4
+    ae = ClosureAutoencoder(
+        **params, optimizer__betas=(0.9, 0.999), optimizer__weight_decay=0.0
+    ).fit(X)
+    assert ae.optimizer_.defaults["betas"] == (0.9, 0.999)
+    assert ae.optimizer_.defaults["weight_decay"] == 0.0
+    # Other optimizers keep their own defaults (RMSprop has no betas).
+    ae = ClosureAutoencoder(**params, optimizer=torch.optim.RMSprop).fit(X)
+    assert ae.optimizer_.defaults["weight_decay"] == 0
+
+
 def test_learning_rate_schedule_scales_each_parameter_group(system, pp_data):
     """The cosine schedule ends every group at 1e-2 of its own rate: a group
     given a rate below the floor of the default one is never raised."""
