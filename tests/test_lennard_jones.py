@@ -9,7 +9,7 @@ import torch
 from skmacro.sampling import sample_partial_forces
 from skmacro.systems import _lammps, _preparation
 from skmacro.systems._neighbours import minimum_image
-from skmacro.systems.lennard_jones import LennardJones
+from skmacro.systems.lennard_jones import LennardJones, _VerletList
 
 
 def _lattice_states(system, n_samples, seed):
@@ -266,6 +266,21 @@ def test_minimize_reaches_the_minimum_of_a_quadratic_bowl():
         start, forces_energy, settings=(0.0, 1e-10, 2, 10000)
     )
     assert not converged and n_iterations == 2
+
+
+def test_large_boxes_repeat_the_minimisation_until_no_overlap_is_left():
+    system = LennardJones(n_atoms=6400, engine="numpy")
+    box = system.box_length
+    random = _preparation.random_positions(6400, box, system.lattice_seed)
+    neighbours = _VerletList(box, system._potential())
+    once, _, _ = _preparation.minimize(
+        random, lambda x: neighbours.forces_energy(x, shifted=False)
+    )
+    assert neighbours.forces_energy(once, shifted=False)[1] > 0  # overlaps left
+    X = np.concatenate([system.reference_positions, np.zeros((6400, 3))], axis=1)
+    assert system.potential_energy(X.reshape(1, -1))[0] < 0
+    forces = system.forces(X.reshape(1, -1)).reshape(6400, 6)[:, 3:]
+    assert np.linalg.norm(forces, axis=1).max() <= 1000.0
 
 
 def test_initial_states_are_those_of_the_papers_lammps_input(lammps_or_skip, fluid):

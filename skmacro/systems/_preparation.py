@@ -17,7 +17,7 @@ of minimiser iterations agree with LAMMPS (tested when it is installed).
 
 import numpy as np
 
-__all__ = ["gaussian_velocities", "minimize", "random_positions"]
+__all__ = ["gaussian_velocities", "minimize", "random_positions", "relax"]
 
 # Park and Miller's minimal standard generator, x <- 16807 x mod (2^31 - 1).
 _PM_MULTIPLIER = 16807
@@ -118,7 +118,10 @@ def _quadratic_line_search(x0, e0, f0, h, forces_energy, n_atoms):
     x, energy, forces, n_evaluations, success
     """
     fh0 = np.vdot(f0, h) / n_atoms
-    alpha_max = min(_ALPHA_MAX, _DMAX / np.max(np.abs(h)))
+    h_max = np.max(np.abs(h))
+    if h_max == 0.0:
+        return x0, e0, f0, 0, False
+    alpha_max = min(_ALPHA_MAX, _DMAX / h_max)
     alpha, alpha_prev, fh_prev, e_prev = alpha_max, 0.0, fh0, e0
     n_evaluations = 0
     while True:
@@ -203,3 +206,44 @@ def minimize(positions, forces_energy, settings=PAPER_MINIMIZE):
         if np.vdot(g, h) <= 0.0:
             h = g.copy()
     return x, False, max_iterations
+
+
+def relax(positions, forces_energy, max_force, max_calls=100):
+    """The paper's ``minimize``, repeated until no overlap is left.
+
+    Its relative energy tolerance stops one call early in large systems:
+    the line search moves every atom by at most ``dmax`` times the ratio of
+    its force to the largest one, so the worst overlap of a big box slows
+    every other atom, and with the energy still dominated by overlaps one
+    iteration changes it by less than 10% (from random placements at
+    density 0.8: +28.7 epsilon per atom left at 6,400 atoms, +2,046 at
+    51,200, where LAMMPS's NVE run then loses atoms). Like a LAMMPS user
+    issuing the command again, this repeats it until the energy is not
+    positive and no atom feels a force above ``max_force``. One call
+    suffices for the paper's 800 atoms (and 2,700), whose states are thus
+    unchanged.
+
+    Parameters
+    ----------
+    positions : ndarray of shape (n, 3)
+    forces_energy : callable
+        ``forces_energy(x) -> (forces (n, 3), total energy)``, the energy
+        unshifted (zero for separated atoms).
+    max_force : float
+        Largest force (norm per atom) a relaxed configuration may hold.
+    max_calls : int, default=100
+
+    Returns
+    -------
+    positions : ndarray of shape (n, 3)
+    relaxed : bool
+        Whether the conditions were met within ``max_calls`` calls.
+    n_calls : int
+    """
+    x = positions
+    for n_calls in range(1, max_calls + 1):
+        x, _, _ = minimize(x, forces_energy)
+        f, e = forces_energy(x)
+        if e <= 0.0 and np.max(np.einsum("ik,ik->i", f, f)) <= max_force**2:
+            return x, True, n_calls
+    return x, False, max_calls
