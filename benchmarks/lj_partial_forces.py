@@ -3,10 +3,11 @@
 For the paper's sizes at density 0.8 it prints, in milliseconds (best of
 ``--repeats`` runs on one relaxed configuration):
 
-* ``bin``: the O(n) part, wrapping all positions into the box and binning
-  them into a cell list;
-* ``query``: the forces on 50 random atoms given that cell list, which
-  should not grow with n;
+* ``bin``: labelling every atom with its cell (O(n) integer arithmetic,
+  no sort);
+* ``query``: the forces on 50 random atoms given those labels: one cheap
+  O(n) pass picks the atoms of the cells they need, and only those are
+  grouped and searched;
 * ``total``: ``LennardJones.partial_forces`` on one configuration, input
   checks included;
 * ``full``: ``LennardJones.forces`` (all atoms, k-d tree from scratch);

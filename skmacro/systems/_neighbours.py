@@ -4,13 +4,14 @@ Two searches, each suited to one job:
 
 * :func:`pairs_within` lists every pair closer than a cutoff (``cKDTree``),
   for full forces and the MD engine's Verlet list.
-* :class:`CellList` bins all atoms once (O(n) arithmetic and one integer
-  sort) and then finds the neighbours of a few chosen atoms at a cost that
-  depends on their number only, for partial forces.
+* :class:`CellList` labels all atoms with their cell once (O(n) integer
+  arithmetic, no sort) and then finds the neighbours of a few chosen atoms,
+  grouping only the atoms of the cells they need, for partial forces.
 
-Positions passed in may be unwrapped (outside the box); both searches wrap
-them first. Displacements returned follow the minimum-image convention, which
-is exact as long as the cutoff is below half the box side.
+Positions passed in may be unwrapped (outside the box): :func:`pairs_within`
+wraps them, :class:`CellList` takes cell indices modulo the box.
+Displacements follow the minimum-image convention, which is exact as long
+as the cutoff is below half the box side.
 """
 
 import itertools
@@ -77,11 +78,13 @@ def pairs_within(positions, box, cutoff):
 
 
 class CellList:
-    """Atoms binned into cubic cells whose side is at least ``cutoff / 2``.
+    """Atoms labelled by cubic cells whose side is at least ``cutoff / 2``.
 
     Every atom within ``cutoff`` of a query point lies in the 5x5x5 block of
-    cells around it, so a query inspects about ``(5/2)**3 * density *
-    cutoff**3`` candidates whatever the number of atoms.
+    cells around it. Labelling costs one O(n) pass of integer arithmetic
+    and no sort; a query then groups only the atoms of the cells it needs,
+    about ``(5/2)**3 * density * cutoff**3`` candidates per query atom
+    whatever the number of atoms.
 
     Parameters
     ----------
@@ -95,12 +98,13 @@ class CellList:
     Attributes
     ----------
     positions : ndarray of shape (n, 3)
-        The positions wrapped into ``[0, box)``.
+        The positions as given: displacements between them are meant for
+        :func:`minimum_image`, which makes wrapping unnecessary.
     """
 
     def __init__(self, positions, box, cutoff):
         self.box = float(box)
-        self.positions = wrap(positions, self.box)
+        self.positions = positions
         # Cells of side >= cutoff / _REACH, so neighbours lie within _REACH
         # cells. Half-cutoff cells fit the box more tightly than cutoff-sized
         # ones (a box of 9.999... sigma holds 7 cells of 1.43 sigma, but only 3,
@@ -113,15 +117,13 @@ class CellList:
         else:
             span = range(self._n_side)
         self._offsets = np.array(list(itertools.product(span, repeat=3)))
-        cells = self._flat_cells(self._cell_coords(self.positions))
-        self._order = np.argsort(cells, kind="stable")
-        self._counts = np.bincount(cells, minlength=self._n_side**3)
-        self._starts = np.cumsum(self._counts) - self._counts
+        self._cells = self._flat_cells(self._cell_coords(positions))
 
-    def _cell_coords(self, wrapped):
-        coords = (wrapped * (self._n_side / self.box)).astype(np.intp)
-        # Rounding can put a coordinate just below `box` into cell n_side.
-        return np.minimum(coords, self._n_side - 1)
+    def _cell_coords(self, positions):
+        # The integer modulo wraps unwrapped positions into the box.
+        return np.floor(positions * (self._n_side / self.box)).astype(np.intp) % (
+            self._n_side
+        )
 
     def _flat_cells(self, coords):
         return (coords[..., 0] * self._n_side + coords[..., 1]) * self._n_side + (
@@ -143,10 +145,19 @@ class CellList:
         neighbour : ndarray of int, shape (n_candidates,)
             Index of the candidate atom.
         """
+        n_cells = self._n_side**3
         coords = self._cell_coords(self.positions[atoms])
         block = self._flat_cells((coords[:, None, :] + self._offsets) % self._n_side)
-        counts = self._counts[block].ravel()
-        starts = self._starts[block].ravel()
+        # Group by cell only the atoms of the cells some query needs.
+        needed = np.zeros(n_cells, dtype=bool)
+        needed[block] = True
+        members = np.flatnonzero(needed[self._cells])
+        member_cells = self._cells[members]
+        members = members[np.argsort(member_cells, kind="stable")]
+        counts_per_cell = np.bincount(member_cells, minlength=n_cells)
+        starts_per_cell = np.cumsum(counts_per_cell) - counts_per_cell
+        counts = counts_per_cell[block].ravel()
+        starts = starts_per_cell[block].ravel()
         # Concatenate the ranges starts[c]:starts[c]+counts[c] without a loop:
         # each entry is its range start plus its offset within the range.
         total = counts.sum()
@@ -156,4 +167,4 @@ class CellList:
             np.arange(len(atoms)),
             counts.reshape(len(atoms), len(self._offsets)).sum(axis=1),
         )
-        return query, self._order[slots]
+        return query, members[slots]
