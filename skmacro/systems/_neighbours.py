@@ -117,7 +117,11 @@ class CellList:
         else:
             span = range(self._n_side)
         self._offsets = np.array(list(itertools.product(span, repeat=3)))
-        self._cells = self._flat_cells(self._cell_coords(positions))
+        # The smallest unsigned type that holds the labels: NumPy's stable
+        # sort of 8- and 16-bit integers is a radix sort, 10x faster.
+        self._cells = self._flat_cells(self._cell_coords(positions)).astype(
+            np.min_scalar_type(self._n_side**3 - 1)
+        )
 
     def _cell_coords(self, positions):
         # The integer modulo wraps unwrapped positions into the box.
