@@ -8,7 +8,7 @@ import torch
 
 from skmacro.sampling import sample_partial_forces
 from skmacro.systems import _lammps, _preparation
-from skmacro.systems._neighbours import minimum_image
+from skmacro.systems._neighbours import CellList, minimum_image
 from skmacro.systems.lennard_jones import LennardJones, _VerletList
 
 
@@ -121,6 +121,20 @@ def test_forces_match_brute_force_minimum_image(n_atoms, density):
     every_atom = np.arange(n_atoms)
     partial = system.partial_forces(X, every_atom)
     np.testing.assert_allclose(partial[..., 3:], forces, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("box", [6.0, 60.0], ids=["8-bit-labels", "32-bit-labels"])
+def test_cell_list_candidates_hold_every_neighbour(box):
+    rng = np.random.default_rng(0)
+    positions = rng.uniform(-box, 2 * box, size=(3000, 3))  # unwrapped
+    cells = CellList(positions, box, cutoff=2.5)
+    atoms = rng.choice(3000, 40, replace=False)
+    query, neighbour = cells.candidates(atoms)
+    d = minimum_image(positions[atoms][:, None] - positions[None], box)
+    close = np.argwhere(np.einsum("qnk,qnk->qn", d, d) < 2.5**2)
+    found = set(zip(query.tolist(), neighbour.tolist(), strict=True))
+    assert set(map(tuple, close.tolist())) <= found
+    assert len(found) == len(query)  # no candidate twice
 
 
 def test_partial_forces_are_rows_of_full_forces(fluid, fluid_states):
