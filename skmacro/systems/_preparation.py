@@ -13,6 +13,8 @@ conjugate gradients with the quadratic line search, stopping rules included.
 paper's configuration without LAMMPS, and both MD engines start from the same
 states. With the paper's seeds the positions, the velocities and the number
 of minimiser iterations agree with LAMMPS (tested when it is installed).
+In boxes of about 6,400 atoms and more one ``minimize`` leaves overlaps;
+:func:`relax` repeats it until none is left.
 """
 
 import numpy as np
