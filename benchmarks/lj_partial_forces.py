@@ -47,13 +47,13 @@ def _best_time(func, repeats):
     return min(times)
 
 
-def _step_time(run, short=10, long=30):
-    """Seconds per MD step, the set-up cost cancelled by differencing."""
-    start = time.perf_counter()
-    run(short)
-    middle = time.perf_counter()
-    run(long)
-    return ((time.perf_counter() - middle) - (middle - start)) / (long - short)
+def _step_time(run, short=10, long=50, repeats=2):
+    """Seconds per MD step, the set-up cost cancelled by differencing the
+    best of ``repeats`` runs of each length (single runs of a 0.1 ms LAMMPS
+    step could difference to a negative time)."""
+    t_short = _best_time(lambda: run(short), repeats)
+    t_long = _best_time(lambda: run(long), repeats)
+    return (t_long - t_short) / (long - short)
 
 
 def _measure(n, repeats, has_lammps, rng):
