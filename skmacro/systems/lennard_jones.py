@@ -48,13 +48,17 @@ class _PairPotential:
         ratio6 = (self.sigma / self.r_cut) ** 6
         return 4.0 * self.epsilon * (ratio6 * ratio6 - ratio6)
 
-    def terms(self, d):
+    def terms(self, d, shifted=True):
         """Force on the first atom of each pair and the pair energies.
 
         Parameters
         ----------
         d : ndarray of shape (n_pairs, 3)
             Displacements ``r_i - r_j``.
+        shifted : bool, default=True
+            Energies of the shifted potential, or (False) of the plain
+            truncated one (LAMMPS ``lj/cut`` without ``pair_modify shift``);
+            the forces are the same.
 
         Returns
         -------
@@ -64,9 +68,8 @@ class _PairPotential:
         r2 = np.einsum("pk,pk->p", d, d)
         inside = r2 < self.r_cut**2
         s6 = np.where(inside, (self.sigma**2 / r2) ** 3, 0.0)
-        energies = np.where(
-            inside, 4.0 * self.epsilon * (s6 * s6 - s6) - self.shift, 0.0
-        )
+        offset = self.shift if shifted else 0.0
+        energies = np.where(inside, 4.0 * self.epsilon * (s6 * s6 - s6) - offset, 0.0)
         scale = 24.0 * self.epsilon * (2.0 * s6 * s6 - s6) / r2
         return scale[:, None] * d, energies
 
@@ -116,9 +119,7 @@ class _VerletList:
     def forces_energy(self, positions, shifted=True):
         """Forces (n, 3) and potential energy at ``positions`` (n, 3).
 
-        ``shifted=False`` gives the energy of the plain truncated potential
-        (LAMMPS ``lj/cut`` without ``pair_modify shift``); the forces are the
-        same.
+        ``shifted`` as in :meth:`_PairPotential.terms`.
         """
         if (
             self._reference is None
@@ -127,12 +128,8 @@ class _VerletList:
         ):
             self._build(positions)
         d = positions[self._i] - positions[self._j] - self._images
-        pair_forces, energies = self.potential.terms(d)
-        energy = energies.sum()
-        if not shifted:
-            inside = np.einsum("pk,pk->p", d, d) < self.potential.r_cut**2
-            energy += self.potential.shift * np.count_nonzero(inside)
-        return _sum_pairs(self._i, self._j, pair_forces, len(positions)), energy
+        pair_forces, energies = self.potential.terms(d, shifted)
+        return _sum_pairs(self._i, self._j, pair_forces, len(positions)), energies.sum()
 
 
 def _verlet_trajectory(
