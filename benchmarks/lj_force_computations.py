@@ -24,6 +24,10 @@ Fig. 4 compared each model with the prediction of the last member of its
 ensemble instead of with the ground truth, so the paper's figures may differ
 from these.
 
+``--first-repeat`` splits the repeats over several runs on the same data
+(``--first-repeat 2 --repeats 2`` makes repeats 2 and 3 of ``--repeats 3``);
+each run then averages its own repeats only.
+
 Config counts larger than the training pool are skipped. Data are cached in
 ``outputs/`` (shared with ``lj_temperature.py``).
 
@@ -43,6 +47,7 @@ import time
 import numpy as np
 from lj_temperature import (
     add_common_arguments,
+    add_repeat_arguments,
     dynamics_epochs,
     fit_autoencoder,
     fit_dynamics,
@@ -86,7 +91,7 @@ def main():
         default=[3e-3, 1e-2, 3e-2],
         help="error thresholds; the first is the paper's (Fig. 4)",
     )
-    parser.add_argument("--repeats", type=int, default=1)
+    add_repeat_arguments(parser, repeats=1)
     parser.add_argument(
         "--latent-model", choices=["mlp", "onsager", "gfinn"], default="onsager"
     )
@@ -117,7 +122,7 @@ def main():
             "z": np.zeros((args.repeats, len(full_counts))),
         }
         for r in range(args.repeats):
-            seed = args.seed + 1000 * (r + 1)
+            seed = args.seed + 1000 * (r + args.first_repeat)
             rng = np.random.default_rng(seed)
             start = time.perf_counter()
             ae = fit_autoencoder(system, X, args, seed)
@@ -134,7 +139,8 @@ def main():
             rank_z = {row: i for i, row in enumerate(top_z)}
             t_forces = time.perf_counter() - start
             print(
-                f"[{n_atoms} atoms, repeat {r + 1}] K = {K}, N = {X.shape[1]}; "
+                f"[{n_atoms} atoms, repeat {r + args.first_repeat}] K = {K}, "
+                f"N = {X.shape[1]}; "
                 f"autoencoder {t_ae:.1f} s, forces {t_forces:.1f} s",
                 flush=True,
             )
@@ -173,7 +179,10 @@ def main():
             )
 
     print()
-    print(f"Mean test error on T per training size (repeats: {args.repeats})")
+    last = args.first_repeat + args.repeats - 1
+    print(
+        f"Mean test error on T per training size (repeats {args.first_repeat}-{last})"
+    )
     print(f"{'atoms':>6} {'loss':>6} {'configs':>8} {'forces':>10} {'error':>24}")
     for n_atoms, loss, counts, costs, mean, std in summary:
         name = "L_x,p" if loss == "partial" else "L_z"

@@ -286,6 +286,21 @@ def add_common_arguments(parser):
     parser.add_argument("--seed", type=int, default=0)
 
 
+def add_repeat_arguments(parser, repeats):
+    """``--repeats`` and ``--first-repeat``: repeat r (counted from 1) seeds
+    its masks, subsets and networks with ``--seed + 1000 r``, so a run
+    with ``--first-repeat 2 --repeats 2`` makes repeats 2 and 3 of
+    ``--repeats 3`` on the same data."""
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument(
+        "--first-repeat",
+        type=int,
+        default=1,
+        help="number of the first repeat (its seeds follow from it), to split "
+        "the repeats over several runs on the same data",
+    )
+
+
 def parse_common_arguments(parser):
     """Parse, apply ``--threads``, and turn ``--control-variate none`` into the
     estimators' ``None``."""
@@ -306,14 +321,7 @@ def main():
     parser.add_argument(
         "--latent-models", nargs="+", default=["mlp"], choices=sorted(PAPER_FIG3)
     )
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument(
-        "--first-repeat",
-        type=int,
-        default=1,
-        help="number of the first repeat (its seeds follow from it), to split "
-        "the repeats over several runs on the same data",
-    )
+    add_repeat_arguments(parser, repeats=10)
     parser.add_argument("--atoms", type=int, default=800)
     parser.add_argument("--n-train", type=int, default=90)
     parser.add_argument("--n-test", type=int, default=10)
