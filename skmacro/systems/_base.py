@@ -3,6 +3,7 @@
 from abc import ABC, abstractmethod
 
 import numpy as np
+from sklearn.utils import assert_all_finite
 
 from ..integrate import integrate, n_steps_between
 
@@ -139,8 +140,11 @@ class System(ABC):
                 f"{name} must have shape (n_samples, {self.n_features}) for "
                 f"{type(self).__name__}, got {X.shape}"
             )
-        if not np.all(np.isfinite(X)):
-            raise ValueError(f"{name} contains NaN or inf")
+        # Not np.isfinite(X), which allocates a boolean array as large as X.
+        try:
+            assert_all_finite(X, input_name=name)
+        except ValueError:
+            raise ValueError(f"{name} contains NaN or inf") from None
         return X
 
     def _check_particles(self, particles, n_samples):
