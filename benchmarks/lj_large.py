@@ -32,6 +32,12 @@ Run the paper's size (float32 X of 5,000 x 307,200 is 6.1 GB)::
 
     python benchmarks/lj_large.py --atoms 51200 --configs 5000
 
+Memory: the float32 training and test states, plus about 3.7 GiB for the
+autoencoder's fit. On a 24 GiB machine 11,000 configurations (X: 12.6 GiB)
+peaked at 18.4 GiB::
+
+    python benchmarks/lj_large.py --configs 11000 --ae-epochs 10 --threads 2
+
 A smaller run::
 
     python benchmarks/lj_large.py --atoms 6400 --configs 1000 --ae-epochs 5
