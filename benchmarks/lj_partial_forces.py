@@ -26,12 +26,12 @@ import time
 import numpy as np
 
 from skmacro.systems import _lammps
-from skmacro.systems._neighbours import CellList
 from skmacro.systems.lennard_jones import (
     LennardJones,
     _partial_interatomic,
     _verlet_trajectory,
 )
+from skmacro.systems.neighbours import CellList
 
 N_QUERY = 50
 

@@ -1,13 +1,13 @@
 """Partial forces in every accepted form, read chunk by chunk as (forces with
 zeros where not computed, Horvitz-Thompson weights 1/pi where computed)."""
 
-import numbers
 import warnings
 
 import numpy as np
 import scipy.sparse as sp
 
 from ._chunking import row_chunks
+from ._validation import check_p
 
 
 class PartialForces:
@@ -66,10 +66,8 @@ class PartialForces:
                 if not np.all((proba > 0) & (proba <= 1)):
                     raise ValueError("inclusion_proba must lie in (0, 1]")
             self.inclusion_proba = proba
-        if p is not None and not (
-            isinstance(p, numbers.Real) and 0 < p <= 1 and np.isfinite(p)
-        ):
-            raise ValueError(f"p must be a real number in (0, 1], got {p!r}")
+        if p is not None:
+            p = check_p(p)
         self.p = None
         if self.inclusion_proba is None and p is not None:
             self.p = float(p)

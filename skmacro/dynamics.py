@@ -1,7 +1,6 @@
 """``PartialForceDynamics``: a latent vector field learned from partial
 microscopic forces (paper Section 4.2)."""
 
-from difflib import get_close_matches
 from numbers import Integral, Real
 
 import numpy as np
@@ -15,7 +14,7 @@ from torch import nn
 from ._control_variate import NeighbourForceMeans
 from ._net import SkmacroNet
 from ._observations import PartialForces
-from ._validation import check_states
+from ._validation import check_choice, check_states
 from .nn.scaling import ScaledVectorField
 from .nn.vector_fields import LATENT_MODELS, resolve_latent_model
 
@@ -317,10 +316,7 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         return self._fit(Z, F, mask, inclusion_proba, reset, **fit_params)
 
     def _fit(self, Z, F, mask, inclusion_proba, reset, **fit_params):
-        if self.loss not in LOSSES:
-            hint = get_close_matches(str(self.loss), LOSSES, n=1)
-            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise ValueError(f"loss={self.loss!r} is not one of {LOSSES}{suggestion}")
+        check_choice("loss", self.loss, LOSSES)
         resolve_latent_model(self.latent_model)
         self._check_hyperparameters()
         encoder, X, forces = self._forces(Z, F, mask, inclusion_proba, self.p)

@@ -6,9 +6,10 @@ advances a NumPy array (microscopic simulators) and a batched torch tensor
 """
 
 import math
-from difflib import get_close_matches
 
 import numpy as np
+
+from ._validation import check_choice
 
 __all__ = ["integrate", "STEPPERS"]
 
@@ -37,13 +38,7 @@ def get_stepper(method):
         If ``method`` is not a registered name; the message lists the valid
         names and the closest match.
     """
-    if method not in STEPPERS:
-        hint = get_close_matches(str(method), STEPPERS, n=1)
-        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise ValueError(
-            f"method={method!r} is not one of {sorted(STEPPERS)}{suggestion}"
-        )
-    return STEPPERS[method]
+    return STEPPERS[check_choice("method", method, STEPPERS)]
 
 
 def n_steps_between(t_start, t_end, dt, name="t_end"):

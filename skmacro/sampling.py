@@ -8,11 +8,12 @@ array whose stored entries are exactly the computed coordinates.
 """
 
 import numbers
-from difflib import get_close_matches
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_random_state
+
+from ._validation import check_choice, check_p
 
 __all__ = ["sample_partial_forces", "observed_mask", "densify"]
 
@@ -23,29 +24,15 @@ FORMATS = ("dense", "sparse")
 _CHUNK_ELEMENTS = 1 << 20
 
 
-def _check_p(p, n_particles):
+def _particle_count(p, n_particles):
     """Validate ``p`` and return the number ``k = round(n * p)`` of particles."""
-    if (
-        isinstance(p, bool)
-        or not isinstance(p, numbers.Real)
-        or not np.isfinite(p)
-        or not 0 < p <= 1
-    ):
-        raise ValueError(f"p must be a real number in (0, 1], got {p!r}")
-    k = round(n_particles * p)
+    k = round(n_particles * check_p(p))
     if k == 0:
         raise ValueError(
             f"p={p!r} selects round({n_particles} * p) = 0 particles; use "
             f"p >= 1/{n_particles} = {1 / n_particles:.6g}"
         )
     return k
-
-
-def _check_format(format):
-    if format not in FORMATS:
-        hint = get_close_matches(str(format), FORMATS, n=1)
-        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise ValueError(f"format={format!r} is not one of {set(FORMATS)}{suggestion}")
 
 
 def _check_2d(F):
@@ -145,10 +132,10 @@ def sample_partial_forces(
     array([1.    , 1.    , 1.    , 0.0625, 0.0625, 0.0625])
     """
     # Validate without a float64 copy of all of X: chunks are converted below.
-    X = system._check_states(X, "X")
+    X = system.check_states(X, "X")
     n, m = system.n_particles, system.particle_dim
-    k = _check_p(p, n)
-    _check_format(format)
+    k = _particle_count(p, n)
+    check_choice("format", format, FORMATS)
     free = _check_free_coordinates(system, free_coordinates)
     rng = check_random_state(random_state)
 

@@ -8,8 +8,8 @@ import torch
 
 from skmacro.sampling import sample_partial_forces
 from skmacro.systems import _lammps, _preparation
-from skmacro.systems._neighbours import CellList, minimum_image
 from skmacro.systems.lennard_jones import LennardJones, _VerletList
+from skmacro.systems.neighbours import CellList, minimum_image
 
 
 def _lattice_states(system, n_samples, seed):

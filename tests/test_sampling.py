@@ -26,12 +26,12 @@ class _Pairs(System):
         return X.mean(1, keepdim=True)
 
     def forces(self, X):
-        X = self._check_states(X)
+        X = self.check_states(X)
         return X**2 + X
 
     def partial_forces(self, X, particles):
-        X = self._check_states(X)
-        idx = self._check_particles(particles, len(X))
+        X = self.check_states(X)
+        idx = self.check_particles(particles, len(X))
         cols = idx[..., None] * 2 + np.arange(2)
         x = np.take_along_axis(X[:, None, :], cols, axis=2)
         return x**2 + x
@@ -47,7 +47,7 @@ class _FreePairs(_Pairs):
     free_coordinates = (0,)
 
     def free_forces(self, X):
-        X = self._check_states(X)
+        X = self.check_states(X)
         first = X.reshape(len(X), self.n_particles, 2)[..., :1]
         return first**2 + first
 

@@ -1,8 +1,8 @@
 """Plain multilayer perceptrons: the building block of every skmacro network."""
 
-from difflib import get_close_matches
-
 from torch import nn
+
+from .._validation import check_choice
 
 ACTIVATIONS = {
     "tanh": nn.Tanh,
@@ -16,13 +16,7 @@ ACTIVATIONS = {
 
 def make_activation(name):
     """Return a fresh activation module for ``name`` (see ``ACTIVATIONS``)."""
-    if name not in ACTIVATIONS:
-        hint = get_close_matches(str(name), ACTIVATIONS, n=1)
-        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise ValueError(
-            f"activation={name!r} is not one of {sorted(ACTIVATIONS)}{suggestion}"
-        )
-    return ACTIVATIONS[name]()
+    return ACTIVATIONS[check_choice("activation", name, ACTIVATIONS)]()
 
 
 class MLP(nn.Sequential):

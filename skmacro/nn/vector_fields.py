@@ -27,12 +27,12 @@ References
 """
 
 import math
-from difflib import get_close_matches
 
 import torch
 from torch import nn
 
-from skmacro.nn.mlp import MLP
+from .._validation import check_choice
+from .mlp import MLP
 
 __all__ = [
     "MLPVectorField",
@@ -445,14 +445,7 @@ def resolve_latent_model(name_or_class):
 did you mean 'onsager'?
     """
     if isinstance(name_or_class, str):
-        if name_or_class not in LATENT_MODELS:
-            hint = get_close_matches(name_or_class, LATENT_MODELS, n=1)
-            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise ValueError(
-                f"latent_model={name_or_class!r} is not one of "
-                f"{sorted(LATENT_MODELS)}{suggestion}"
-            )
-        return LATENT_MODELS[name_or_class]
+        return LATENT_MODELS[check_choice("latent_model", name_or_class, LATENT_MODELS)]
     if isinstance(name_or_class, type) and issubclass(name_or_class, nn.Module):
         return name_or_class
     raise TypeError(

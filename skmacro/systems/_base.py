@@ -101,7 +101,7 @@ class System(ABC):
                 f"{type(self).__name__} declares free_coordinates="
                 f"{tuple(self.free_coordinates)} but does not implement free_forces"
             )
-        X = self._check_states(X)
+        X = self.check_states(X)
         return np.empty((len(X), self.n_particles, 0))
 
     @abstractmethod
@@ -127,13 +127,31 @@ class System(ABC):
         ndarray of shape (n_trajectories, n_steps // stride + 1, n_features)
             States at ``t = 0, stride*dt, ...``, the initial state first.
         """
-        X0 = self._check_states(X0, "X0", dtype=np.float64)
+        X0 = self.check_states(X0, "X0", dtype=np.float64)
         n_steps = n_steps_between(0.0, t_end, dt)
         kept = integrate(self.forces, X0, dt, n_steps, method=method, stride=stride)
         return np.stack(kept, axis=1)
 
-    def _check_states(self, X, name="X", dtype=None):
-        """Validate a (n_samples, n_features) array of finite states."""
+    def check_states(self, X, name="X", dtype=None):
+        """Validate states for this system.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        name : str, default="X"
+            Argument name used in error messages.
+        dtype : numpy dtype or None, default=None
+            Convert to this dtype (None keeps the input's).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+
+        Raises
+        ------
+        ValueError
+            If ``X`` has the wrong shape or holds NaN or inf.
+        """
         X = np.asarray(X, dtype=dtype)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(
@@ -147,8 +165,19 @@ class System(ABC):
             raise ValueError(f"{name} contains NaN or inf") from None
         return X
 
-    def _check_particles(self, particles, n_samples):
-        """Broadcast particle indices to an int array of shape (n_samples, k)."""
+    def check_particles(self, particles, n_samples):
+        """Validate particle indices for :meth:`partial_forces`.
+
+        Parameters
+        ----------
+        particles : array-like of int, shape (n_samples, k) or (k,)
+            A 1-D array is used for every configuration.
+        n_samples : int
+
+        Returns
+        -------
+        ndarray of int, shape (n_samples, k)
+        """
         particles = np.asarray(particles)
         if particles.size and not np.issubdtype(particles.dtype, np.integer):
             raise TypeError(

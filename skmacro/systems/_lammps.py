@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from ._neighbours import wrap
+from .neighbours import wrap
 
 __all__ = ["import_lammps", "lammps_available", "nve_trajectory", "forces_energy"]
 

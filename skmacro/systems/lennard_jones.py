@@ -3,7 +3,6 @@
 import numbers
 import warnings
 from dataclasses import dataclass
-from difflib import get_close_matches
 
 import numpy as np
 import torch
@@ -11,10 +10,11 @@ from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
+from .._validation import check_choice
 from ..integrate import n_steps_between
 from . import _lammps, _preparation
 from ._base import System
-from ._neighbours import CellList, minimum_image, pairs_within, wrap
+from .neighbours import CellList, minimum_image, pairs_within, wrap
 
 __all__ = ["LennardJones"]
 
@@ -26,12 +26,6 @@ _SKIN = 0.3
 # Largest force (epsilon/sigma) the relaxed initial positions may hold: a
 # pair closer than ~0.78 sigma. The paper's 800 atoms keep up to 150.
 _OVERLAP_FORCE = 1000.0
-
-
-def _choice_error(name, value, choices):
-    hint = get_close_matches(str(value), choices, n=1)
-    suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-    return ValueError(f"{name}={value!r} is not one of {set(choices)}{suggestion}")
 
 
 @dataclass(frozen=True)
@@ -313,8 +307,7 @@ class LennardJones(System):
                 f"{set(OBSERVABLES)}, got {names!r}"
             )
         for name in names:
-            if name not in OBSERVABLES:
-                raise _choice_error("observable_names entry", name, OBSERVABLES)
+            check_choice("observable_names entry", name, OBSERVABLES)
         if len(set(names)) != len(names):
             raise ValueError(f"observable_names has repeated entries: {names!r}")
         try:
@@ -340,8 +333,7 @@ class LennardJones(System):
                     f"{name} must be an integer from 1 to "
                     f"{_preparation.PM_MODULUS - 1} (a LAMMPS seed), got {seed!r}"
                 )
-        if self.engine not in ENGINES:
-            raise _choice_error("engine", self.engine, ENGINES)
+        check_choice("engine", self.engine, ENGINES)
 
     def _split(self, X):
         """Views of positions and velocities, each (n_samples, n_atoms, 3)."""
@@ -366,7 +358,7 @@ class LennardJones(System):
         ndarray of shape (n_samples, n_features), dtype float64
         """
         self._validate()
-        X = self._check_states(X, dtype=np.float64)
+        X = self.check_states(X, dtype=np.float64)
         positions, velocities = self._split(X)
         box, potential = self._box(), self._potential()
         F = np.empty_like(X).reshape(len(X), self.n_atoms, 6)
@@ -388,7 +380,7 @@ class LennardJones(System):
         ndarray of shape (n_samples, n_atoms, 3), dtype float64
         """
         self._validate()
-        X = self._check_states(X, dtype=np.float64)
+        X = self.check_states(X, dtype=np.float64)
         return self._split(X)[1].copy()
 
     def partial_forces(self, X, particles):
@@ -414,8 +406,8 @@ class LennardJones(System):
             ``out[s, j]`` is the force on atom ``particles[s, j]``.
         """
         self._validate()
-        X = self._check_states(X, dtype=np.float64)
-        idx = self._check_particles(particles, len(X))
+        X = self.check_states(X, dtype=np.float64)
+        idx = self.check_particles(particles, len(X))
         positions, velocities = self._split(X)
         box, potential = self._box(), self._potential()
         F = np.empty(idx.shape + (6,))
@@ -439,7 +431,7 @@ class LennardJones(System):
         ndarray of shape (n_samples,)
         """
         self._validate()
-        X = self._check_states(X, dtype=np.float64)
+        X = self.check_states(X, dtype=np.float64)
         box, potential = self._box(), self._potential()
         return np.array([_interatomic(r, box, potential)[1] for r in self._split(X)[0]])
 
@@ -455,7 +447,7 @@ class LennardJones(System):
         ndarray of shape (n_samples,)
         """
         self._validate()
-        X = self._check_states(X, dtype=np.float64)
+        X = self.check_states(X, dtype=np.float64)
         return 0.5 * self.mass * np.sum(self._split(X)[1] ** 2, axis=(1, 2))
 
     def total_energy(self, X):
@@ -665,7 +657,7 @@ class LennardJones(System):
             raise ValueError(
                 f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}"
             )
-        X0 = self._check_states(X0, "X0", dtype=np.float64)
+        X0 = self.check_states(X0, "X0", dtype=np.float64)
         n_steps = n_steps_between(0.0, t_end, dt)
         positions, velocities = self._split(X0)
         if self.engine == "lammps" or (

@@ -1,12 +1,12 @@
 """The one-dimensional spatial predator-prey system of the paper, Section 5.1."""
 
 import numbers
-from difflib import get_close_matches
 
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
+from .._validation import check_choice
 from ._base import System
 
 __all__ = ["PredatorPrey"]
@@ -140,13 +140,7 @@ class PredatorPrey(System):
                 raise ValueError(f"{name} must be a finite real number, got {value!r}")
         if self.D < 0:
             raise ValueError(f"D must be >= 0 (a diffusion coefficient), got {self.D}")
-        if self.diffusion_scaling not in DIFFUSION_SCALINGS:
-            hint = get_close_matches(str(self.diffusion_scaling), DIFFUSION_SCALINGS, 1)
-            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise ValueError(
-                f"diffusion_scaling={self.diffusion_scaling!r} is not one of "
-                f"{set(DIFFUSION_SCALINGS)}{suggestion}"
-            )
+        check_choice("diffusion_scaling", self.diffusion_scaling, DIFFUSION_SCALINGS)
         for name in ("init_mean_range", "init_amplitude_range"):
             value = getattr(self, name)
             try:
@@ -177,7 +171,7 @@ class PredatorPrey(System):
         -------
         ndarray of shape (n_samples, n_features), dtype float64
         """
-        X = self._check_states(X, dtype=np.float64)
+        X = self.check_states(X, dtype=np.float64)
         uv = X.reshape(len(X), 2, self.n_cells)
         u, v = uv[:, 0], uv[:, 1]
         # Replication padding is the Neumann boundary stencil of Eq. 41.
@@ -209,8 +203,8 @@ class PredatorPrey(System):
         ndarray of shape (n_samples, k, 1), dtype float64
             ``out[s, j, 0]`` is ``dX[s, particles[s, j]]/dt``.
         """
-        X = self._check_states(X, dtype=np.float64)
-        idx = self._check_particles(particles, len(X))
+        X = self.check_states(X, dtype=np.float64)
+        idx = self.check_particles(particles, len(X))
         n = self.n_cells
         rows = np.arange(len(X))[:, None]
         species, cell = np.divmod(idx, n)
