@@ -15,69 +15,21 @@ error and is reported.
 """
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.pipeline import Pipeline
 
-from skmacro import ClosureAutoencoder, PartialForceDynamics
-from skmacro.paper import (
-    predator_prey_test_trajectories,
-    predator_prey_training_states,
-    rollout_error,
-)
-from skmacro.sampling import sample_partial_forces
-from skmacro.systems import PredatorPrey
+from skmacro.experiments import predator_prey
+from skmacro.experiments.protocol import format_mean_std
 
-MODELS = ("mlp", "onsager", "gfinn")
 LOSSES = (("z", "L_z"), ("partial", "L_x,p"))
 
 
-def run(n_trajectories, repeats, n_test, p):
-    system = PredatorPrey()
-    test = predator_prey_test_trajectories(n_test, random_state=1)
-    errors = {(m, loss): [] for m in MODELS for loss, _ in LOSSES}
-    seconds = {key: [] for key in errors}
-    for repeat in range(repeats):
-        X = predator_prey_training_states(n_trajectories, random_state=1000 + repeat)
-        F_partial = sample_partial_forces(system, X, p=p, random_state=repeat)
-        rng = np.random.default_rng(repeat)
-        rows = np.sort(rng.choice(len(X), size=int(round(p * len(X))), replace=False))
-        data = {"partial": (X, F_partial), "z": (X[rows], system.forces(X[rows]))}
-        ae = ClosureAutoencoder(
-            observables=system.observables, n_components=4, random_state=repeat
-        ).fit(X)
-        for model in MODELS:
-            for loss, label in LOSSES:
-                X_fit, F_fit = data[loss]
-                dyn = PartialForceDynamics(
-                    latent_model=model, loss=loss, random_state=repeat
-                )
-                start = time.perf_counter()
-                dyn.fit(ae.transform(X_fit), F_fit)
-                seconds[model, loss].append(time.perf_counter() - start)
-                error = rollout_error(Pipeline([("ae", ae), ("dyn", dyn)]), *test)[0]
-                errors[model, loss].append(error)
-                print(
-                    f"repeat {repeat} {model:<8} {label:<6} error {error:.3e} "
-                    f"({seconds[model, loss][-1]:.0f} s)",
-                    flush=True,
-                )
-    return errors, seconds
-
-
-def report(errors, seconds, output):
+def report(errors, seconds, models, output):
     print("\nunsquared Eq. 43 error on (u_mean, v_mean), mean +- std over repeats")
     print(f"{'model':<10}{'L_z':>24}{'L_x,p':>24}{'fit s (L_x,p)':>16}")
-    for model in MODELS:
-        cells = []
-        for loss, _ in LOSSES:
-            values = np.asarray(errors[model, loss])
-            finite = values[np.isfinite(values)]
-            diverged = len(values) - len(finite)
-            cell = f"{finite.mean():.2e} +- {finite.std():.1e}" if len(finite) else "-"
-            cells.append(cell + (f" ({diverged} div.)" if diverged else ""))
+    for model in models:
+        cells = [format_mean_std(errors[model, loss]) for loss, _ in LOSSES]
         fit = np.mean(seconds[model, "partial"])
         print(f"{model:<10}{cells[0]:>24}{cells[1]:>24}{fit:>16.1f}")
 
@@ -88,7 +40,7 @@ def report(errors, seconds, output):
 
     fig, ax = plt.subplots(figsize=(7, 4))
     labels, values = [], []
-    for model in MODELS:
+    for model in models:
         for loss, label in LOSSES:
             finite = np.asarray(errors[model, loss])
             labels.append(f"{model}\n{label}")
@@ -109,12 +61,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--test-trajectories", type=int, default=100)
     parser.add_argument("--p", type=float, default=0.2)
+    parser.add_argument("--models", nargs="+", default=["mlp", "onsager", "gfinn"])
     parser.add_argument("--output", default="outputs/latent_structures.png")
     args = parser.parse_args()
-    errors, seconds = run(
-        args.trajectories, args.repeats, args.test_trajectories, args.p
+    errors, seconds = predator_prey.latent_structures(
+        args.trajectories, args.repeats, args.test_trajectories, args.p, args.models
     )
-    report(errors, seconds, Path(args.output))
+    report(errors, seconds, args.models, Path(args.output))
 
 
 if __name__ == "__main__":

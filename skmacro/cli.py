@@ -13,12 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .paper import (
-    PREDATOR_PREY_TABLE1,
-    predator_prey_test_trajectories,
-    predator_prey_training_states,
-    rollout_error,
-)
+from .experiments.predator_prey import equal_budget_comparison
 
 
 def _log(message):
@@ -93,61 +88,26 @@ def run_predator_prey(
         ``errors`` ({"partial": float, "z": float}), ``force_computations``
         (same keys), ``figure`` (Path) and ``seconds``.
     """
-    from sklearn.pipeline import Pipeline
-
-    from . import ClosureAutoencoder, PartialForceDynamics
-    from .sampling import sample_partial_forces
-    from .systems import PredatorPrey
-
     start = time.perf_counter()
-    system = PredatorPrey()
-    rng = np.random.default_rng(random_state)
-    _log(f"[1/5] simulating {n_trajectories} training trajectories (Euler, dt=0.01)")
-    X = predator_prey_training_states(n_trajectories, random_state=random_state)
-    _log(f"      {len(X)} configurations; computing forces on p={p:g} of the cells")
-    F_partial = sample_partial_forces(system, X, p=p, random_state=random_state)
-    budget = int(np.sum(~np.isnan(F_partial)))
-    # L_z gets the same number of force computations as full-force configurations.
-    n_full = max(1, budget // system.n_features)
-    rows = np.sort(rng.choice(len(X), size=n_full, replace=False))
-    F_full = np.full_like(F_partial, np.nan)
-    F_full[rows] = system.forces(X[rows])
-    _log(f"[2/5] simulating {n_test} test trajectories (RK4, dt=0.01)")
-    t, test = predator_prey_test_trajectories(n_test, random_state=random_state + 1)
-
-    _log("[3/5] training the closure autoencoder (d = 4: u_mean, v_mean + 2 closure)")
-    ae = ClosureAutoencoder(
-        observables=system.observables,
-        n_components=4,
+    run = equal_budget_comparison(
+        n_trajectories=n_trajectories,
+        p=p,
+        n_test=n_test,
         random_state=random_state,
+        ae_params=ae_params,
+        dyn_params=dyn_params,
         verbose=verbose,
-        **(ae_params or {}),
-    ).fit(X)
-
-    pipelines, errors, forces, names = {}, {}, {}, {}
-    for step, (loss, F, label) in enumerate(
-        [("partial", F_partial, f"L_x,p (p={p:g})"), ("z", F_full, "L_z (all forces)")],
-        start=4,
-    ):
-        keep = ~np.all(np.isnan(F), axis=1)
-        _log(f"[{step}/5] training {label} on {int(keep.sum())} configurations")
-        dyn = PartialForceDynamics(
-            loss=loss, random_state=random_state, verbose=verbose, **(dyn_params or {})
-        )
-        pipe = Pipeline([("ae", ae), ("dyn", dyn)])
-        # The autoencoder is shared and already fitted: fit the dynamics only.
-        dyn.fit(ae.transform(X[keep]), F[keep])
-        pipelines[loss], names[loss] = pipe, label
-        errors[loss] = rollout_error(pipe, t, test)[0]
-        forces[loss] = int(np.sum(~np.isnan(F)))
-
+        log=_log,
+    )
+    results = run["results"]
+    pipelines = {key: result.pipeline for key, result in results.items()}
+    names = {key: result.label for key, result in results.items()}
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     figure = out / "predator_prey_rollouts.png"
-    _plot_rollouts(figure, pipelines, test[0], names)
+    _plot_rollouts(figure, pipelines, run["test"][1][0], names)
     seconds = time.perf_counter() - start
 
-    equivalent = budget / system.n_features
     _log("")
     _log(
         f"Test error on (u_mean, v_mean), {n_test} RK4 test trajectories, latent RK4 "
@@ -156,19 +116,22 @@ def run_predator_prey(
     header = ("loss", "force computations", "this run", "paper (Table 1)")
     _log(f"{header[0]:<18}{header[1]:>20}{header[2]:>12}{header[3]:>22}")
     for loss in ("partial", "z"):
-        mean, std = PREDATOR_PREY_TABLE1[loss]
+        mean, std = run["paper"][loss]
+        result = results[loss]
         _log(
-            f"{names[loss]:<18}{forces[loss]:>20,}{errors[loss]:>12.3e}"
+            f"{result.label:<18}{result.force_computations:>20,}{result.error:>12.3e}"
             f"{f'{mean:.2e} +- {std:.1e}':>22}"
         )
     _log(
-        f"(equivalent full-force training size {equivalent:,.0f}; the paper's "
-        "figures are for 3,000)"
+        f"(equivalent full-force training size {run['equivalent_size']:,.0f}; the "
+        "paper's figures are for 3,000)"
     )
     _log(f"figure: {figure}   total time: {seconds:.0f} s")
     return {
-        "errors": errors,
-        "force_computations": forces,
+        "errors": {key: result.error for key, result in results.items()},
+        "force_computations": {
+            key: result.force_computations for key, result in results.items()
+        },
         "figure": figure,
         "seconds": seconds,
     }

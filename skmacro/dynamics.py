@@ -1,6 +1,7 @@
 """``PartialForceDynamics``: a latent vector field learned from partial
 microscopic forces (paper Section 4.2)."""
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -9,141 +10,67 @@ from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from torch import nn
 
-from ._control_variate import NeighbourForceMeans
+from ._chunking import LATENT_ROWS
 from ._net import SkmacroNet
-from ._observations import PartialForces
+from ._standardize import latent_moments, time_scale
 from ._validation import check_choice, check_states
+from .encoders import linked_encoder
+from .forces import PartialForces
+from .nn.losses import QuadraticFormLoss
 from .nn.scaling import ScaledVectorField
 from .nn.vector_fields import LATENT_MODELS, resolve_latent_model
+from .statistics import (
+    NeighbourForceMeans,
+    observable_velocities,
+    partial_force_statistics,
+)
+
+__all__ = ["PartialForceDynamics"]
 
 LOSSES = ("partial", "x", "z")
 
 
-class QuadraticFormLoss(nn.Module):
-    """Mean over configurations of ``c - 2 g^T b + g^T A g``.
-
-    Every training loss of :class:`PartialForceDynamics` has this form (see
-    :func:`partial_force_statistics`), so training costs O(d^2) per
-    configuration whatever the microscopic dimension N.
-
-    Shapes: ``g`` and ``b`` (batch, d), ``A`` (batch, d, d), ``c`` (batch,).
-    """
-
-    def forward(self, g, b, A, c):
-        # A batched matrix-vector product is cheaper than a three-operand
-        # einsum at the batch sizes used here.
-        Ag = torch.matmul(A, g.unsqueeze(-1)).squeeze(-1)
-        return torch.mean(c + torch.sum(g * (Ag - 2.0 * b), dim=-1))
-
-
-def partial_force_statistics(encoder, X, forces, loss="partial", control=None):
-    """One pass over the data: per-configuration statistics of the loss.
-
-    With ``J = phi'(x)`` (d x N), ``G = J J^T``, ``W = diag(w)`` the
-    Horvitz-Thompson weights (``1/pi_i`` on computed coordinates, 0
-    elsewhere) and ``f`` the forces (0 where not computed):
-
-    * ``loss="partial"`` (L_x,p, Eq. 12) and ``"x"`` (L_x, Eq. 10, all
-      weights 1): ``sum_I w_i ||f_i - P_i g||^2 = c - 2 g^T b + g^T A g`` with
-      ``P = J^T G^-1``, ``b = G^-1 J W f``, ``A = G^-1 J W J^T G^-1``,
-      ``c = sum w_i ||f_i||^2``;
-    * ``loss="z"`` (L_z, Eq. 9): ``||y - g||^2`` with ``y = J W f`` (the
-      exact ``dz/dt`` with all forces, its unbiased estimate otherwise):
-      ``b = y``, ``A = I``, ``c = ||y||^2``.
-
-    With a control variate ``h`` (forces guessed from other configurations),
-    the partial loss is taken on the residuals,
-    ``sum_I w_i ||(f_i - h_i) - P_i (g - J h)||^2``: its expectation over the
-    mask is still L_x plus a constant (the cross term vanishes because
-    ``P^T (I - P J) = 0``), with far less variance when ``h`` is close to
-    ``f``; ``y`` becomes ``J h + J W (f - h)``.
-
-    Jacobians are used chunk by chunk in factored form
-    (:meth:`ClosureAutoencoderModule.jacobian_factors`): only the columns of
-    ``J`` at computed coordinates, ``J J^T`` and ``J h`` are formed, so the
-    pass costs O(d* N + d (m + width)) per configuration with m computed
-    coordinates, not O(d^2 N).
-
-    Parameters
-    ----------
-    encoder : ClosureAutoencoder
-        Fitted encoder.
-    X : ndarray of shape (n_samples, N)
-        Microscopic states.
-    forces : PartialForces
-        Validated partial forces for the same rows.
-    loss : {"partial", "x", "z"}
-    control : NeighbourForceMeans or None
-        Control variate; None for the paper's plain estimator.
-
-    Returns
-    -------
-    dict of torch.Tensor
-        ``z`` (n_samples, d), ``b`` (n_samples, d), ``A`` (n_samples, d, d),
-        ``c`` (n_samples,), and ``y`` (n_samples, d), the estimate of
-        ``dz/dt = J f``; all float64.
-    """
-    parts = {key: [] for key in ("z", "y", "b", "A", "c")}
-    for rows, z, jac in encoder.iter_jacobians(X, factored=True):
-        jac = jac.to(device="cpu", dtype=torch.float64)
-        index, f, w = (torch.from_numpy(a) for a in forces.observed_chunk(rows))
-        J = jac.columns(index)  # (chunk, d, m): J at the computed coordinates
-        h = None if control is None else control.chunk(rows)
-        if h is None:
-            r, u = f, 0.0
-        else:
-            h = torch.from_numpy(h)
-            r, u = f - torch.gather(h, 1, index), jac.matvec(h)
-        JWr = torch.einsum("bdm,bm->bd", J, w * r)
-        y = u + JWr
-        if loss == "z":
-            b, c = y, torch.sum(y**2, dim=-1)
-            A = torch.eye(y.shape[1], dtype=y.dtype).expand(len(y), -1, -1)
-        else:
-            G_inv = torch.linalg.inv(jac.gram())
-            A = G_inv @ ((J * w[:, None, :]) @ J.transpose(1, 2)) @ G_inv
-            b = torch.einsum("bij,bj->bi", G_inv, JWr)
-            c = torch.sum(w * r**2, dim=-1)
-            if h is not None:
-                # Expand (g - u)^T A (g - u) - 2 (g - u)^T b into the form in g.
-                Au = torch.einsum("bij,bj->bi", A, u)
-                c = c + 2 * torch.sum(u * b, dim=-1) + torch.sum(u * Au, dim=-1)
-                b = b + Au
-        for key, value in zip(parts, (z.cpu().double(), y, b, A, c), strict=True):
-            parts[key].append(value)
-    return {key: torch.cat(value) for key, value in parts.items()}
-
-
-def _linked_encoder(Z, name="Z"):
-    encoder = getattr(Z, "encoder", None)
-    if encoder is None:
-        raise ValueError(
-            f"{name} carries no encoder: pass Z = ClosureAutoencoder.transform(X) "
-            "(or fit a Pipeline([('ae', ...), ('dyn', ...)]) on X), so that the "
-            "encoder Jacobian at the same states is available"
+def _renamed_latent_model_params(params):
+    """``module__...`` (the former prefix of the latent model's parameters)
+    renamed ``latent_model__...``, with a ``FutureWarning``."""
+    old = [key for key in params if key.startswith("module__")]
+    if old:
+        warnings.warn(
+            f"{', '.join(sorted(old))}: the latent model's parameters are now "
+            "set with the prefix latent_model__ (e.g. latent_model__hidden); "
+            "module__ will stop working in the next release",
+            FutureWarning,
+            stacklevel=3,
         )
-    return encoder, Z.source
+    return {
+        ("latent_model__" + key[len("module__") :] if key in old else key): value
+        for key, value in params.items()
+    }
 
 
 class PartialForceDynamics(RegressorMixin, SkmacroNet):
     """Latent dynamics ``dz/dt = g_theta(z)`` trained from partial forces.
 
-    ``fit(Z, F)`` takes latent coordinates from a fitted
-    :class:`~skmacro.ClosureAutoencoder` (inside a ``Pipeline`` or straight
-    from its ``transform``) and the microscopic forces, NaN (or not stored,
-    if sparse) where they were not computed. The loss is mapped back to the
-    microscopic coordinates, where partial forces give an unbiased estimate
-    (Eq. 12-13). One pass over the data reduces each configuration to the
-    statistics of :func:`partial_force_statistics`; epochs then cost O(d^2)
-    per configuration, independent of N and of p.
+    ``fit(Z, F)`` takes latent coordinates from a fitted encoder (the output
+    of :meth:`ClosureAutoencoder.transform <skmacro.ClosureAutoencoder.transform>`,
+    inside a ``Pipeline`` or not) and the microscopic forces, NaN (or not
+    stored, if sparse) where they were not computed. The loss is mapped back
+    to the microscopic coordinates, where partial forces give an unbiased
+    estimate (Eq. 12-13). One pass over the data reduces each configuration
+    to the statistics of :func:`skmacro.statistics.partial_force_statistics`;
+    epochs then cost O(d^2) per configuration, independent of N and of p.
+
+    The validation rows are drawn first: the control variate, the latent
+    scales and the training rows' statistics never read them.
 
     Parameters
     ----------
     latent_model : {"mlp", "onsager", "gfinn"} or torch.nn.Module class, default="mlp"
         Vector field on standardised latent coordinates; its hyper-parameters
-        are set with ``module__<name>=...`` (e.g. ``module__hidden=(64, 64)``).
+        are set with ``latent_model__<name>=...`` (e.g.
+        ``latent_model__hidden=(64, 64)``; the former prefix ``module__``
+        still works, with a ``FutureWarning``).
     loss : {"partial", "x", "z"}, default="partial"
         ``"partial"`` is L_x,p (Eq. 12; equals L_x with complete forces),
         ``"x"`` is L_x (Eq. 10; needs every force), ``"z"`` is L_z (Eq. 9;
@@ -151,14 +78,15 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         ``dz/dt``).
     p : float in (0, 1] or None, default=None
         Inclusion probability of each particle; None infers it from the
-        observed fraction (exact for Algorithm 1).
+        observed fraction of ``F`` (exact for Algorithm 1, which computes the
+        same number of particles in every configuration).
     control_variate : {"neighbors"} or None, default="neighbors"
         Variance reduction beyond the paper: centre each configuration's
         partial forces on the mean force its coordinates had at the
-        ``n_neighbors`` nearest other configurations (in a PCA of ``X``). The
-        loss keeps the expectation of L_x,p (Eq. 13 still holds) with about
-        5x less noise on Predator-Prey; None is the paper's plain estimator.
-        Ignored when every force was computed.
+        ``n_neighbors`` nearest training configurations (in a PCA of ``X``).
+        The loss keeps the expectation of L_x,p (Eq. 13 still holds) with
+        less noise; None is the paper's plain estimator. Ignored when every
+        force was computed.
     n_neighbors : int, default=50
         Neighbours averaged by the control variate.
     optimizer : torch optimizer class, default=torch.optim.Adam
@@ -166,46 +94,55 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
     max_epochs : int, default=200
     batch_size : int, default=512
     validation_fraction : float or None, default=0.1
-        Fraction of configurations held out for ``valid_loss``; the best
-        epoch on it is kept. 0 or None trains on everything. With
-        ``fit(..., groups=trajectory_ids)`` whole trajectories are held out.
+        Fraction of configurations held out for ``valid_loss`` when
+        ``train_split="auto"``; the best epoch on it is kept. 0 or None
+        trains on every configuration. With ``fit(..., groups=trajectory_ids)``
+        whole trajectories are held out.
     patience : int or None, default=None
         Stop when the validation loss (the training loss without a split)
         has not improved for this many epochs; the best epoch is kept.
-    train_split : callable or None, default=None
-        A skorch split; overrides ``validation_fraction``.
+    train_split : "auto", callable or None, default="auto"
+        ``"auto"`` holds out ``validation_fraction`` of the rows; None trains
+        on every row (skorch's meaning); a callable is a skorch split such as
+        ``skorch.dataset.ValidSplit(GroupKFold(5))``.
     callbacks : list or None, default=None
     warm_start : bool, default=False
     verbose : int, default=0
         0 silent, 1 a progress bar, 2 a per-epoch table.
     device : {"cpu", "cuda", "auto"} or torch.device, default="cpu"
-        "auto" picks CUDA when available (the attribute then holds the
-        device chosen at fit).  A model fitted on CUDA unpickles on a
-        CPU-only machine (onto the CPU, with a warning from skorch).
+        "auto" picks CUDA when available, at every fit and on loading. A
+        model fitted on CUDA unpickles on a CPU-only machine (onto the CPU).
     random_state : int, RandomState or None, default=None
     **kwargs
-        Further skorch parameters (``module__...``, ``optimizer__...``).
+        ``latent_model__...``, ``optimizer__...`` and ``callbacks__...``
+        parameters.
 
     Attributes
     ----------
     n_features_in_ : int
         Latent size d.
-    n_observables_ : int
-        Number d* of fixed observables of the encoder seen in ``fit``.
     p_ : float or None
         Inclusion probability used (None when ``inclusion_proba`` was given).
+    latent_mean_, latent_scale_ : ndarray of shape (d,)
+        Mean and standard deviation of the training rows' latent coordinates
+        (the latent model works on ``(z - latent_mean_) / latent_scale_``).
     module_ : ScaledVectorField
     history_ : skorch.History
+    best_epoch_ : int
+    train_rows_, validation_rows_ : ndarray of int (validation: or None)
+        The rows trained on and held out in the last fit.
     """
 
     _parameter_constraints = {
-        **SkmacroNet._parameter_constraints,
+        **SkmacroNet.NET_CONSTRAINTS,
         "latent_model": [StrOptions(set(LATENT_MODELS)), type],
         "loss": [StrOptions(set(LOSSES))],
         "p": [Interval(Real, 0, 1, closed="right"), None],
         "control_variate": [StrOptions({"neighbors"}), None],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
     }
+    accepted_prefixes = ("optimizer", "callbacks", "latent_model")
+    prefixes_ = ["callbacks", "latent_model"]
 
     def __init__(
         self,
@@ -215,15 +152,13 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         p=None,
         control_variate="neighbors",
         n_neighbors=50,
-        module=ScaledVectorField,
-        criterion=QuadraticFormLoss,
         optimizer=torch.optim.Adam,
         lr=5e-3,
         max_epochs=200,
         batch_size=512,
         validation_fraction=0.1,
         patience=None,
-        train_split=None,
+        train_split="auto",
         callbacks=None,
         warm_start=False,
         verbose=0,
@@ -232,8 +167,8 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         **kwargs,
     ):
         super().__init__(
-            module=module,
-            criterion=criterion,
+            module=ScaledVectorField,
+            criterion=QuadraticFormLoss,
             optimizer=optimizer,
             lr=lr,
             max_epochs=max_epochs,
@@ -243,7 +178,7 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
             warm_start=warm_start,
             verbose=verbose,
             device=device,
-            **kwargs,
+            **_renamed_latent_model_params(kwargs),
         )
         self.latent_model = latent_model
         self.loss = loss
@@ -254,10 +189,25 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         self.patience = patience
         self.random_state = random_state
 
+    def set_params(self, **params):
+        return super().set_params(**_renamed_latent_model_params(params))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # y is the forces F: one column per microscopic coordinate, NaN (or
+        # not stored, in a sparse F) where a force was not computed. Z is
+        # dense and finite.
+        tags.target_tags.required = True
+        tags.target_tags.single_output = False
+        tags.target_tags.multi_output = True
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        return tags
+
     # -- skorch hooks -----------------------------------------------------
     def build_module(self):
         field = resolve_latent_model(self.latent_model)(
-            self.n_features_in_, **self.get_params_for("module")
+            self.n_features_in_, **self.get_params_for("latent_model")
         )
         return self.module(field, self.n_features_in_)
 
@@ -270,24 +220,14 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
             y_pred, *(X[key].to(self.device) for key in ("b", "A", "c"))
         )
 
-    # -- public API -------------------------------------------------------
-    def _forces(self, Z, F, mask, inclusion_proba, p):
-        encoder, X = _linked_encoder(Z)
-        forces = PartialForces(F, X.shape[1], mask, inclusion_proba, p)
-        if forces.n_samples != len(X):
-            raise ValueError(
-                f"Z has {len(X)} rows but F has {forces.n_samples}: they must "
-                "describe the same configurations"
-            )
-        return encoder, X, forces
-
-    def fit(self, Z, F, mask=None, inclusion_proba=None, **fit_params):
+    # -- fitting ------------------------------------------------------------
+    def fit(self, Z, F, mask=None, inclusion_proba=None, groups=None):
         """Learn ``g_theta`` from latent coordinates and partial forces.
 
         Parameters
         ----------
-        Z : LatentArray of shape (n_samples, d)
-            Output of a fitted ``ClosureAutoencoder.transform``.
+        Z : LatentArray or DataFrame of shape (n_samples, d)
+            Output of a fitted encoder's ``transform``.
         F : array-like or sparse matrix/array of shape (n_samples, N)
             Microscopic forces: NaN where not computed (dense) or stored
             entries only (sparse CSR; explicit zeros count as computed).
@@ -296,62 +236,92 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         inclusion_proba : float or array-like, optional
             Per-particle inclusion probabilities, shape (n,), (N,),
             (n_samples, n) or (n_samples, N), for non-uniform sampling.
-        **fit_params : dict
-            ``groups`` for a group-aware ``train_split``.
+        groups : array-like of shape (n_samples,), optional
+            Group labels (e.g. trajectory ids) for the validation split.
 
         Returns
         -------
         self : PartialForceDynamics
         """
         reset = not (self.warm_start and self._is_trained())
-        return self._fit(Z, F, mask, inclusion_proba, reset, **fit_params)
+        return self._fit(Z, F, mask, inclusion_proba, reset, groups)
 
     def partial_fit(
-        self, Z, F, mask=None, inclusion_proba=None, classes=None, **fit_params
+        self, Z, F, mask=None, inclusion_proba=None, classes=None, groups=None
     ):
         """Train ``max_epochs`` more epochs from the current parameters
         (initialising them on the first call); see :meth:`fit`. ``classes``
         is ignored (skorch's signature)."""
-        reset = not self._is_trained()
-        return self._fit(Z, F, mask, inclusion_proba, reset, **fit_params)
+        return self._fit(Z, F, mask, inclusion_proba, not self._is_trained(), groups)
 
-    def _fit(self, Z, F, mask, inclusion_proba, reset, **fit_params):
+    def _linked_forces(self, Z, F, mask, inclusion_proba):
+        encoder, X = linked_encoder(Z)
+        forces = PartialForces(F, X.shape[1], mask, inclusion_proba, self.p)
+        if forces.n_samples != len(X):
+            raise ValueError(
+                f"Z has {len(X)} rows but F has {forces.n_samples}: they must "
+                "describe the same configurations"
+            )
+        return encoder, X, forces
+
+    def _fit(self, Z, F, mask, inclusion_proba, reset, groups):
         check_choice("loss", self.loss, LOSSES)
         resolve_latent_model(self.latent_model)
         self._check_hyperparameters()
-        encoder, X, forces = self._forces(Z, F, mask, inclusion_proba, self.p)
+        encoder, X, forces = self._linked_forces(Z, F, mask, inclusion_proba)
         if self.loss == "x" and not forces.is_complete():
             raise ValueError(
                 "loss='x' (L_x, Eq. 10) needs the forces on every coordinate; "
                 "use loss='partial' (L_x,p) for partial forces"
             )
+        train, valid = self._split_rows(len(X), groups)
         control = None
         if self.control_variate == "neighbors" and not forces.is_complete():
-            control = NeighbourForceMeans(X, forces, self.n_neighbors, self._seeds()[2])
-        stats = partial_force_statistics(encoder, X, forces, self.loss, control)
-        if reset:
-            self.n_features_in_ = stats["z"].shape[1]
-            self.n_observables_ = encoder.n_observables_
-            self.initialize()
-            self._set_scales(stats["z"], stats["y"])
-        elif stats["z"].shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"Z has {stats['z'].shape[1]} features, but "
-                f"{type(self).__name__} is expecting {self.n_features_in_} "
-                "features as input (it was fitted on them)"
+            control = NeighbourForceMeans(
+                X, forces, self.n_neighbors, rows=train, random_state=self._seeds()[2]
             )
-        self.p_ = forces.p
-        data = {key: stats[key].float() for key in ("z", "b", "A", "c")}
-        return self._fit_tensors(data, **fit_params)
+        stats = partial_force_statistics(encoder, X, forces, self.loss, control)
+        d = stats["z"].shape[1]
+        with self._resolved_device():
+            if reset:
+                self.n_features_in_ = d
+                self.initialize()
+                self._set_scales(stats["z"][train], stats["y"][train])
+            elif d != self.n_features_in_:
+                raise ValueError(
+                    f"Z has {d} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input (it was fitted on "
+                    "them)"
+                )
+            self.p_ = forces.p
+            data = {key: stats[key].float() for key in ("z", "b", "A", "c")}
+            return self._train(data, train, valid)
 
     def _set_scales(self, z, y):
-        """Standardise z and pick the time unit from typical rates of change."""
-        z_scale = z.std(dim=0).clamp_min(1e-12)
-        y_scale = y.std(dim=0).clamp_min(1e-12)
+        """Standardise z and pick the time unit from the training rows."""
+        mean, scale = latent_moments(z)
         module = self.module_
-        module.z_mean.copy_(z.mean(dim=0))
-        module.z_scale.copy_(z_scale)
-        module.time_scale.copy_(torch.exp(torch.mean(torch.log(z_scale / y_scale))))
+        module.z_mean.copy_(mean)
+        module.z_scale.copy_(scale)
+        module.time_scale.copy_(time_scale(scale, y))
+        self.latent_mean_ = mean.numpy().astype(np.float32)
+        self.latent_scale_ = scale.numpy().astype(np.float32)
+
+    # -- prediction and scoring ------------------------------------------------
+    def vector_field(self, z):
+        """``g_theta(z)`` on torch tensors, for rollouts
+        (:func:`skmacro.simulate`).
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, d)
+            On :attr:`device_`.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, d)
+        """
+        return self.module_.eval()(z)
 
     def predict(self, Z):
         """Latent velocities ``dz/dt = g_theta(z)``.
@@ -366,16 +336,42 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         """
         check_is_fitted(self, "module_")
         Z = check_states(Z, "Z", n_features=self.n_features_in_)
-        self.module_.eval()
+        device = self._module_device
         with torch.no_grad():
             out = [
-                self.module_(torch.as_tensor(Z[s : s + 65536], device=self.device))
-                for s in range(0, len(Z), 65536)
+                self.vector_field(
+                    torch.as_tensor(Z[s : s + LATENT_ROWS], device=device)
+                )
+                for s in range(0, len(Z), LATENT_ROWS)
             ]
         return torch.cat(out).cpu().numpy()
 
+    def observable_velocities(self, Z, F, mask=None, inclusion_proba=None):
+        """The observables' velocity estimated from the forces, and the model's.
+
+        Parameters
+        ----------
+        Z : LatentArray or DataFrame of shape (n_samples, d)
+        F : array-like or sparse matrix/array of shape (n_samples, N)
+        mask, inclusion_proba : optional
+            As in :meth:`fit`; ``p`` defaults to this model's ``p`` or the
+            observed fraction of ``F``.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples, d*)
+            Horvitz-Thompson estimate ``sum_I w_i phi*'_i(x) f_i`` of
+            ``dz*/dt`` (see :func:`skmacro.statistics.observable_velocities`).
+        g : ndarray of shape (n_samples, d*)
+            The first d* outputs of ``g_theta(z)``.
+        """
+        check_is_fitted(self, "module_")
+        encoder, X, forces = self._linked_forces(Z, F, mask, inclusion_proba)
+        y, z = observable_velocities(encoder, X, forces)
+        return y, self.predict(z)[:, : encoder.n_observables_]
+
     def score(self, Z, F, mask=None, inclusion_proba=None, sample_weight=None):
-        """p-aware macroscopic-velocity R^2 (see DESIGN.md).
+        """p-aware macroscopic-velocity R^2.
 
         Compares ``g*_theta(z)``, the first d* outputs, with the
         Horvitz-Thompson estimate ``sum_I w_i phi*'_i(x) f_i`` of the
@@ -385,11 +381,10 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
 
         Parameters
         ----------
-        Z : LatentArray of shape (n_samples, d)
+        Z : LatentArray or DataFrame of shape (n_samples, d)
         F : array-like or sparse matrix/array of shape (n_samples, N)
         mask, inclusion_proba : optional
-            As in :meth:`fit`; ``p`` defaults to this model's ``p`` or the
-            observed fraction of ``F``.
+            As in :meth:`fit`.
         sample_weight : array-like of shape (n_samples,), optional
 
         Returns
@@ -397,25 +392,5 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         float
             R^2 averaged uniformly over the d* observables (1 is perfect).
         """
-        y, g = self._macro_velocities(Z, F, mask, inclusion_proba)
+        y, g = self.observable_velocities(Z, F, mask, inclusion_proba)
         return r2_score(y, g, sample_weight=sample_weight)
-
-    def _macro_velocities(self, Z, F, mask=None, inclusion_proba=None):
-        """Horvitz-Thompson estimate of ``dz*/dt`` and the model's ``g*``,
-        each of shape (n_samples, d*)."""
-        check_is_fitted(self, "module_")
-        encoder, X, forces = self._forces(Z, F, mask, inclusion_proba, self.p)
-        d_star = encoder.n_observables_
-        if d_star == 0:
-            raise ValueError(
-                "scoring needs an encoder with fixed observables (d* >= 1); this "
-                "encoder has none"
-            )
-        y_parts, z_parts = [], []
-        for rows, z, jac in encoder.iter_jacobians(X, factored=True):
-            index, f, w = (torch.from_numpy(a) for a in forces.observed_chunk(rows))
-            J = jac.to(device="cpu", dtype=torch.float64).columns(index)
-            y_parts.append(torch.einsum("bdm,bm->bd", J[:, :d_star], w * f).numpy())
-            z_parts.append(z.cpu().numpy())
-        g_star = self.predict(np.concatenate(z_parts))[:, :d_star]
-        return np.concatenate(y_parts), g_star

@@ -9,9 +9,9 @@ import math
 
 import numpy as np
 
-from ._validation import check_choice
+from ._validation import check_choice, check_states
 
-__all__ = ["integrate", "STEPPERS"]
+__all__ = ["integrate", "simulate", "steps", "RolloutDivergenceError", "STEPPERS"]
 
 
 def _euler_step(func, y, dt):
@@ -59,7 +59,34 @@ def n_steps_between(t_start, t_end, dt, name="t_end"):
     return int(steps)
 
 
-def integrate(func, y0, dt, n_steps, *, method="rk4", stride=1, callback=None):
+def steps(func, y0, dt, n_steps, method="rk4"):
+    """Advance ``dy/dt = func(y)`` with a fixed step, yielding each new state.
+
+    Parameters
+    ----------
+    func : callable
+        Vector field, ``func(y) -> dy/dt`` with ``y`` of shape (batch, dim).
+    y0 : ndarray or torch.Tensor of shape (batch, dim)
+        Initial state (not yielded).
+    dt : float
+        Step size.
+    n_steps : int
+        Number of steps.
+    method : {"rk4", "euler"}, default="rk4"
+        Time stepper.
+
+    Yields
+    ------
+    state after step 1, 2, ..., n_steps
+    """
+    step = get_stepper(method)
+    y = y0
+    for _ in range(n_steps):
+        y = step(func, y, dt)
+        yield y
+
+
+def integrate(func, y0, dt, n_steps, *, method="rk4", stride=1):
     """Advance ``dy/dt = func(y)`` with a fixed step and keep every ``stride``-th
     state.
 
@@ -78,28 +105,19 @@ def integrate(func, y0, dt, n_steps, *, method="rk4", stride=1, callback=None):
     stride : int, default=1
         Keep the state every ``stride`` steps (the initial state is always
         kept).
-    callback : callable, optional
-        Called as ``callback(step, y)`` after every kept state; it may raise
-        to stop the integration (used for blow-up detection).
 
     Returns
     -------
     list of states
         ``n_steps // stride + 1`` states, the first being ``y0``.
     """
-    step = get_stepper(method)
+    get_stepper(method)
     if stride < 1 or int(stride) != stride:
         raise ValueError(f"stride must be a positive integer, got {stride!r}")
     kept = [y0]
-    if callback is not None:
-        callback(0, y0)
-    y = y0
-    for i in range(1, n_steps + 1):
-        y = step(func, y, dt)
+    for i, y in enumerate(steps(func, y0, dt, n_steps, method), start=1):
         if i % stride == 0:
             kept.append(y)
-            if callback is not None:
-                callback(i, y)
     return kept
 
 
@@ -120,20 +138,24 @@ def _time_steps(t, dt):
         if not np.allclose(gaps, gaps[0], rtol=1e-6, atol=0):
             raise ValueError("t is not uniformly spaced: give the step dt explicitly")
         dt = float(gaps[0])
-    steps = [
+    counts = [
         n_steps_between(a, b, dt, name="t") for a, b in zip(t[:-1], t[1:], strict=True)
     ]
-    return dt, steps
+    return dt, counts
 
 
 def simulate(model, X0, t, dt=None, method="rk4", on_divergence="raise", bound=1e3):
-    """Roll out learned latent dynamics.
+    """Roll out learned latent dynamics (``System.simulate`` is the
+    microscopic simulator; this integrates the learned ``dz/dt = g(z)``).
 
     Parameters
     ----------
     model : Pipeline ending in PartialForceDynamics, or PartialForceDynamics
         With a pipeline, ``X0`` are microscopic states encoded by the steps
         before the last; with a bare dynamics model, ``X0`` are latent states.
+        The dynamics model is used through its ``n_features_in_``,
+        ``vector_field(z)``, ``device_``, ``latent_mean_`` and
+        ``latent_scale_``.
     X0 : array-like of shape (n0, N) for a pipeline, (n0, d) otherwise
     t : array-like of shape (T,)
         Output times, strictly increasing; ``t[0]`` is the time of ``X0``.
@@ -157,10 +179,7 @@ def simulate(model, X0, t, dt=None, method="rk4", on_divergence="raise", bound=1
     import torch
     from sklearn.pipeline import Pipeline
 
-    if on_divergence not in ("raise", "mask"):
-        raise ValueError(
-            f"on_divergence={on_divergence!r} is not one of ('raise', 'mask')"
-        )
+    check_choice("on_divergence", on_divergence, ("raise", "mask"))
     get_stepper(method)
     if isinstance(model, Pipeline):
         Z0 = np.asarray(model[:-1].transform(X0))
@@ -173,24 +192,25 @@ def simulate(model, X0, t, dt=None, method="rk4", on_divergence="raise", bound=1
             "model must be a fitted PartialForceDynamics or a fitted Pipeline "
             f"ending in one, got {type(dynamics).__name__}"
         )
-    from ._validation import check_states
-
     Z0 = check_states(Z0, "X0", n_features=dynamics.n_features_in_)
-    dt, steps = _time_steps(t, dt)
-    module = dynamics.module_.eval()
-    z = torch.as_tensor(Z0, device=dynamics.device)
-    centre, scale = module.z_mean, module.z_scale
+    dt, intervals = _time_steps(t, dt)
+    device = dynamics.device_
+    z = torch.as_tensor(Z0, device=device)
+    centre = torch.as_tensor(dynamics.latent_mean_, device=device)
+    scale = torch.as_tensor(dynamics.latent_scale_, device=device)
     times = np.asarray(t, dtype=np.float64)
-    dead = torch.zeros(len(z), dtype=torch.bool, device=z.device)
+    dead = torch.zeros(len(z), dtype=torch.bool, device=device)
+    zero = torch.zeros((), dtype=z.dtype, device=device)
 
     def field(y):
-        return module(y)
+        # Diverged rows are fed zeros so that they cannot poison the batch.
+        return dynamics.vector_field(torch.where(dead[:, None], zero, y))
 
     out = [z.clone()]
     with torch.no_grad():
-        for k, n in enumerate(steps):
-            for i in range(n):
-                z = get_stepper(method)(field, z, dt)
+        for k, n in enumerate(intervals):
+            for i, z_next in enumerate(steps(field, z, dt, n, method)):
+                z = z_next
                 bad = ~torch.isfinite(z).all(dim=1) | (
                     ((z - centre) / scale).abs().amax(dim=1) > bound
                 )
@@ -206,8 +226,6 @@ def simulate(model, X0, t, dt=None, method="rk4", on_divergence="raise", bound=1
                             "on_divergence='mask'"
                         )
                     dead |= new
-                # Keep diverged rows finite so they cannot poison the batch.
-                z = torch.where(dead[:, None], torch.as_tensor(0.0, dtype=z.dtype), z)
             snapshot = z.clone()
             snapshot[dead] = float("nan")
             out.append(snapshot)

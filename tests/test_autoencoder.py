@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from skmacro import ClosureAutoencoder, LatentArray
+from skmacro import ClosureAutoencoder, ConditioningWarning, LatentArray
 
 
 def test_observables_occupy_first_columns_exactly(system, pp_data, fitted_ae):
@@ -44,31 +44,32 @@ def test_jacobian_matches_finite_differences(fitted_ae, pp_data):
 def test_factored_jacobian_matches_autograd(
     system, n_observables, n_components, hidden
 ):
-    from skmacro.nn.autoencoder import ClosureAutoencoderModule
+    from skmacro.nn import ClosureAutoencoderModule, MLPClosure
 
     torch.manual_seed(0)
+    closure = MLPClosure(hidden).build(system.n_features, n_components - n_observables)
+    closure.x_scale.uniform_(0.5, 2.0)
     module = ClosureAutoencoderModule(
         system.observables if n_observables else None,
-        n_features=system.n_features,
         n_observables=n_observables,
-        n_components=n_components,
-        hidden=hidden,
+        closure=closure,
+        decoder_hidden=hidden[::-1],
+        activation="softplus",
     )
-    module.x_scale.uniform_(0.5, 2.0)
     x = torch.rand(7, system.n_features, dtype=torch.float64)
     module.double()
     J = torch.cat(
         [torch.autograd.functional.jacobian(module.encode, r[None])[:, :, 0] for r in x]
     )
     assert J.shape == (7, n_components, system.n_features)
-    torch.testing.assert_close(module.jacobian(x), J)
-    torch.testing.assert_close(module.gram(x), J @ J.transpose(1, 2))
-    factors = module.jacobian_factors(x)
+    jacobian = module.jacobian(x)
+    torch.testing.assert_close(jacobian.dense(), J)
+    torch.testing.assert_close(jacobian.gram(), J @ J.transpose(1, 2))
     v = torch.randn(7, system.n_features, dtype=torch.float64)
-    torch.testing.assert_close(factors.matvec(v), torch.einsum("bdn,bn->bd", J, v))
+    torch.testing.assert_close(jacobian.matvec(v), torch.einsum("bdn,bn->bd", J, v))
     index = torch.randint(system.n_features, (7, 5))
     expected = torch.gather(J, 2, index[:, None, :].expand(-1, n_components, -1))
-    torch.testing.assert_close(factors.columns(index), expected)
+    torch.testing.assert_close(jacobian.columns(index), expected)
 
 
 def test_inverse_transform_and_reconstruction_improves(system, pp_data):
@@ -149,7 +150,7 @@ def test_condition_number_resolves_a_rank_deficient_closure(system, pp_data):
         random_state=0,
     ).fit(X)
     assert ae.condition_number_ < 1e4
-    last = ae.module_.closure[-1]
+    last = ae.module_.closure.net[-1]
     with torch.no_grad():
         last.weight[1] = last.weight[0]
         last.bias[1] = last.bias[0]
@@ -185,7 +186,7 @@ def test_autoencoder_input_errors(system, pp_data):
         ClosureAutoencoder(
             observables=system.observables, n_components=1, max_epochs=1
         ).fit(X)
-    with pytest.raises(TypeError, match="observables must be a callable"):
+    with pytest.raises(TypeError, match="observables.* must be a callable"):
         ClosureAutoencoder(observables="temperature", max_epochs=1).fit(X)
     ae = ClosureAutoencoder(observables=system.observables, max_epochs=1).fit(X)
     with pytest.raises(ValueError, match="features"):
@@ -238,7 +239,7 @@ def test_learning_rate_schedule_scales_each_parameter_group(system, pp_data):
         lr=1e-3,
         max_epochs=4,
         random_state=0,
-        optimizer__param_groups=[("closure.0.weight", {"lr": 1e-6})],
+        optimizer__param_groups=[("closure.net.0.weight", {"lr": 1e-6})],
     ).fit(X)
     rates = sorted((g["initial_lr"], g["lr"]) for g in ae.optimizer_.param_groups)
     assert np.allclose(rates, [(1e-6, 1e-8), (1e-3, 1e-5)], rtol=1e-9, atol=0)
@@ -255,7 +256,7 @@ def test_wide_inputs_get_a_fan_in_scaled_first_layer_rate(system, pp_data):
             observables=system.observables, lr=1e-3, max_epochs=1, random_state=0
         )
         ae.set_params(**params).fit(X)
-        weight = ae.module_.closure[0].weight
+        weight = ae.module_.closure.net[0].weight
         return sorted(
             (g["initial_lr"], any(p is weight for p in g["params"]), len(g["params"]))
             for g in ae.optimizer_.param_groups
@@ -266,7 +267,7 @@ def test_wide_inputs_get_a_fan_in_scaled_first_layer_rate(system, pp_data):
     assert groups(base_fan_in=None) == [(1e-3, True, n_params)]
     scaled = 1e-3 * 25 / n_features
     assert groups(base_fan_in=25) == [(scaled, True, 1), (1e-3, False, n_params - 1)]
-    own = [("closure.0.weight", {"lr": 1e-6})]
+    own = [("closure.net.0.weight", {"lr": 1e-6})]
     assert groups(base_fan_in=25, optimizer__param_groups=own) == [
         (1e-6, True, 1),
         (1e-3, False, n_params - 1),
@@ -283,27 +284,33 @@ def test_input_scaling(pp_data, input_scaling):
         ae = ClosureAutoencoder(
             n_components=2, input_scaling=input_scaling, max_epochs=2, random_state=0
         ).fit(data)
-        return ae.module_.x_scale.numpy(), np.asarray(ae.transform(data))
+        # The scales come from the training rows only.
+        train = data[ae.train_rows_]
+        return ae.module_.closure.x_scale.numpy(), np.asarray(ae.transform(data)), train
 
-    scale, Z = encode(X)
-    _, Z_stretched = encode(X_stretched)
+    scale, Z, train = encode(X)
+    _, Z_stretched, _ = encode(X_stretched)
     if input_scaling == "feature":
-        np.testing.assert_allclose(scale, X.std(axis=0), rtol=1e-4)
+        np.testing.assert_allclose(scale, train.std(axis=0), rtol=1e-4)
         # Each feature in its own units: a change of unit is invisible.
         np.testing.assert_allclose(Z, Z_stretched, rtol=1e-4, atol=1e-5)
     else:
         # One scale keeps the features' relative magnitudes ...
-        np.testing.assert_allclose(scale, np.sqrt(X.var(axis=0).mean()), rtol=1e-4)
+        expected = np.sqrt(train.var(axis=0).mean())
+        np.testing.assert_allclose(scale, expected, rtol=1e-4)
         # ... so a stretched coordinate weighs more.
         assert np.abs(Z - Z_stretched).max() > 1e-2
 
 
-def fit_with_closure_pca(system, X, closure_pca):
+def fit_with_closure_pca(system, X, closure_pca, **params):
+    # Every row trains, so that the principal directions are those of X.
     return ClosureAutoencoder(
         observables=system.observables,
         closure_pca=closure_pca,
         max_epochs=2,
+        validation_fraction=None,
         random_state=0,
+        **params,
     ).fit(X)
 
 
@@ -320,8 +327,8 @@ def test_closure_pca_projects_the_first_layer_on_principal_directions(system, pp
     assert plain.closure_explained_variance_ == 1.0
     # Same training; then the first layer keeps only its weight along the
     # 5 directions ...
-    weight = ae.module_.closure[0].weight.detach().numpy()
-    projected = plain.module_.closure[0].weight.detach().numpy()
+    weight = ae.module_.closure.net[0].weight.detach().numpy()
+    projected = plain.module_.closure.net[0].weight.detach().numpy()
     projected = projected @ pca.components_.T @ pca.components_
     np.testing.assert_allclose(weight, projected, atol=1e-5)
     # ... so the closure does not see a move orthogonal to them (in the
@@ -349,7 +356,7 @@ def test_closure_pca_by_explained_variance_or_every_direction(system, pp_data):
     X = pp_data[0]
     ae = fit_with_closure_pca(system, X, 0.99)
     pca = PCA(0.99).fit((X - X.mean(axis=0)) / np.sqrt(X.var(axis=0).mean()))
-    weight = ae.module_.closure[0].weight.detach()
+    weight = ae.module_.closure.net[0].weight.detach()
     assert torch.linalg.matrix_rank(weight) == pca.n_components_ < X.shape[1]
     assert 0.99 < ae.closure_explained_variance_ < 1
     # As many directions as features: nothing is projected.
@@ -359,23 +366,23 @@ def test_closure_pca_by_explained_variance_or_every_direction(system, pp_data):
     np.testing.assert_array_equal(every.transform(X), plain.transform(X))
 
 
-def test_closure_pca_warns_when_the_closure_moves_on_the_data(
-    system, pp_data, monkeypatch
-):
-    # Any kappa warns, to see that the conditioning advice names closure_pca.
-    monkeypatch.setattr("skmacro.autoencoder._CONDITION_WARN", 1.0)
-    with pytest.warns(UserWarning) as caught:
-        ae = fit_with_closure_pca(system, pp_data[0], 0.5)
-    messages = " ".join(str(w.message) for w in caught)
-    assert "closure_pca=0.5 moved the closure" in messages
-    assert "closure_pca=0.5 removed the closure's weight" in messages
+def test_closure_pca_warns_when_the_closure_moves_on_the_data(system, pp_data):
+    X = pp_data[0]
+    with pytest.warns(UserWarning, match="closure_pca=0.5 moved the closure"):
+        ae = fit_with_closure_pca(system, X, 0.5, warm_start=True)
     # At least as many directions as closure coordinates (n_components - d*).
-    assert torch.linalg.matrix_rank(ae.module_.closure[0].weight.detach()) == 2
+    assert torch.linalg.matrix_rank(ae.module_.closure.net[0].weight.detach()) == 2
     assert ae.closure_pca_shift_ > 1e-2
+    # A rank-deficient closure: the conditioning advice names closure_pca.
+    last = ae.module_.closure.net[-1]
+    with torch.no_grad():
+        last.weight[1] = last.weight[0]
+        last.bias[1] = last.bias[0]
+    ae.set_params(lr=1e-12, max_epochs=1)
+    with pytest.warns(ConditioningWarning, match="closure_pca=0.5 removed"):
+        ae.fit(X)
     with pytest.raises(ValueError, match="closure_pca=1 keeps fewer"):
-        ClosureAutoencoder(observables=system.observables, closure_pca=1).fit(
-            pp_data[0]
-        )
+        ClosureAutoencoder(observables=system.observables, closure_pca=1).fit(X)
 
 
 @pytest.mark.parametrize("closure_pca", [0, 1.0, -0.5, "10"])
@@ -385,22 +392,27 @@ def test_closure_pca_rejects_bad_values(pp_data, closure_pca):
 
 
 @pytest.mark.parametrize("n_rows", [40, 300])  # the Gram and covariance routes
-@pytest.mark.parametrize("n_components", [5, 0.95])
-def test_leading_directions_match_pca(n_rows, n_components):
+@pytest.mark.parametrize("closure_pca", [5, 0.95, 0.5])
+def test_closure_pca_keeps_the_leading_principal_directions(n_rows, closure_pca):
     from sklearn.decomposition import PCA
-
-    from skmacro.autoencoder import _leading_directions
 
     rng = np.random.default_rng(0)
     sample = rng.normal(size=(n_rows, 8)) * np.geomspace(10, 0.1, 8)
-    sample = (sample @ rng.normal(size=(8, 100)) + rng.normal(size=100)).astype(
-        np.float32
-    )
-    pca = PCA(n_components).fit(sample)
-    V, explained = _leading_directions(sample.copy(), n_components, n_min=2)
-    assert V.shape == (pca.n_components_, 100)
-    np.testing.assert_allclose(V @ V.T, np.eye(len(V)), atol=1e-5)
-    np.testing.assert_allclose(V.T @ V, pca.components_.T @ pca.components_, atol=1e-4)
-    assert explained == pytest.approx(pca.explained_variance_ratio_.sum(), rel=1e-5)
-    # At least n_min directions.
-    assert len(_leading_directions(sample, 0.5, n_min=3)[0]) == 3
+    X = (sample @ rng.normal(size=(8, 100)) + rng.normal(size=100)).astype(np.float32)
+    ae = ClosureAutoencoder(
+        n_components=3,
+        closure_pca=closure_pca,
+        max_epochs=1,
+        validation_fraction=None,
+        random_state=0,
+    ).fit(X)
+    closure = ae.module_.closure
+    scaled = closure.standardize(torch.as_tensor(X)).numpy()
+    # At least as many directions as closure coordinates (3).
+    pca = PCA(closure_pca).fit(scaled)
+    pca = PCA(max(pca.n_components_, 3)).fit(scaled)
+    span = pca.components_.T @ pca.components_
+    W = closure.net[0].weight.detach().numpy() * closure.x_scale.numpy()
+    np.testing.assert_allclose(W @ span, W, atol=1e-4)
+    expected = pca.explained_variance_ratio_.sum()
+    assert ae.closure_explained_variance_ == pytest.approx(expected, rel=1e-4)

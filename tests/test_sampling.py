@@ -7,9 +7,9 @@ import pytest
 import scipy.sparse as sp
 
 from skmacro import sampling
-from skmacro._observations import PartialForces
+from skmacro.forces import PartialForces
 from skmacro.sampling import observed_mask, sample_partial_forces
-from skmacro.systems._base import System
+from skmacro.systems import System
 from skmacro.systems.predator_prey import PredatorPrey
 
 

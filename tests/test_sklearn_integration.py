@@ -63,8 +63,8 @@ def test_mask_through_metadata_routing(system, pp_data, make_pipe):
 
 def test_non_uniform_inclusion_probabilities_are_unbiased(system, pp_data, fitted_ae):
     """Horvitz-Thompson weights 1/pi_i keep L_x,p unbiased for any pi."""
-    from skmacro._observations import PartialForces
-    from skmacro.dynamics import partial_force_statistics
+    from skmacro.forces import PartialForces
+    from skmacro.statistics import partial_force_statistics
 
     X = np.repeat(pp_data[0][:2], 3000, axis=0)
     rng = np.random.default_rng(0)
@@ -125,9 +125,10 @@ def test_score_agrees_with_trajectory_error(system, make_pipe):
     whole trajectories held out, must prefer a model whose trajectory error,
     measured independently on unseen trajectories, is (within near-ties) the
     lowest."""
-    from skmacro.paper import predator_prey_training_states, rollout_error
+    from skmacro.experiments.predator_prey import training_states
+    from skmacro.metrics import rollout_error
 
-    X = predator_prey_training_states(8, random_state=3)
+    X = training_states(8, random_state=3)
     F = sample_partial_forces(system, X, 0.2, random_state=3)
     groups = np.repeat(np.arange(8), 300)
     base = make_pipe(ae_epochs=20, dyn_epochs=60)
@@ -183,7 +184,13 @@ def test_clone_keeps_callable_observables(system):
 
 def test_device_auto_resolves(pp_data):
     ae = ClosureAutoencoder(device="auto", max_epochs=1).fit(pp_data[0][:50])
-    assert ae.device in ("cpu", "cuda")
+    # The parameter keeps its value; the fitted module lives where it said.
+    assert ae.device == "auto" and ae.device_.type in ("cpu", "cuda")
+    restored = pickle.loads(pickle.dumps(ae))
+    assert restored.device == "auto"
+    np.testing.assert_array_equal(
+        restored.transform(pp_data[0][:5]), ae.transform(pp_data[0][:5])
+    )
 
 
 def test_feature_names_pandas_output_and_html(fitted_pipe, pp_data):
@@ -258,3 +265,92 @@ def test_model_saved_for_cuda_loads_on_cpu_only_machine(fitted_pipe, pp_data):
     assert str(restored.device) == "cpu"
     Z = fitted_pipe[0].transform(pp_data[0][:10])
     np.testing.assert_array_equal(restored.predict(Z), fitted_pipe[-1].predict(Z))
+
+
+def test_validation_rows_are_unseen_by_the_training_statistics(system, pp_data):
+    """The control variate, the latent scales and every training row's
+    statistics come from the training rows: whatever the validation rows
+    hold, training follows the same path."""
+    X, F = pp_data
+    ae = ClosureAutoencoder(
+        observables=system.observables, n_components=4, max_epochs=3, random_state=0
+    )
+    first = clone(ae).fit(X)
+    valid = first.validation_rows_
+    X_other = X.copy()
+    X_other[valid] = system.sample_initial(len(valid), random_state=9)
+    second = clone(ae).fit(X_other)
+    np.testing.assert_array_equal(second.validation_rows_, valid)
+    np.testing.assert_array_equal(
+        first.history_[:, "train_loss"], second.history_[:, "train_loss"]
+    )
+    np.testing.assert_array_equal(first.latent_scale_, second.latent_scale_)
+
+    Z = first.transform(X)
+    dyn = PartialForceDynamics(max_epochs=5, random_state=0)
+    fitted = clone(dyn).fit(Z, F)
+    valid = fitted.validation_rows_
+    F_other = F.copy()
+    F_other[valid] = np.where(np.isnan(F[valid]), np.nan, 10.0)
+    other = clone(dyn).fit(Z, F_other)
+    np.testing.assert_array_equal(
+        fitted.history_[:, "train_loss"], other.history_[:, "train_loss"]
+    )
+    assert not np.array_equal(
+        fitted.history_[:, "valid_loss"], other.history_[:, "valid_loss"]
+    )
+    np.testing.assert_array_equal(fitted.latent_mean_, other.latent_mean_)
+
+
+def test_parameters_are_the_constructors_and_the_prefixed_ones():
+    params = PartialForceDynamics(latent_model__hidden=(8,)).get_params(deep=False)
+    assert "latent_model__hidden" in params
+    for internal in ("dataset", "iterator_train", "iterator_valid", "compile"):
+        assert internal not in params
+    assert not any(name.startswith("_") for name in params)
+    with pytest.warns(FutureWarning, match="latent_model__"):
+        dyn = PartialForceDynamics(module__hidden=(8,))
+    assert dyn.get_params()["latent_model__hidden"] == (8,)
+    with pytest.warns(FutureWarning, match="latent_model__"):
+        dyn.set_params(module__activation="relu")
+    assert dyn.get_params()["latent_model__activation"] == "relu"
+    with pytest.raises(ValueError, match="iterator_train__batch_size"):
+        ClosureAutoencoder(iterator_train__batch_size=3, max_epochs=1).fit(
+            np.random.default_rng(0).normal(size=(20, 5))
+        )
+
+
+def test_train_split_none_trains_on_every_row(pp_data, fitted_ae):
+    X, F = pp_data
+    dyn = PartialForceDynamics(train_split=None, max_epochs=2).fit(
+        fitted_ae.transform(X), F
+    )
+    assert dyn.validation_rows_ is None and len(dyn.train_rows_) == len(X)
+    assert "valid_loss" not in dyn.history_[-1]
+
+
+def test_tags_say_what_fit_takes():
+    tags = PartialForceDynamics().__sklearn_tags__()
+    assert tags.target_tags.multi_output and not tags.target_tags.single_output
+    assert tags.target_tags.required
+
+
+def test_pandas_output_through_the_pipeline(pp_data, make_pipe):
+    pd = pytest.importorskip("pandas")
+    X, F = pp_data
+    pipe = make_pipe(1, 2).set_output(transform="pandas").fit(X, F)
+    frame = pipe[0].transform(X[:4])
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame.columns)[:2] == ["u_mean", "v_mean"]
+    reference = make_pipe(1, 2).fit(X, F)
+    np.testing.assert_allclose(pipe.predict(X[:4]), reference.predict(X[:4]))
+    assert pipe.score(X, F) == pytest.approx(reference.score(X, F))
+
+
+def numpy_observables(X):
+    return np.asarray(X).mean(axis=1, keepdims=True)
+
+
+def test_observables_that_are_not_torch_differentiable_are_named(pp_data):
+    with pytest.raises(ValueError, match="numpy_observables must be a torch"):
+        ClosureAutoencoder(observables=numpy_observables, max_epochs=1).fit(pp_data[0])

@@ -1,7 +1,9 @@
-"""Torch modules (no scikit-learn): MLPs, the closure autoencoder and latent
-vector fields."""
+"""Torch modules (no scikit-learn): MLPs, closure networks, the closure
+autoencoder, losses and latent vector fields."""
 
-from .autoencoder import ClosureAutoencoderModule
+from .autoencoder import ClosureAutoencoderModule, EncoderJacobian, condition_number
+from .closures import MLPClosure, MLPJacobian
+from .losses import ClosureAutoencoderLoss, QuadraticFormLoss
 from .mlp import MLP
 from .scaling import ScaledVectorField
 from .vector_fields import (
@@ -14,11 +16,17 @@ from .vector_fields import (
 
 __all__ = [
     "MLP",
+    "MLPClosure",
+    "MLPJacobian",
     "ClosureAutoencoderModule",
+    "EncoderJacobian",
+    "ClosureAutoencoderLoss",
+    "QuadraticFormLoss",
     "ScaledVectorField",
     "MLPVectorField",
     "OnsagerNet",
     "GFINN",
     "LATENT_MODELS",
+    "condition_number",
     "resolve_latent_model",
 ]

@@ -1,4 +1,4 @@
-"""The interface every microscopic system implements (see DESIGN.md)."""
+"""The interface every microscopic system implements."""
 
 from abc import ABC, abstractmethod
 

@@ -12,7 +12,7 @@ from sklearn.utils import check_random_state
 
 from .._validation import check_choice
 from ..integrate import n_steps_between
-from . import _lammps, _preparation
+from . import lammps_engine, preparation
 from ._base import System
 from .neighbours import CellList, minimum_image, pairs_within, wrap
 
@@ -327,11 +327,11 @@ class LennardJones(System):
             if (
                 isinstance(seed, bool)
                 or not isinstance(seed, numbers.Integral)
-                or not 1 <= seed < _preparation.PM_MODULUS
+                or not 1 <= seed < preparation.PM_MODULUS
             ):
                 raise ValueError(
                     f"{name} must be an integer from 1 to "
-                    f"{_preparation.PM_MODULUS - 1} (a LAMMPS seed), got {seed!r}"
+                    f"{preparation.PM_MODULUS - 1} (a LAMMPS seed), got {seed!r}"
                 )
         check_choice("engine", self.engine, ENGINES)
 
@@ -541,8 +541,8 @@ class LennardJones(System):
             potential = self._potential()
             neighbours = _VerletList(box, potential)
             max_force = _OVERLAP_FORCE * potential.epsilon / potential.sigma
-            relaxed, success, n_calls = _preparation.relax(
-                _preparation.random_positions(self.n_atoms, box, self.lattice_seed),
+            relaxed, success, n_calls = preparation.relax(
+                preparation.random_positions(self.n_atoms, box, self.lattice_seed),
                 lambda x: neighbours.forces_energy(x, shifted=False),
                 max_force=max_force,
             )
@@ -560,7 +560,7 @@ class LennardJones(System):
     def _velocity_directions(self):
         """Velocities (n_atoms, 3) at temperature 1 with zero net momentum:
         ``velocity all create 1.0 velocity_seed dist gaussian``."""
-        v = _preparation.gaussian_velocities(self.n_atoms, self.velocity_seed)
+        v = preparation.gaussian_velocities(self.n_atoms, self.velocity_seed)
         v -= v.mean(axis=0)
         temperature = self.mass * np.sum(v * v) / (3 * (self.n_atoms - 1))
         return v / np.sqrt(temperature)
@@ -661,10 +661,10 @@ class LennardJones(System):
         n_steps = n_steps_between(0.0, t_end, dt)
         positions, velocities = self._split(X0)
         if self.engine == "lammps" or (
-            self.engine == "auto" and _lammps.lammps_available()
+            self.engine == "auto" and lammps_engine.lammps_available()
         ):
-            _lammps.import_lammps()  # fail here, with the install hint
-            run = delayed(_lammps.nve_trajectory)
+            lammps_engine.import_lammps()  # fail here, with the install hint
+            run = delayed(lammps_engine.nve_trajectory)
             settings = dict(
                 box=self._box(),
                 r_cut=float(self.r_cut),

@@ -1,5 +1,6 @@
-"""Partial forces in every accepted form, read chunk by chunk as (forces with
-zeros where not computed, Horvitz-Thompson weights 1/pi where computed)."""
+"""Partial forces in every accepted form (dense with NaN, sparse CSR, with a
+mask and inclusion probabilities), read chunk by chunk as forces with zeros
+where not computed and Horvitz-Thompson weights ``1/pi`` where computed."""
 
 import warnings
 
@@ -8,6 +9,8 @@ import scipy.sparse as sp
 
 from ._chunking import row_chunks
 from ._validation import check_p
+
+__all__ = ["PartialForces"]
 
 
 class PartialForces:
@@ -151,7 +154,7 @@ class PartialForces:
 
         Parameters
         ----------
-        rows : slice
+        rows : slice or ndarray of int
 
         Returns
         -------
@@ -194,7 +197,7 @@ class PartialForces:
 
         Parameters
         ----------
-        rows : slice
+        rows : slice or ndarray of int
 
         Returns
         -------
@@ -224,4 +227,7 @@ class PartialForces:
             return bool(self.mask.all())
         if sp.issparse(self.F):
             return self.F.nnz == self.n_samples * self.n_features
-        return not np.isnan(self.F).any()
+        return not any(
+            np.isnan(self.F[rows]).any()
+            for rows in row_chunks(self.n_samples, self.n_features)
+        )

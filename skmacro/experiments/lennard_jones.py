@@ -1,0 +1,466 @@
+"""The paper's Lennard-Jones protocols (Sections 5.2-5.3, Appendix B.3): the
+temperature of an NVE fluid from forces on 50 atoms per configuration."""
+
+import hashlib
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+from ..autoencoder import ClosureAutoencoder
+from ..sampling import sample_partial_forces
+from ..systems import LennardJones
+from ..systems.lammps_engine import lammps_available
+from .protocol import DynamicsRun, compare_losses, equal_budget_rows
+
+__all__ = [
+    "data_dir",
+    "make_system",
+    "simulate_cached",
+    "partial_forces",
+    "epochs_for_steps",
+    "fit_autoencoder",
+    "temperature_comparison",
+    "force_computations",
+    "add_arguments",
+    "parse_arguments",
+    "autoencoder_settings",
+    "data_settings",
+    "dynamics_settings",
+    "TORCH_ADAM",
+]
+
+#: PyTorch's own Adam settings, which ClosureAutoencoder replaces by the
+#: paper's reference code's unless told otherwise.
+TORCH_ADAM = {"optimizer__betas": (0.9, 0.999), "optimizer__weight_decay": 0.0}
+#: The paper's protocol: dt 0.001, 250 steps, every step kept.
+DT, STEPS = 0.001, 250
+
+
+def data_dir(path=None):
+    """Where experiments cache generated data: ``path``, else the environment
+    variable ``SKMACRO_DATA_DIR``, else ``outputs/``."""
+    return path or os.environ.get("SKMACRO_DATA_DIR", "outputs")
+
+
+def make_system(n_atoms, engine="auto"):
+    """The paper's fluid (density 0.8, r_cut 2.5) with ``n_atoms`` atoms, on
+    LAMMPS when it is installed and ``engine="auto"``."""
+    if engine == "auto":
+        engine = "lammps" if lammps_available() else "numpy"
+    return LennardJones(n_atoms=n_atoms, engine=engine)
+
+
+def simulate_cached(
+    system,
+    n_train,
+    n_test,
+    steps=STEPS,
+    dt=DT,
+    seed=0,
+    n_jobs=None,
+    cache=None,
+    log=print,
+):
+    """Training and test trajectories of the paper's protocol (T0 ~
+    U(0.5, 1.5), test drawn with seed + 1), float32, cached in an ``.npz``
+    keyed by the initial states themselves, so that a change of the system's
+    preparation is never served stale data.
+
+    Parameters
+    ----------
+    system : LennardJones
+    n_train, n_test : int
+    steps : int, default=250
+    dt : float, default=0.001
+    seed : int, default=0
+    n_jobs : int or None
+    cache : str or None
+        Directory of the cache (see :func:`data_dir`).
+    log : callable, default=print
+
+    Returns
+    -------
+    train : ndarray of shape (n_train, steps + 1, N), float32
+    test : ndarray of shape (n_test, steps + 1, N), float32
+    """
+    X0_train = system.sample_initial(n_train, random_state=seed)
+    X0_test = system.sample_initial(n_test, random_state=seed + 1)
+    digest = hashlib.sha1(X0_train.tobytes() + X0_test.tobytes())
+    digest.update(json.dumps(dict(n_steps=steps, dt=dt, engine=system.engine)).encode())
+    folder = data_dir(cache)
+    path = os.path.join(
+        folder,
+        f"lj_temperature_{system.n_atoms}at_{n_train}+{n_test}traj_{steps}steps_"
+        f"{digest.hexdigest()[:8]}.npz",
+    )
+    if os.path.exists(path):
+        with np.load(path) as data:
+            log(f"data: loaded {path}")
+            return data["train"], data["test"]
+    start = time.perf_counter()
+    kwargs = dict(t_end=steps * dt, dt=dt, n_jobs=n_jobs, dtype=np.float32)
+    train = system.simulate(X0_train, **kwargs)
+    test = system.simulate(X0_test, **kwargs)
+    os.makedirs(folder, exist_ok=True)
+    np.savez(path, train=train, test=test)
+    log(
+        f"data: simulated {n_train}+{n_test} trajectories x {steps + 1} states with "
+        f"{system.engine} in {time.perf_counter() - start:.1f} s, cached in {path}"
+    )
+    return train, test
+
+
+def partial_forces(system, X, atoms_per_config, random_state, free_coordinates=False):
+    """Algorithm 1 with ``atoms_per_config`` atoms per configuration, as CSR;
+    with ``free_coordinates`` also every atom's ``dr/dt = v``, and then the
+    coordinates' inclusion probabilities as well."""
+    return sample_partial_forces(
+        system,
+        X,
+        p=atoms_per_config / system.n_particles,
+        random_state=random_state,
+        format="sparse",
+        free_coordinates=free_coordinates,
+        return_inclusion_proba=free_coordinates,
+    )
+
+
+def epochs_for_steps(n_configs, steps, batch_size=512, validation_fraction=0.1):
+    """Epochs that give a training set of ``n_configs`` configurations about
+    ``steps`` optimiser steps (so that a small L_z set is not trained for a
+    fraction of the steps of a large L_x,p set)."""
+    n_train = max(1, math.floor(n_configs * (1 - validation_fraction)))
+    return max(1, math.ceil(steps / math.ceil(n_train / batch_size)))
+
+
+def fit_autoencoder(
+    system,
+    X,
+    *,
+    latent_dim=32,
+    epochs=30,
+    lambda_cond=1e-6,
+    closure_pca=None,
+    adam="reference",
+    random_state=0,
+    verbose=0,
+):
+    """The closure autoencoder of the Lennard-Jones experiments (T the fixed
+    observable, ``latent_dim - 1`` closure variables); ``adam="torch"``
+    uses PyTorch's Adam settings instead of the reference code's."""
+    ae = ClosureAutoencoder(
+        observables=system.observables,
+        n_components=latent_dim,
+        lambda_cond=lambda_cond,
+        closure_pca=closure_pca,
+        max_epochs=epochs,
+        random_state=random_state,
+        verbose=verbose,
+        **(TORCH_ADAM if adam == "torch" else {}),
+    )
+    return ae.fit(X)
+
+
+def temperature_comparison(
+    system,
+    train,
+    test,
+    encoder,
+    *,
+    atoms_per_config=50,
+    latent_models=("mlp",),
+    lz_subset="configurations",
+    free_velocities=False,
+    control_variate=None,
+    dyn_epochs=200,
+    dyn_steps=None,
+    dt=DT,
+    random_state=0,
+    verbose=0,
+    log=print,
+):
+    """One repeat of Fig. 3: L_x,p (forces on ``atoms_per_config`` atoms of
+    every configuration) against L_z (all forces on the configurations the
+    same budget pays for) for each latent model, on a shared encoder.
+
+    Parameters
+    ----------
+    system : LennardJones
+    train, test : ndarray of shape (n_traj, T, N)
+    encoder : fitted ClosureAutoencoder
+    atoms_per_config : int, default=50
+    latent_models : sequence of {"mlp", "onsager", "gfinn"}
+    lz_subset : {"configurations", "trajectories"}, default="configurations"
+        L_z trains on random configurations, or on whole random trajectories
+        (the reference code).
+    free_velocities : bool, default=False
+        Add L_x,p with every atom's ``dr/dt = v`` observed (inclusion
+        probability 1) beside the same atoms' forces.
+    control_variate : {"neighbors"} or None, default=None
+        For the partial-force models (None: the paper's estimator).
+    dyn_epochs : int, default=200
+    dyn_steps : int or None
+        Optimiser steps per fit (epochs scaled to each training set);
+        overrides ``dyn_epochs``.
+    dt : float, default=0.001
+    random_state : int, default=0
+        Seeds the masks, the L_z subset and the networks.
+    verbose : int, default=0
+    log : callable, default=print
+
+    Returns
+    -------
+    dict of RunResult keyed by (latent model, loss), loss in
+    ``"z"``, ``"partial"``, ``"free"``
+    """
+    n_traj, n_states, N = train.shape
+    X = train.reshape(-1, N)
+    K = len(X)
+    rng = np.random.default_rng(random_state)
+    F_p = partial_forces(system, X, atoms_per_config, random_state)
+    budget = round(K * atoms_per_config / system.n_particles)
+    length = n_states if lz_subset == "trajectories" else None
+    rows_z = equal_budget_rows(K, budget, rng, trajectory_length=length)
+    F_z = system.forces(X[rows_z])
+    data = {
+        "z": (rows_z, F_z, {}),
+        "partial": (np.arange(K), F_p, {}),
+    }
+    if free_velocities:
+        F_free, proba = partial_forces(
+            system, X, atoms_per_config, random_state, free_coordinates=True
+        )
+        data["free"] = (np.arange(K), F_free, {"inclusion_proba": proba})
+    runs = []
+    for model in latent_models:
+        for loss, (rows, forces, fit_params) in data.items():
+            epochs = (
+                dyn_epochs
+                if dyn_steps is None
+                else epochs_for_steps(len(rows), dyn_steps)
+            )
+            runs.append(
+                DynamicsRun(
+                    (model, loss),
+                    f"{model} {loss}",
+                    rows,
+                    forces,
+                    params={
+                        "latent_model": model,
+                        "loss": "z" if loss == "z" else "partial",
+                        "control_variate": None if loss == "z" else control_variate,
+                        "max_epochs": epochs,
+                    },
+                    fit_params=fit_params,
+                    force_computations=len(rows)
+                    * (system.n_particles if loss == "z" else atoms_per_config),
+                )
+            )
+    t = np.arange(test.shape[1]) * dt
+    return compare_losses(
+        encoder,
+        X,
+        runs,
+        t,
+        test,
+        dt=dt,
+        defaults={"random_state": random_state, "verbose": verbose},
+        log=log,
+    )
+
+
+def add_arguments(parser):
+    """The command-line options every Lennard-Jones experiment shares (data,
+    autoencoder, dynamics, engine, threads, seed, cache); read them back with
+    :func:`parse_arguments` and :func:`autoencoder_settings`."""
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--dt", type=float, default=DT)
+    parser.add_argument("--atoms-per-config", type=int, default=50)
+    parser.add_argument("--latent-dim", type=int, default=32)
+    parser.add_argument("--ae-epochs", type=int, default=30)
+    parser.add_argument("--lambda-cond", type=float, default=1e-6)
+    parser.add_argument(
+        "--closure-pca",
+        type=float,
+        default=None,
+        help="ClosureAutoencoder(closure_pca=...): directions kept (a fraction "
+        "below 1: of the variance)",
+    )
+    parser.add_argument(
+        "--ae-adam",
+        choices=["reference", "torch"],
+        default="reference",
+        help="the autoencoder's Adam settings: the reference code's (the "
+        "library's default) or PyTorch's",
+    )
+    parser.add_argument("--dyn-epochs", type=int, default=200)
+    parser.add_argument(
+        "--dyn-steps",
+        type=int,
+        default=None,
+        help="optimiser steps per dynamics fit (epochs scaled to the training "
+        "set, batch 512); overrides --dyn-epochs",
+    )
+    parser.add_argument(
+        "--control-variate", choices=["none", "neighbors"], default="none"
+    )
+    parser.add_argument("--engine", choices=["auto", "numpy", "lammps"], default="auto")
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cache-dir", default=None, help="where data are cached ($SKMACRO_DATA_DIR)"
+    )
+
+
+def parse_arguments(parser, argv=None):
+    """Parse the options, apply ``--threads``, and turn ``--control-variate
+    none`` into the estimators' None."""
+    import torch
+
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.closure_pca is not None and args.closure_pca >= 1:
+        args.closure_pca = int(args.closure_pca)
+    if args.control_variate == "none":
+        args.control_variate = None
+    return args
+
+
+def autoencoder_settings(args):
+    """:func:`fit_autoencoder`'s keyword arguments from parsed options."""
+    return dict(
+        latent_dim=args.latent_dim,
+        epochs=args.ae_epochs,
+        lambda_cond=args.lambda_cond,
+        closure_pca=args.closure_pca,
+        adam=args.ae_adam,
+    )
+
+
+def data_settings(args):
+    """:func:`simulate_cached`'s keyword arguments from parsed options."""
+    return dict(
+        steps=args.steps,
+        dt=args.dt,
+        seed=args.seed,
+        n_jobs=args.n_jobs,
+        cache=args.cache_dir,
+    )
+
+
+def dynamics_settings(args):
+    """The dynamics options of :func:`temperature_comparison` and
+    :func:`force_computations` from parsed options."""
+    return dict(
+        atoms_per_config=args.atoms_per_config,
+        control_variate=args.control_variate,
+        dyn_epochs=args.dyn_epochs,
+        dyn_steps=args.dyn_steps,
+        dt=args.dt,
+    )
+
+
+def force_computations(
+    system,
+    train,
+    test,
+    encoder,
+    *,
+    partial_configs,
+    full_configs,
+    atoms_per_config=50,
+    latent_model="onsager",
+    control_variate=None,
+    dyn_epochs=200,
+    dyn_steps=None,
+    dt=DT,
+    random_state=0,
+    log=print,
+):
+    """One repeat of Fig. 4 at one system size: errors of L_x,p and L_z on
+    nested random subsets of the training configurations (the first c rows
+    of one permutation), so that their costs in force computations can be
+    compared at equal error.
+
+    Parameters
+    ----------
+    system : LennardJones
+    train, test : ndarray of shape (n_traj, T, N)
+    encoder : fitted encoder
+    partial_configs, full_configs : sequence of int
+        Training-set sizes of L_x,p (forces on ``atoms_per_config`` atoms per
+        configuration) and L_z (all forces); sizes above the pool are
+        skipped.
+    atoms_per_config, latent_model, control_variate, dyn_epochs, dyn_steps, dt
+        As in :func:`temperature_comparison`.
+    random_state : int, default=0
+    log : callable, default=print
+
+    Returns
+    -------
+    dict
+        loss (``"partial"``, ``"z"``) -> list of (configurations, force
+        computations, error).
+    """
+    X = train.reshape(-1, train.shape[-1])
+    K = len(X)
+    rng = np.random.default_rng(random_state)
+    order = rng.permutation(K)
+    sizes = {
+        "partial": [c for c in partial_configs if c <= K],
+        "z": [c for c in full_configs if c <= K],
+    }
+    pool = {
+        loss: np.sort(order[: max(counts, default=0)]) for loss, counts in sizes.items()
+    }
+    forces = {
+        "partial": partial_forces(
+            system, X[pool["partial"]], atoms_per_config, random_state
+        ),
+        "z": system.forces(X[pool["z"]]) if len(pool["z"]) else None,
+    }
+    per_config = {"partial": atoms_per_config, "z": system.n_particles}
+    runs = []
+    for loss, counts in sizes.items():
+        for c in counts:
+            rows = np.sort(order[:c])
+            epochs = dyn_epochs
+            if dyn_steps is not None:
+                epochs = epochs_for_steps(c, dyn_steps)
+            runs.append(
+                DynamicsRun(
+                    (loss, c),
+                    f"{'L_x,p' if loss == 'partial' else 'L_z'} {c} configs",
+                    rows,
+                    forces[loss][np.searchsorted(pool[loss], rows)],
+                    params={
+                        "latent_model": latent_model,
+                        "loss": loss,
+                        "control_variate": None if loss == "z" else control_variate,
+                        "max_epochs": epochs,
+                    },
+                    force_computations=c * per_config[loss],
+                )
+            )
+    t = np.arange(test.shape[1]) * dt
+    results = compare_losses(
+        encoder,
+        X,
+        runs,
+        t,
+        test,
+        dt=dt,
+        defaults={"random_state": random_state},
+        log=log,
+    )
+    return {
+        loss: [
+            (c, results[loss, c].force_computations, results[loss, c].error)
+            for c in counts
+        ]
+        for loss, counts in sizes.items()
+    }

@@ -1,0 +1,313 @@
+"""The paper's Predator-Prey protocols (Section 5.1, Appendix B.1): Table 1's
+row, Table 2 and the latent structures of Fig. 3 on this system."""
+
+import time
+
+import numpy as np
+
+from ..autoencoder import ClosureAutoencoder
+from ..sampling import sample_partial_forces
+from ..systems import PredatorPrey
+from .protocol import DynamicsRun, compare_losses, equal_budget_rows, format_mean_std
+from .published import TABLE1, TABLE2
+
+__all__ = [
+    "training_states",
+    "test_trajectories",
+    "equal_budget_comparison",
+    "table2",
+    "format_table2",
+    "latent_structures",
+]
+
+#: States kept per training trajectory (t = 0, 0.1, ..., 29.9).
+STATES_PER_TRAJECTORY = 300
+#: Table 2's columns: (key, label, p); "z" is L_z, "x" L_x (all forces).
+TABLE2_RUNS = (
+    ("z", "L_z", 1.0),
+    ("x", "L_x", 1.0),
+    ("3/4", "L_x,p 3/4", 0.75),
+    ("1/2", "L_x,p 1/2", 0.5),
+    ("1/4", "L_x,p 1/4", 0.25),
+    ("1/5", "L_x,p 1/5", 0.2),
+)
+
+
+def training_states(n_trajectories, random_state=None, system=None):
+    """Training states of the paper's protocol (Appendix B.1).
+
+    Explicit Euler with dt = 0.01 from t = 0, every 10th state kept, 300
+    states per trajectory (t = 0, 0.1, ..., 29.9, as in the reference code).
+
+    Parameters
+    ----------
+    n_trajectories : int
+    random_state : int, RandomState or None
+        Seed of the initial conditions.
+    system : PredatorPrey, optional
+        Defaults to ``PredatorPrey()``.
+
+    Returns
+    -------
+    X : ndarray of shape (n_trajectories * 300, 100)
+        Trajectory-major: rows ``300 * i ... 300 * i + 299`` are trajectory i.
+    """
+    system = system or PredatorPrey()
+    X0 = system.sample_initial(n_trajectories, random_state=random_state)
+    traj = system.simulate(X0, t_end=30.0, dt=0.01, method="euler", stride=10)
+    return traj[:, :STATES_PER_TRAJECTORY].reshape(-1, system.n_features)
+
+
+def test_trajectories(n_trajectories=100, random_state=1, system=None):
+    """Test trajectories of the paper's protocol: RK4, dt = 0.01, 3000 steps.
+
+    Returns
+    -------
+    t : ndarray of shape (3000,)
+        Times 0, 0.01, ..., 29.99.
+    trajectories : ndarray of shape (n_trajectories, 3000, 100)
+    """
+    system = system or PredatorPrey()
+    X0 = system.sample_initial(n_trajectories, random_state=random_state)
+    traj = system.simulate(X0, t_end=30.0, dt=0.01, method="rk4")[:, :3000]
+    return np.arange(3000) * 0.01, traj
+
+
+def equal_budget_comparison(
+    n_trajectories=50,
+    p=0.2,
+    n_test=100,
+    random_state=0,
+    ae_params=None,
+    dyn_params=None,
+    verbose=0,
+    log=print,
+):
+    """Table 1's Predator-Prey row: one closure autoencoder, then L_x,p on
+    partial forces (inclusion probability ``p``) and L_z with all forces on
+    as many random configurations as the same force budget pays for.
+
+    Parameters
+    ----------
+    n_trajectories : int, default=50
+        Training trajectories (300 states each): 50 gives the paper's 15,000
+        configurations, 3,000 equivalent full-force samples at p = 1/5.
+    p : float, default=0.2
+    n_test : int, default=100
+        Test trajectories (RK4, dt = 0.01, t in [0, 30)).
+    random_state : int, default=0
+    ae_params, dyn_params : dict, optional
+        Extra estimator parameters (e.g. ``{"max_epochs": 2}``).
+    verbose : int, default=0
+        The estimators' ``verbose``.
+    log : callable, default=print
+
+    Returns
+    -------
+    dict
+        ``results`` (name -> RunResult, names ``"partial"`` and ``"z"``),
+        ``encoder``, ``test`` ((t, trajectories)), ``equivalent_size``,
+        ``paper`` (Table 1's row) and ``seconds``.
+    """
+    start = time.perf_counter()
+    system = PredatorPrey()
+    rng = np.random.default_rng(random_state)
+    log(f"[1/5] simulating {n_trajectories} training trajectories (Euler, dt=0.01)")
+    X = training_states(n_trajectories, random_state=random_state)
+    log(f"      {len(X)} configurations; computing forces on p={p:g} of the cells")
+    F_partial = sample_partial_forces(system, X, p=p, random_state=random_state)
+    budget = int(np.sum(~np.isnan(F_partial)))
+    # L_z gets the same number of force computations as full-force states.
+    rows_z = equal_budget_rows(len(X), budget // system.n_features, rng)
+    log(f"[2/5] simulating {n_test} test trajectories (RK4, dt=0.01)")
+    t, test = test_trajectories(n_test, random_state=random_state + 1)
+    log("[3/5] training the closure autoencoder (d = 4: u_mean, v_mean + 2 closure)")
+    encoder = ClosureAutoencoder(
+        observables=system.observables,
+        n_components=4,
+        random_state=random_state,
+        verbose=verbose,
+        **(ae_params or {}),
+    ).fit(X)
+    runs = [
+        DynamicsRun(
+            "partial",
+            f"L_x,p (p={p:g})",
+            np.arange(len(X)),
+            F_partial,
+            params={"loss": "partial"},
+        ),
+        DynamicsRun(
+            "z",
+            "L_z (all forces)",
+            rows_z,
+            system.forces(X[rows_z]),
+            params={"loss": "z"},
+        ),
+    ]
+    log("[4/5] training L_x,p and L_z; [5/5] rolling out on the test trajectories")
+    results = compare_losses(
+        encoder,
+        X,
+        runs,
+        t,
+        test,
+        defaults={
+            "random_state": random_state,
+            "verbose": verbose,
+            **(dyn_params or {}),
+        },
+        log=log,
+    )
+    return {
+        "results": results,
+        "encoder": encoder,
+        "test": (t, test),
+        "equivalent_size": budget / system.n_features,
+        "paper": TABLE1["predator_prey"],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def table2(sizes=(600, 1500, 3000), seeds=(0, 1, 2), n_test=100, log=print):
+    """Table 2: the test error of L_z, L_x and L_x,p (p = 3/4, 1/2, 1/4, 1/5)
+    over training sizes given as equivalent full-force samples
+    (configurations x p).
+
+    One autoencoder per seed, trained on the states of the largest training
+    set (seed ``100 + seed``), is shared by every loss, as in the paper.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+    seeds : sequence of int
+    n_test : int, default=100
+    log : callable, default=print
+
+    Returns
+    -------
+    dict
+        column key -> size -> list of errors (one per seed).
+    """
+    system = PredatorPrey()
+    t, test = test_trajectories(n_test, random_state=1)
+    n_pool = int(np.ceil(max(sizes) / 0.2 / STATES_PER_TRAJECTORY))
+    results = {key: {size: [] for size in sizes} for key, _, _ in TABLE2_RUNS}
+    for seed in seeds:
+        X_pool = training_states(n_pool, random_state=100 + seed)
+        encoder = ClosureAutoencoder(observables=system.observables, random_state=seed)
+        encoder.fit(X_pool)
+        for size in sizes:
+            runs = []
+            for key, label, p in TABLE2_RUNS:
+                rows = np.arange(int(round(size / p)))
+                X = X_pool[rows]
+                full = key in ("z", "x")
+                forces = (
+                    system.forces(X)
+                    if full
+                    else sample_partial_forces(system, X, p=p, random_state=seed)
+                )
+                runs.append(
+                    DynamicsRun(
+                        key,
+                        f"seed {seed} size {size} {label}",
+                        rows,
+                        forces,
+                        params={"loss": "z" if key == "z" else "partial"},
+                    )
+                )
+            done = compare_losses(
+                encoder, X_pool, runs, t, test, defaults={"random_state": seed}, log=log
+            )
+            for key, result in done.items():
+                results[key][size].append(result.error)
+    return results
+
+
+def format_table2(results, sizes):
+    """Table 2's layout, this run's mean +- std over seeds beside the paper's.
+
+    Returns
+    -------
+    str
+    """
+    labels = "".join(f"{label:>22}" for _, label, _ in TABLE2_RUNS)
+    header = f"{'# training data':>16}{labels}"
+    lines = ["this run:", header]
+    for size in sizes:
+        cells = [format_mean_std(results[key][size]) for key, _, _ in TABLE2_RUNS]
+        lines.append(f"{size:>16}" + "".join(f"{c:>22}" for c in cells))
+    lines += ["paper (L_z not reported in Table 2):", header]
+    for size in sizes:
+        row = TABLE2.get(size)
+        if row is None:
+            continue
+        cells = ["-"] + [
+            f"{row[key][0]:.2e} +- {row[key][1]:.1e}" for key, _, _ in TABLE2_RUNS[1:]
+        ]
+        lines.append(f"{size:>16}" + "".join(f"{c:>22}" for c in cells))
+    return "\n".join(lines)
+
+
+def latent_structures(
+    n_trajectories=50,
+    repeats=5,
+    n_test=100,
+    p=0.2,
+    models=("mlp", "onsager", "gfinn"),
+    log=print,
+):
+    """The paper's Fig. 3 protocol on Predator-Prey: L_z against L_x,p for
+    each latent model on one force budget, over repeats.
+
+    Each repeat draws new training trajectories (seed ``1000 + repeat``) and
+    masks and trains one autoencoder (d = 4) shared by every model. L_x,p
+    sees partial forces on every configuration; L_z all forces on a random
+    fraction ``p`` of the configurations (the same number of force
+    computations).
+
+    Returns
+    -------
+    errors : dict
+        (model, loss) -> list of errors (inf where a rollout diverged).
+    seconds : dict
+        (model, loss) -> list of fit times.
+    """
+    system = PredatorPrey()
+    t, test = test_trajectories(n_test, random_state=1)
+    errors = {(m, loss): [] for m in models for loss in ("z", "partial")}
+    seconds = {key: [] for key in errors}
+    for repeat in range(repeats):
+        X = training_states(n_trajectories, random_state=1000 + repeat)
+        F_partial = sample_partial_forces(system, X, p=p, random_state=repeat)
+        rng = np.random.default_rng(repeat)
+        rows_z = equal_budget_rows(len(X), int(round(p * len(X))), rng)
+        encoder = ClosureAutoencoder(
+            observables=system.observables, n_components=4, random_state=repeat
+        ).fit(X)
+        runs = []
+        for model in models:
+            runs += [
+                DynamicsRun(
+                    (model, "z"),
+                    f"repeat {repeat} {model} L_z",
+                    rows_z,
+                    system.forces(X[rows_z]),
+                    params={"latent_model": model, "loss": "z"},
+                ),
+                DynamicsRun(
+                    (model, "partial"),
+                    f"repeat {repeat} {model} L_x,p",
+                    np.arange(len(X)),
+                    F_partial,
+                    params={"latent_model": model, "loss": "partial"},
+                ),
+            ]
+        done = compare_losses(
+            encoder, X, runs, t, test, defaults={"random_state": repeat}, log=log
+        )
+        for key, result in done.items():
+            errors[key].append(result.error)
+            seconds[key].append(result.fit_seconds)
+    return errors, seconds

@@ -1,0 +1,177 @@
+"""The protocol every experiment of the paper shares: one frozen encoder,
+several dynamics models trained on the same force budget, each rolled out
+from the test trajectories' initial states and scored (Eq. 43)."""
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.pipeline import Pipeline
+
+from ..dynamics import PartialForceDynamics
+from ..metrics import rollout_error
+
+__all__ = ["DynamicsRun", "RunResult", "compare_losses", "equal_budget_rows"]
+
+
+@dataclass
+class DynamicsRun:
+    """One dynamics model to train on a shared encoder.
+
+    Attributes
+    ----------
+    name : str
+        Key of the result.
+    label : str
+        How tables print it (e.g. ``"L_x,p (p=0.2)"``).
+    rows : ndarray of int
+        Training configurations (rows of the encoder's training states).
+    forces : ndarray or sparse matrix of shape (len(rows), N)
+        Their (partial) forces.
+    params : dict
+        ``PartialForceDynamics`` parameters (``loss``, ``latent_model``, ...).
+    fit_params : dict
+        Extra ``fit`` arguments (``inclusion_proba``, ``groups``).
+    force_computations : int or None
+        Particle forces the run consumed; None counts the computed
+        coordinates of ``forces`` (right when a particle has one coordinate).
+    """
+
+    name: str
+    label: str
+    rows: np.ndarray
+    forces: object
+    params: dict = field(default_factory=dict)
+    fit_params: dict = field(default_factory=dict)
+    force_computations: int = None
+
+    def __post_init__(self):
+        if self.force_computations is None:
+            if sp.issparse(self.forces):
+                self.force_computations = int(self.forces.nnz)
+            else:
+                self.force_computations = int(np.count_nonzero(~np.isnan(self.forces)))
+
+
+@dataclass
+class RunResult:
+    """The outcome of a :class:`DynamicsRun`."""
+
+    name: str
+    label: str
+    error: float
+    force_computations: int
+    n_configurations: int
+    fit_seconds: float
+    pipeline: Pipeline
+    Z_true: np.ndarray = None
+    Z_pred: np.ndarray = None
+
+
+def equal_budget_rows(n_configurations, budget, rng, trajectory_length=None):
+    """Rows of the L_z training set that cost ``budget`` full-force
+    configurations: random configurations, or (with ``trajectory_length``)
+    enough whole random trajectories, as the reference code does.
+
+    Parameters
+    ----------
+    n_configurations : int
+        Rows available.
+    budget : int
+        Full-force configurations the force budget pays for.
+    rng : numpy Generator
+    trajectory_length : int, optional
+        States per trajectory when rows are trajectory-major.
+
+    Returns
+    -------
+    ndarray of int, sorted
+    """
+    budget = int(min(max(budget, 1), n_configurations))
+    if trajectory_length is None:
+        return np.sort(rng.choice(n_configurations, budget, replace=False))
+    n_traj = n_configurations // trajectory_length
+    n_pick = int(min(max(1, round(budget / trajectory_length)), n_traj))
+    picked = np.sort(rng.choice(n_traj, n_pick, replace=False))
+    return (picked[:, None] * trajectory_length + np.arange(trajectory_length)).ravel()
+
+
+def compare_losses(
+    encoder,
+    X,
+    runs,
+    t,
+    test,
+    *,
+    dt=None,
+    defaults=None,
+    keep_trajectories=False,
+    log=None,
+):
+    """Train one dynamics model per run on a shared fitted encoder, roll each
+    out from the test trajectories' initial states and score it.
+
+    Parameters
+    ----------
+    encoder : fitted ClosureAutoencoder (or another encoder)
+    X : array-like of shape (n_samples, N)
+        The encoder's training states; each run trains on some of its rows.
+    runs : sequence of DynamicsRun
+    t : array-like of shape (T,)
+        Times of the test states.
+    test : array-like of shape (n_test, T, N)
+        Test trajectories.
+    dt : float, optional
+        Latent integration step (default: the spacing of ``t``).
+    defaults : dict, optional
+        ``PartialForceDynamics`` parameters shared by every run (a run's
+        own ``params`` take precedence).
+    keep_trajectories : bool, default=False
+        Keep the true and predicted latent trajectories in the results.
+    log : callable, optional
+        ``log(message)`` for progress.
+
+    Returns
+    -------
+    dict of RunResult, keyed by run name
+    """
+    results = {}
+    for run in runs:
+        params = {**(defaults or {}), **run.params}
+        start = time.perf_counter()
+        dyn = PartialForceDynamics(**params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            dyn.fit(encoder.transform(X[run.rows]), run.forces, **run.fit_params)
+        seconds = time.perf_counter() - start
+        pipe = Pipeline([("ae", encoder), ("dyn", dyn)])
+        error, Z_true, Z_pred = rollout_error(pipe, t, test, dt=dt)
+        results[run.name] = RunResult(
+            name=run.name,
+            label=run.label,
+            error=error,
+            force_computations=run.force_computations,
+            n_configurations=len(run.rows),
+            fit_seconds=seconds,
+            pipeline=pipe,
+            Z_true=Z_true if keep_trajectories else None,
+            Z_pred=Z_pred if keep_trajectories else None,
+        )
+        if log is not None:
+            log(
+                f"  {run.label:<22} {len(run.rows):>7} configurations: error "
+                f"{error:.3e} (fit {seconds:.1f} s)"
+            )
+    return results
+
+
+def format_mean_std(values):
+    """``"m.mme-x +- s.se-y"`` of finite values, the count of diverged ones
+    appended; ``"-"`` without values."""
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    text = "-" if not len(finite) else f"{finite.mean():.2e} +- {finite.std():.1e}"
+    diverged = len(values) - len(finite)
+    return text + (f" ({diverged} div.)" if diverged else "")

@@ -1,0 +1,236 @@
+"""Closure networks: the learned part ``phi_hat`` of the encoder
+``phi(x) = (phi*(x), phi_hat(x))``.
+
+Every closure network satisfies one protocol, which is all that
+:class:`~skmacro.nn.ClosureAutoencoderModule` (and so
+:class:`~skmacro.ClosureAutoencoder`) asks of it:
+
+``build(n_features, n_outputs)``
+    Create the layers for inputs of width N and k outputs (k may be 0);
+    called once, on the autoencoder's own copy; returns the closure.
+``check_n_features(n_features)``
+    Raise a ``ValueError`` if states of this width cannot be encoded.
+``size_agnostic``
+    Class attribute: True if one fitted closure encodes states of any number
+    of particles.
+``prepare(batches)``
+    Data-dependent set-up (input and target scales) before training;
+    ``batches()`` returns a fresh iterable of float32 tensors
+    (chunk, N) over the training rows.
+``forward(x)``
+    (B, N) -> (B, k), ``x`` in the units of the data.
+``target(x)``, ``target_width``, ``target_to_user(t)``
+    What the decoder reconstructs, (B, N) -> (B, T) in standardised units,
+    and the map back to the user's units (returned by ``inverse_transform``).
+``jacobian(x)``
+    The Jacobians ``d forward / d x`` at the rows of ``x`` as a structured
+    batch offering ``columns(index)`` (B, k, m), ``matvec(v)`` (B, N) ->
+    (B, k) or (B, N, r) -> (B, k, r), ``gram()`` (B, k, k), ``to`` and
+    ``detach``; differentiable with respect to the parameters when gradient
+    recording is on.
+``parameter_groups(lr)`` (optional)
+    Extra optimiser groups, e.g. a scaled rate for a wide first layer.
+
+:class:`MLPClosure` is the closure on the raw state, right for grids whose
+coordinates have a fixed meaning.
+"""
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._standardize import column_moments, nonzero_scale
+from .._validation import check_choice
+from .mlp import MLP
+
+INPUT_SCALINGS = ("global", "feature")
+
+
+class MLPClosure(nn.Module):
+    """An MLP on the standardised raw state, ``phi_hat(x) = MLP((x - mu) / s)``.
+
+    Inputs are centred feature-wise and scaled as ``input_scaling`` says; the
+    decoder reconstructs the state in those units (``target``).
+
+    Parameters
+    ----------
+    hidden : sequence of int, default=(64, 64)
+        Hidden widths.
+    activation : str, default="softplus"
+        Name from :data:`skmacro.nn.mlp.ACTIVATIONS`; smooth, since the
+        Jacobian is used.
+    input_scaling : {"global", "feature"}, default="global"
+        ``"global"`` divides every centred feature by one common scale (the
+        root-mean-square of the features' standard deviations), which keeps
+        their relative magnitudes; ``"feature"`` divides each by its own
+        standard deviation.
+    base_fan_in : int or None, default=8192
+        The first layer learns at ``lr * min(1, base_fan_in / n_features)``
+        (:meth:`parameter_groups`): Adam moves each first-layer
+        pre-activation by up to about ``lr * n_features`` per step, so a full
+        rate on a very wide input saturates the closure. None keeps ``lr``.
+
+    Attributes
+    ----------
+    n_outputs : int
+    target_width : int
+        The number of features N (the decoder reconstructs the state).
+    net : MLP or None
+        None when ``n_outputs`` is 0.
+
+    Examples
+    --------
+    >>> import torch
+    >>> closure = MLPClosure(hidden=(8,)).build(n_features=5, n_outputs=2)
+    >>> closure.prepare(lambda: [torch.randn(20, 5)])
+    >>> x = torch.randn(3, 5)
+    >>> closure(x).shape, closure.jacobian(x).gram().shape
+    (torch.Size([3, 2]), torch.Size([3, 2, 2]))
+    """
+
+    size_agnostic = False
+
+    def __init__(
+        self,
+        hidden=(64, 64),
+        activation="softplus",
+        input_scaling="global",
+        base_fan_in=8192,
+    ):
+        super().__init__()
+        self.hidden = tuple(int(h) for h in hidden)
+        self.activation = activation
+        self.input_scaling = check_choice(
+            "input_scaling", input_scaling, INPUT_SCALINGS
+        )
+        self.base_fan_in = base_fan_in
+        self.n_features = self.n_outputs = None
+
+    def build(self, n_features, n_outputs):
+        """Create the network for ``n_features`` inputs and ``n_outputs``
+        closure variables; returns self."""
+        self.n_features, self.n_outputs = int(n_features), int(n_outputs)
+        self.net = (
+            MLP(self.n_features, self.n_outputs, self.hidden, self.activation)
+            if self.n_outputs
+            else None
+        )
+        self.register_buffer("x_mean", torch.zeros(self.n_features))
+        self.register_buffer("x_scale", torch.ones(self.n_features))
+        return self
+
+    @property
+    def target_width(self):
+        return self.n_features
+
+    def check_n_features(self, n_features):
+        """Raise a ``ValueError`` unless ``n_features`` is the width built for."""
+        if n_features != self.n_features:
+            raise ValueError(
+                f"X has {n_features} features, but the MLP closure was built for "
+                f"{self.n_features}: its first layer reads each coordinate "
+                "(a closure for particle systems of any size is "
+                "skmacro.nn.ParticleSetClosure)"
+            )
+
+    def prepare(self, batches):
+        """Set the input centre and scale from the training rows."""
+        mean, var = column_moments(batches)
+        scale = np.sqrt(var)
+        if self.input_scaling == "global":
+            scale = np.full_like(scale, np.sqrt(np.mean(var)))
+        self.x_mean.copy_(torch.as_tensor(mean))
+        self.x_scale.copy_(torch.as_tensor(nonzero_scale(scale, mean)))
+
+    def standardize(self, x):
+        """``(x - mean) / scale``, shape (B, N)."""
+        return (x - self.x_mean) / self.x_scale
+
+    def forward(self, x):
+        if self.net is None:
+            return x.new_zeros(len(x), 0)
+        return self.net(self.standardize(x))
+
+    def target(self, x):
+        """The standardised state, shape (B, N)."""
+        return self.standardize(x)
+
+    def target_to_user(self, t):
+        """Standardised states back in the units of ``x``."""
+        return t * self.x_scale + self.x_mean
+
+    def jacobian(self, x):
+        """Closure Jacobians at the rows of ``x`` as an :class:`MLPJacobian`.
+
+        The first layer is linear, ``a = W x_s + c`` with
+        ``x_s = (x - mean) / scale``, so the Jacobian is ``K W S^-1`` with
+        ``K`` the (k, width) Jacobian of the remaining layers in ``a`` and
+        ``S = diag(scale)``; the k x N product is never formed.
+        """
+        if self.net is None:
+            return None
+        first, rest = self.net[0], nn.Sequential(*list(self.net)[1:])
+        K = batch_jacobian(rest, first(self.standardize(x)))
+        return MLPJacobian(K, first.weight / self.x_scale)
+
+    def parameter_groups(self, lr):
+        """The first layer's weight at the fan-in-scaled rate (``base_fan_in``),
+        or no group when the input is not wider than ``base_fan_in``."""
+        if self.net is None or self.base_fan_in is None:
+            return []
+        if self.n_features <= self.base_fan_in:
+            return []
+        rate = lr * self.base_fan_in / self.n_features
+        return [{"params": [self.net[0].weight], "lr": rate}]
+
+    @property
+    def first_layer(self):
+        """The first linear layer (None without outputs)."""
+        return None if self.net is None else self.net[0]
+
+
+class MLPJacobian:
+    """A batch of MLP-closure Jacobians ``K W`` kept in factors.
+
+    Products cost O((k + m) width) per sample for m selected coordinates
+    instead of O(k N).
+
+    Parameters
+    ----------
+    K : torch.Tensor of shape (batch, k, width)
+        Jacobian of the layers after the first, in the first layer's output.
+    W : torch.Tensor of shape (width, N)
+        The first layer's weight in the units of ``x``.
+    """
+
+    def __init__(self, K, W):
+        self.K, self.W = K, W
+
+    def to(self, *args, **kwargs):
+        """The factors moved or cast with ``torch.Tensor.to``."""
+        return MLPJacobian(self.K.to(*args, **kwargs), self.W.to(*args, **kwargs))
+
+    def detach(self):
+        """The factors detached from the autograd graph."""
+        return MLPJacobian(self.K.detach(), self.W.detach())
+
+    def columns(self, index):
+        """``J[b, :, index[b]]``: index (batch, m) int64 -> (batch, k, m)."""
+        return self.K @ self.W.T[index].transpose(1, 2)
+
+    def matvec(self, v):
+        """``J v``: (batch, N) -> (batch, k), or (batch, N, r) -> (batch, k, r)."""
+        if v.ndim == 2:
+            return (self.K @ (v @ self.W.T).unsqueeze(-1)).squeeze(-1)
+        return self.K @ (self.W @ v)
+
+    def gram(self):
+        """``J J^T = K (W W^T) K^T``, shape (batch, k, k)."""
+        return self.K @ (self.W @ self.W.T) @ self.K.transpose(1, 2)
+
+
+def batch_jacobian(fn, x):
+    """``(batch, out, in)`` Jacobians of a row-wise ``fn`` at the rows of ``x``:
+    one ``torch.func.jacrev`` of the batch sum (``out`` vector-Jacobian
+    products over the whole batch) rather than a vmapped per-row one."""
+    return torch.func.jacrev(lambda rows: fn(rows).sum(0))(x).movedim(0, 1)

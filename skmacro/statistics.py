@@ -1,0 +1,271 @@
+"""The one pass over the data that every loss and score of
+:class:`~skmacro.PartialForceDynamics` needs.
+
+With the encoder frozen, each configuration reduces to a few numbers: the
+Horvitz-Thompson estimate of the latent velocity ``y ~ J f`` and the
+quadratic form ``(b, A, c)`` of the loss in ``g = g_theta(z)``. The pass
+reads ``X`` in chunks and never holds a Jacobian for more than the rows in
+flight (:meth:`skmacro.encoders.Encoder.iter_jacobians`), and it uses only
+the columns of ``J`` at the computed coordinates.
+
+A control variate (beyond the paper) lowers the variance of both: the mean
+force each coordinate had at neighbouring configurations where it was
+computed. Built from *other* configurations only, it leaves the estimates
+unbiased.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
+
+from ._chunking import EMBEDDING_FIT_BUDGET, index_chunks
+
+__all__ = [
+    "NeighbourForceMeans",
+    "horvitz_thompson",
+    "observable_velocities",
+    "partial_force_statistics",
+]
+
+#: Principal components of ``X`` in which neighbouring configurations are found.
+EMBEDDING_COMPONENTS = 20
+
+
+def horvitz_thompson(J, w, f):
+    """Horvitz-Thompson estimate ``J W f = sum_{i in I} w_i J_i f_i``.
+
+    Parameters
+    ----------
+    J : torch.Tensor of shape (batch, d, m)
+        Jacobian columns at the m computed coordinates.
+    w : torch.Tensor of shape (batch, m)
+        Weights ``1 / pi_i`` (0 on padding).
+    f : torch.Tensor of shape (batch, m)
+        Forces (or force residuals) at those coordinates.
+
+    Returns
+    -------
+    torch.Tensor of shape (batch, d)
+        Unbiased for ``J f`` over the random choice of computed coordinates
+        (paper Eq. 13).
+    """
+    return torch.einsum("bdm,bm->bd", J, w * f)
+
+
+def _observed(forces, rows, jac):
+    """Jacobian columns, forces and weights at the computed coordinates of a
+    chunk, in float64 on the CPU."""
+    index, f, w = (torch.from_numpy(a) for a in forces.observed_chunk(rows))
+    return index, jac.columns(index), f, w
+
+
+def partial_force_statistics(
+    encoder, X, forces, loss="partial", control=None, rows=None
+):
+    """Per-configuration statistics of the loss, in one pass over the rows.
+
+    With ``J = phi'(x)`` (d x N), ``G = J J^T``, ``W = diag(w)`` the
+    Horvitz-Thompson weights (``1/pi_i`` on computed coordinates, 0
+    elsewhere) and ``f`` the forces (0 where not computed):
+
+    * ``loss="partial"`` (L_x,p, Eq. 12) and ``"x"`` (L_x, Eq. 10, all
+      weights 1): ``sum_I w_i ||f_i - P_i g||^2 = c - 2 g^T b + g^T A g`` with
+      ``P = J^T G^-1``, ``b = G^-1 J W f``, ``A = G^-1 J W J^T G^-1``,
+      ``c = sum w_i ||f_i||^2``;
+    * ``loss="z"`` (L_z, Eq. 9): ``||y - g||^2`` with ``y = J W f`` (the
+      exact ``dz/dt`` with all forces, its unbiased estimate otherwise):
+      ``b = y``, ``A = I``, ``c = ||y||^2``.
+
+    With a control variate ``h`` (forces guessed from other configurations),
+    the partial loss is taken on the residuals,
+    ``sum_I w_i ||(f_i - h_i) - P_i (g - J h)||^2``: its expectation over the
+    mask is still L_x plus a constant (the cross term vanishes because
+    ``P^T (I - P J) = 0``), with far less variance when ``h`` is close to
+    ``f``; ``y`` becomes ``J h + J W (f - h)``.
+
+    Only the columns of ``J`` at computed coordinates, ``J J^T`` and ``J h``
+    are formed, so the pass costs what the encoder's structured Jacobian
+    costs for those products, not O(d^2 N).
+
+    Parameters
+    ----------
+    encoder : Encoder
+        Fitted (see :mod:`skmacro.encoders`).
+    X : array-like of shape (n_samples, N)
+        Microscopic states.
+    forces : PartialForces
+        Validated partial forces for the same rows.
+    loss : {"partial", "x", "z"}, default="partial"
+    control : NeighbourForceMeans or None, default=None
+        Control variate; None for the paper's plain estimator.
+    rows : slice, ndarray of int or None, default=None
+        The rows to reduce (None: all, in order).
+
+    Returns
+    -------
+    dict of torch.Tensor
+        ``z`` (n_rows, d), ``b`` (n_rows, d), ``A`` (n_rows, d, d),
+        ``c`` (n_rows,), and ``y`` (n_rows, d), the estimate of
+        ``dz/dt = J f``; all float64, in the order of ``rows``.
+    """
+    parts = {key: [] for key in ("z", "y", "b", "A", "c")}
+    for chunk, z, jac in encoder.iter_jacobians(X, rows):
+        jac = jac.to(device="cpu", dtype=torch.float64)
+        index, J, f, w = _observed(forces, chunk, jac)
+        h = None if control is None else control.chunk(chunk)
+        if h is None:
+            r, u = f, 0.0
+        else:
+            h = torch.from_numpy(h)
+            r, u = f - torch.gather(h, 1, index), jac.matvec(h)
+        JWr = horvitz_thompson(J, w, r)
+        y = u + JWr
+        if loss == "z":
+            b, c = y, torch.sum(y**2, dim=-1)
+            A = torch.eye(y.shape[1], dtype=y.dtype).expand(len(y), -1, -1)
+        else:
+            G_inv = torch.linalg.inv(jac.gram())
+            A = G_inv @ ((J * w[:, None, :]) @ J.transpose(1, 2)) @ G_inv
+            b = torch.einsum("bij,bj->bi", G_inv, JWr)
+            c = torch.sum(w * r**2, dim=-1)
+            if h is not None:
+                # Expand (g - u)^T A (g - u) - 2 (g - u)^T b into the form in g.
+                Au = torch.einsum("bij,bj->bi", A, u)
+                c = c + 2 * torch.sum(u * b, dim=-1) + torch.sum(u * Au, dim=-1)
+                b = b + Au
+        for key, value in zip(parts, (z.cpu().double(), y, b, A, c), strict=True):
+            parts[key].append(value)
+    return {key: torch.cat(value) for key, value in parts.items()}
+
+
+def observable_velocities(encoder, X, forces, rows=None):
+    """Horvitz-Thompson estimate of the observables' velocity ``dz*/dt``.
+
+    ``y* = sum_{i in I} w_i phi*'_i(x) f_i`` is unbiased for
+    ``phi*'(x) f(x)``; since ``phi*`` has no trainable parameters it is the
+    same target for every encoder, which makes the p-aware score fair across
+    pipelines.
+
+    Parameters
+    ----------
+    encoder : Encoder
+        Fitted, with at least one observable.
+    X : array-like of shape (n_samples, N)
+    forces : PartialForces
+    rows : slice, ndarray of int or None, default=None
+
+    Returns
+    -------
+    y : ndarray of shape (n_rows, d*), float64
+    Z : ndarray of shape (n_rows, d), float32
+        The latent coordinates of the same rows.
+    """
+    d_star = encoder.n_observables_
+    if d_star == 0:
+        raise ValueError(
+            "scoring needs an encoder with fixed observables (d* >= 1); this "
+            "encoder has none"
+        )
+    y_parts, z_parts = [], []
+    for chunk, z, jac in encoder.iter_jacobians(X, rows):
+        jac = jac.to(device="cpu", dtype=torch.float64)
+        _, J, f, w = _observed(forces, chunk, jac)
+        y_parts.append(horvitz_thompson(J[:, :d_star], w, f).numpy())
+        z_parts.append(z.cpu().numpy())
+    return np.concatenate(y_parts), np.concatenate(z_parts)
+
+
+class NeighbourForceMeans:
+    """Control variate ``h[k, i]``: the mean of the forces computed on
+    coordinate ``i`` at the ``n_neighbors`` reference configurations nearest
+    to configuration ``k`` (``k`` itself excluded); 0 where none of them
+    computed ``i``.
+
+    Only the reference rows' states and forces are read to build it (pass
+    the training rows, so that validation rows stay unseen); any row can
+    then be queried. Neighbours are found in a PCA of the states fitted on a
+    sample of the reference rows.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, N)
+        Microscopic states.
+    forces : PartialForces
+        The forces of the same rows.
+    n_neighbors : int
+    rows : ndarray of int or None, default=None
+        Reference rows (None: all).
+    random_state : int or None, default=None
+        Seed of the embedding's row sample and randomised SVD.
+    """
+
+    def __init__(self, X, forces, n_neighbors, rows=None, random_state=None):
+        self.X = X
+        rows = np.arange(len(X)) if rows is None else np.sort(np.asarray(rows))
+        self.rows = rows
+        self.k = min(n_neighbors, len(rows) - 1)
+        if self.k < 1:
+            return
+        n_features = X.shape[1]
+        n_components = min(EMBEDDING_COMPONENTS, n_features, max(len(rows) - 1, 1))
+        rng = np.random.default_rng(random_state)
+        n_fit = min(4096, max(256, EMBEDDING_FIT_BUDGET // n_features))
+        sample = rows
+        if len(rows) > n_fit:
+            sample = rows[np.sort(rng.choice(len(rows), n_fit, replace=False))]
+        self.pca = PCA(n_components, svd_solver="randomized", random_state=random_state)
+        self.pca.fit(np.asarray(X[sample]))
+        self.index = NearestNeighbors(n_neighbors=self.k + 1).fit(self._embed(rows))
+        values, observed = [], []
+        for chunk in index_chunks(rows, n_features):
+            f, w = forces.chunk(chunk)
+            mask = w > 0
+            values.append(sp.csr_array(np.where(mask, f, 0.0)))
+            observed.append(sp.csr_array(mask.astype(np.float64)))
+        self.values = sp.vstack(values, format="csr")
+        self.observed = sp.vstack(observed, format="csr")
+
+    def _embed(self, rows):
+        """PCA coordinates of the given rows, read in chunks."""
+        return np.concatenate(
+            [
+                self.pca.transform(np.asarray(self.X[chunk]))
+                for chunk in index_chunks(rows, self.X.shape[1])
+            ]
+        )
+
+    def chunk(self, rows):
+        """Control variate for a block of rows.
+
+        Parameters
+        ----------
+        rows : slice or ndarray of int
+
+        Returns
+        -------
+        h : ndarray of shape (chunk, N), float64, or None without neighbours
+        """
+        if self.k < 1:
+            return None
+        ids = np.arange(len(self.X))[rows]
+        found = self.index.kneighbors(self._embed(ids), return_distance=False)
+        # Drop the row itself (or, for a row that is not a reference or among
+        # exact duplicates, the last neighbour) so that h_k never sees the
+        # mask of configuration k.
+        is_self = self.rows[found] == ids[:, None]
+        is_self[~is_self.any(axis=1), -1] = True
+        neighbours = found[~is_self].reshape(len(ids), self.k)
+        size = len(ids)
+        pick = sp.csr_array(
+            (
+                np.ones(size * self.k),
+                neighbours.ravel(),
+                np.arange(0, size * self.k + 1, self.k),
+            ),
+            shape=(size, self.values.shape[0]),
+        )
+        total = (pick @ self.values).toarray()
+        count = (pick @ self.observed).toarray()
+        return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
