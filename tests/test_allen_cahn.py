@@ -278,6 +278,42 @@ def test_strang_matches_rk4_to_second_order(rk4_48):
     assert 3.5 < errors[0] / errors[1] < 4.5
 
 
+def _rk4_by_hand(system, X0, dt, n_steps, stride):
+    x, kept = np.array(X0, dtype=np.float64), [X0]
+    f = system.forces
+    for step in range(1, n_steps + 1):
+        k1 = f(x)
+        k2 = f(x + 0.5 * dt * k1)
+        k3 = f(x + 0.5 * dt * k2)
+        k4 = f(x + dt * k3)
+        x = x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        if step % stride == 0:
+            kept.append(x)
+    return np.stack(kept, axis=1)
+
+
+@pytest.mark.parametrize("method", ["rk4", "strang"])
+def test_float32_storage_is_the_float64_run_rounded(method):
+    """States stored in float32 are the float64 integration's, rounded, also
+    while the run settles on the pure phase v = -1."""
+    system = AllenCahn(n_grid=16)
+    X0 = -1 + 1e-4 * np.random.default_rng(0).uniform(size=(2, 256))
+    # About halfway through, every value is within float32's resolution of -1.
+    if method == "rk4":
+        dt, n_steps, stride = 0.1 * system.h**2, 400, 4
+        reference = _rk4_by_hand(system, X0, dt, n_steps, stride)
+    else:
+        dt, n_steps, stride = system.h**2, 50, 1
+    kwargs = dict(t_end=n_steps * dt, dt=dt, method=method, stride=stride)
+    if method == "strang":
+        reference = system.simulate(X0, dtype=np.float64, **kwargs)
+    stored = system.simulate(X0, **kwargs)
+    assert stored.dtype == np.float32
+    np.testing.assert_allclose(stored, reference.astype(np.float32), rtol=0, atol=0)
+    settled = (stored == -1).all(axis=2)
+    assert settled[:, -1].all() and not settled[:, :10].any()
+
+
 def test_strang_keeps_values_in_the_unit_interval():
     system = AllenCahn(n_grid=24)
     X0 = np.random.default_rng(0).uniform(-1, 1, size=(1, 576))

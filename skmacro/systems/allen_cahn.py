@@ -453,6 +453,12 @@ class AllenCahn(System):
           :math:`|v| \le 1` is preserved. Default ``dt = h**2``, ten times
           RK4's; it approximates the same semi-discrete system as RK4.
 
+        Once a state is within a quarter of the stored dtype's resolution of
+        a pure phase :math:`v \equiv \pm 1` (in the l2 norm), the flow only
+        comes closer, so every later state rounds to it: they are filled in
+        without further steps. With float32 storage this ends the work on a
+        trajectory soon after its torus has vanished.
+
         Parameters
         ----------
         X0 : array-like of shape (n_trajectories, n_features)
@@ -766,8 +772,17 @@ def _trajectory(x0, *, n, h, eps, dt, n_steps, stride, method, dtype):
     kept = np.empty((n_steps // stride + 1, n * n), dtype=dtype)
     v = np.array(x0, dtype=np.float64).reshape(n, n)
     kept[0] = v.ravel()
+    # Below this l2 distance from v = +-1 a state rounds to +-1 in ``dtype``.
+    settled = np.finfo(dtype).eps / 4
     # Steps after the last kept state are never stored, so never taken.
     for i in range(1, len(kept)):
         v = advance(v, stride)
         kept[i] = v.ravel()
+        for phase in (-1.0, 1.0):
+            # Near a pure phase every method here contracts the l2 distance
+            # to it (a stable step of a symmetric negative-definite
+            # linearisation), so all later states round to it as well.
+            if np.linalg.norm(v - phase) < settled:
+                kept[i + 1 :] = phase
+                return kept
     return kept
