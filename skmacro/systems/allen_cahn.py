@@ -745,7 +745,11 @@ def _strang_advance(n, h, eps, dt):
     def reaction(v, t):
         # Exact flow of dv/dt = (v - v^3) / eps^2 over a time t.
         q = math.exp(-2.0 * t / eps**2)
-        return v / np.sqrt(v * v * (1.0 - q) + q)
+        out = v * v
+        out *= 1.0 - q
+        out += q
+        np.sqrt(out, out=out)
+        return np.divide(v, out, out=out)
 
     def diffusion(v):
         c = scipy.fft.dctn(v, type=2, norm="ortho")
@@ -782,7 +786,9 @@ def _trajectory(x0, *, n, h, eps, dt, n_steps, stride, method, dtype):
             # Near a pure phase every method here contracts the l2 distance
             # to it (a stable step of a symmetric negative-definite
             # linearisation), so all later states round to it as well.
-            if np.linalg.norm(v - phase) < settled:
+            # (Not np.linalg.norm, whose BLAS call can cost more than a step.)
+            gap = v - phase
+            if np.sqrt(np.sum(gap * gap)) < settled:
                 kept[i + 1 :] = phase
                 return kept
     return kept
