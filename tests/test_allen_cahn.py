@@ -374,6 +374,29 @@ def test_trajectories_stream_into_out_one_at_a_time(tmp_path):
     np.testing.assert_allclose(stored, expected, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["zarr", "h5py"])
+def test_simulate_and_filter_through_chunked_stores(kind, tmp_path, request):
+    system = AllenCahn(n_grid=16)
+    X0 = system.sample_initial(2, random_state=0)
+    kwargs = dict(t_end=300 * system.h**2, method="strang")
+    expected = system.simulate(X0, **kwargs)
+    if kind == "zarr":
+        zarr = pytest.importorskip("zarr")
+        out = zarr.zeros(
+            shape=expected.shape, chunks=(1, 8, 256), dtype="f4", store=tmp_path
+        )
+    else:
+        h5py = pytest.importorskip("h5py")
+        store = h5py.File(tmp_path / "traj.h5", "w")
+        request.addfinalizer(store.close)
+        out = store.create_dataset("X", shape=expected.shape, dtype="f4")
+    assert system.simulate(X0, out=out, **kwargs) is out
+    np.testing.assert_array_equal(out[:], expected)
+    np.testing.assert_array_equal(
+        system.active_snapshots(out, chunk_size=5), system.active_snapshots(expected)
+    )
+
+
 def test_progress_bar_when_verbose(capsys):
     system = AllenCahn(n_grid=8)
     X0 = system.sample_initial(2, random_state=0)
@@ -446,6 +469,7 @@ def test_bad_simulate_arguments_raise_clear_errors():
         (dict(dtype=np.int32), "dtype must"),
         (dict(dtype="not a dtype"), "dtype must"),
         (dict(out=np.empty((2, 3, 64))), r"out must have shape \(2, 2, 64\)"),
+        (dict(out=np.empty((2, 2, 64), dtype=int)), "out.dtype must"),
     ]
     for kwargs, match in cases:
         kwargs = {"t_end": 10 * h2, "method": "strang", **kwargs}

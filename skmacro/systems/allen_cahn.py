@@ -281,7 +281,7 @@ class AllenCahn(System):
         rows = np.arange(len(X))[:, None]
         i, j = np.divmod(idx, n)
         own = X[rows, idx].astype(np.float64)
-        laplacian = np.zeros_like(own)
+        diffusion = np.zeros_like(own)
         # Zero Neumann boundaries: a neighbour outside the square is the cell
         # itself, whose difference vanishes.
         for neighbour in (
@@ -290,8 +290,8 @@ class AllenCahn(System):
             i * n + np.maximum(j - 1, 0),
             i * n + np.minimum(j + 1, n - 1),
         ):
-            laplacian += X[rows, neighbour] - own
-        out = laplacian / self.h**2 + _reaction(own, self.eps)
+            diffusion += X[rows, neighbour] - own
+        out = diffusion / self.h**2 + _reaction(own, self.eps)
         return out[..., None]
 
     # ------------------------------------------------------------- observables
@@ -379,7 +379,9 @@ class AllenCahn(System):
         """Draw torus radii uniformly from the two ranges.
 
         All ``n`` outer radii are drawn first, then the ``n`` inner radii, as
-        in the reference code.
+        in the reference code, whose training radii are
+        ``sample_radii(400, random_state=0)`` (its test sets: 20 with seed 2
+        and 50 with seed 1).
 
         Parameters
         ----------
@@ -416,8 +418,6 @@ class AllenCahn(System):
         ndarray of shape (n, n_features), dtype float64
         """
         radii = self.sample_radii(n, random_state)
-        if n == 0:
-            return np.empty((0, self.n_features))
         return self.initial_states(radii[:, 0], radii[:, 1])
 
     # ------------------------------------------------------------- simulation
@@ -516,25 +516,19 @@ class AllenCahn(System):
         self._check_stable(method, dt)
         n_steps = n_steps_between(0.0, t_end, dt)
         stride = self._check_stride(stride, dt, h2)
-        try:
-            dtype = np.dtype(dtype)
-        except TypeError:
-            raise ValueError(
-                f"dtype must be a numpy floating dtype, got {dtype!r}"
-            ) from None
-        if not np.issubdtype(dtype, np.floating):
-            raise ValueError(f"dtype must be a numpy floating dtype, got {dtype!r}")
         shape = (len(X0), n_steps // stride + 1, self.n_features)
+        if out is not None:
+            if tuple(getattr(out, "shape", ())) != shape:
+                raise ValueError(
+                    f"out must have shape {shape} (n_trajectories, n_steps // "
+                    f"stride + 1, n_features), got "
+                    f"{getattr(out, 'shape', type(out).__name__)}"
+                )
+            # Workers return trajectories in the dtype they are stored in.
+            dtype = getattr(out, "dtype", dtype)
+        dtype = _check_float_dtype(dtype, "out.dtype" if out is not None else "dtype")
         if out is None:
             out = np.empty(shape, dtype=dtype)
-        elif tuple(getattr(out, "shape", ())) != shape:
-            raise ValueError(
-                f"out must have shape {shape} (n_trajectories, n_steps // stride "
-                f"+ 1, n_features), got {getattr(out, 'shape', type(out).__name__)}"
-            )
-        else:
-            # Workers return trajectories in the dtype they are stored in.
-            dtype = np.dtype(getattr(out, "dtype", dtype))
         settings = dict(
             n=self.n_grid,
             h=self.h,
@@ -645,16 +639,17 @@ class AllenCahn(System):
             )
         if not hasattr(trajectories, "shape"):
             trajectories = np.asarray(trajectories)
-        groups = [trajectories] if len(shape) == 2 else trajectories
-        mask = np.empty(shape[:-1], dtype=bool).reshape(-1, shape[-2])
-        for g, states in enumerate(groups):
-            for start in range(0, shape[-2], chunk_size):
+        n_snapshots = shape[-2]
+        mask = np.empty(shape[:-1], dtype=bool)
+        for g in np.ndindex(shape[:-2]):  # one empty tuple for a 2-D input
+            for start in range(0, n_snapshots, chunk_size):
+                rows = (*g, slice(start, min(start + chunk_size, n_snapshots)))
                 chunk = self.check_states(
-                    states[start : start + chunk_size], "trajectories", np.float64
+                    trajectories[rows], "trajectories", np.float64
                 )
                 energy = self.observables(torch.from_numpy(chunk))[:, 0].numpy()
-                mask[g, start : start + len(chunk)] = energy > threshold
-        return mask.reshape(shape[:-1])
+                mask[rows] = energy > threshold
+        return mask
 
     def __repr__(self):
         args = ", ".join(
@@ -670,6 +665,16 @@ class AllenCahn(System):
 
 
 # ----------------------------------------------------------------- kernels
+
+
+def _check_float_dtype(dtype, name):
+    try:
+        checked = np.dtype(dtype)
+    except TypeError:
+        checked = None
+    if checked is None or not np.issubdtype(checked, np.floating):
+        raise ValueError(f"{name} must be a numpy floating dtype, got {dtype!r}")
+    return checked
 
 
 def _laplacian(V, h, out=None):
