@@ -14,6 +14,12 @@ SAMPLING_BUDGET = 2**20
 EMBEDDING_FIT_BUDGET = 2**26
 #: Rows of latent states evaluated at once by a latent model (d floats each).
 LATENT_ROWS = 2**16
+#: Floats of consecutive rows read together when streaming shuffled batches
+#: of X (4 MiB of float32), and floats of the shuffle buffer (128 MiB).
+SHUFFLE_BLOCK = 2**20
+SHUFFLE_BUFFER = 2**25
+#: Floats per chunk of a pass that makes float64 temporaries of its input.
+STATISTICS_BUDGET = 2**22
 
 
 def row_chunks(n_rows, floats_per_row, budget=FLOAT_BUDGET):

@@ -31,7 +31,7 @@ from skorch.callbacks import (
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
-from ._torch_data import BatchIterator, TensorDataset
+from ._torch_data import BatchIterator, RowStream, StreamingBatches, TensorDataset
 
 
 class DivergenceWarning(ConvergenceWarning):
@@ -300,19 +300,21 @@ class SkmacroNet(NeuralNet):
         )
 
     def get_split_datasets(self, X, y=None, **fit_params):
-        dataset = TensorDataset(X, y)
-        if self.validation_rows_ is None:
-            return Subset(dataset, self.train_rows_), None
-        return (
-            Subset(dataset, self.train_rows_),
-            Subset(dataset, self.validation_rows_),
-        )
+        train, valid = self.train_rows_, self.validation_rows_
+        if isinstance(X, (dict, torch.Tensor)):
+            dataset = TensorDataset(X, y)
+            return Subset(dataset, train), None if valid is None else Subset(
+                dataset, valid
+            )
+        # States that may live on disk: streamed in blocks.
+        return RowStream(X, train), None if valid is None else RowStream(X, valid)
 
     # -- training ---------------------------------------------------------------
     def _train(self, data, train, valid):
         """Train the initialised net for ``max_epochs`` epochs on the rows
-        ``train`` of ``data`` (a tensor or dict of tensors), validating on
-        ``valid`` (or None)."""
+        ``train`` of ``data`` (a tensor or dict of tensors held in memory, or
+        states ``X`` anywhere, streamed), validating on ``valid`` (or
+        None)."""
         self.train_rows_, self.validation_rows_ = train, valid
         NeuralNet.partial_fit(self, data, None)
         return self
@@ -350,10 +352,11 @@ class SkmacroNet(NeuralNet):
 
     def get_iterator(self, dataset, training=False):
         batch_size = len(dataset) if self.batch_size == -1 else self.batch_size
+        iterator = StreamingBatches if isinstance(dataset, RowStream) else BatchIterator
         if not training:
-            return BatchIterator(dataset, batch_size=batch_size)
+            return iterator(dataset, batch_size=batch_size)
         seed = self._seeds()[1] + len(self.history)
-        return BatchIterator(dataset, batch_size=batch_size, shuffle=True, seed=seed)
+        return iterator(dataset, batch_size=batch_size, shuffle=True, seed=seed)
 
     def initialize_module(self):
         # Module initialisation must not consume (or depend on) the global

@@ -8,14 +8,14 @@ import numpy as np
 import sklearn
 import torch
 from sklearn.base import TransformerMixin
-from sklearn.utils import assert_all_finite, check_array
 from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from . import _observables
-from ._chunking import index_chunks
+from ._arrays import check_rows, n_rows, take_rows
+from ._chunking import STATISTICS_BUDGET, index_chunks
 from ._closure_pca import evenly_spaced, project_closure
 from ._conditioning import (
     ConditioningWarning,
@@ -386,18 +386,15 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
 
     def _fit(self, X, reset, groups):
         self._check_hyperparameters()
-        if reset:
-            X = validate_data(self, X, dtype=np.float32)
-        else:
-            X = self._check_states(X)
-        train, valid = self._split_rows(len(X), groups)
+        X = self._check_states(X, reset=reset)
+        train, valid = self._split_rows(n_rows(X), groups)
         with self._resolved_device():
             if reset:
                 self._set_dimensions(X)
                 self.initialize()
                 self.module_.closure.prepare(lambda: self._batches(X, train))
                 self._set_latent_scaling(X, train)
-            self._train(torch.as_tensor(X), train, valid)
+            self._train(X, train, valid)
             self.closure_explained_variance_, self.closure_pca_shift_ = 1.0, 0.0
             if self.closure_pca is not None and self.module_.closure.n_outputs:
                 self.closure_explained_variance_, self.closure_pca_shift_ = (
@@ -406,7 +403,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
                         X,
                         train,
                         self.closure_pca,
-                        lambda rows: self._encode(X[rows]),
+                        lambda rows: self._encode(X, rows),
                     )
                 )
         sample = evenly_spaced(train, CONDITION_SAMPLE)
@@ -461,7 +458,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         self.n_observables_ = 0
         if self.observables is not None:
             self.n_observables_ = _observables.count_observables(
-                self.observables, X[:2]
+                self.observables, take_rows(X, slice(0, 2))
             )
         self.observable_names_ = _observables.observable_names(
             self.observables, self.n_observables_, self.observable_names
@@ -486,7 +483,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
 
     def _set_latent_scaling(self, X, rows):
         """The decoder's input standardisation, from the training rows."""
-        z = torch.cat([self._encode(X[chunk]) for chunk in self._chunks(rows)])
+        z = self._encode(X, np.sort(rows))
         mean, scale = latent_moments(z)
         self.module_.z_mean.copy_(mean)
         self.module_.z_scale.copy_(scale)
@@ -499,26 +496,31 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         return index_chunks(rows, floats_per_row or self.n_features_in_)
 
     def _batches(self, X, rows):
-        for chunk in self._chunks(np.sort(rows)):
-            yield torch.as_tensor(np.asarray(X[chunk], dtype=np.float32))
+        # Small chunks: column statistics make float64 temporaries of them.
+        for chunk in index_chunks(np.sort(rows), X.shape[1], STATISTICS_BUDGET):
+            yield torch.from_numpy(take_rows(X, chunk))
 
-    def _encode(self, X):
-        """Latent coordinates of all rows of ``X``, a CPU tensor."""
+    def _encode(self, X, rows=None):
+        """Latent coordinates of the rows of ``X`` (all by default), a CPU
+        tensor."""
         device = self._module_device
+        rows = slice(0, n_rows(X)) if rows is None else rows
         with torch.no_grad():
             parts = [
-                self.module_.encode(torch.as_tensor(X[r], device=device))
-                for r in self._chunks(slice(0, len(X)), X.shape[1])
+                self.module_.encode(torch.as_tensor(take_rows(X, r), device=device))
+                for r in index_chunks(rows, X.shape[1], STATISTICS_BUDGET)
             ]
         return torch.cat(parts).cpu()
 
-    def _check_states(self, X, name="X"):
-        """Validate states for a fitted encoder: float32, finite, a width the
-        closure can encode (any width for a size-agnostic closure)."""
-        if not self.size_agnostic_:
-            return validate_data(self, X, dtype=np.float32, reset=False)
-        X = check_array(X, dtype=np.float32, input_name=name)
-        self.module_.closure.check_n_features(X.shape[1])
+    def _check_states(self, X, reset=False):
+        """Validate states without reading them (values are checked as they
+        are read): feature count and names for a fixed-width closure, any
+        width the closure encodes for a size-agnostic one."""
+        if reset or not self.size_agnostic_:
+            validate_data(self, X, reset=reset, skip_check_array=True)
+        X = check_rows(X)
+        if not reset and self.size_agnostic_:
+            self.module_.closure.check_n_features(X.shape[1])
         return X
 
     def _check_width(self, X):
@@ -562,18 +564,15 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
             the closure's ``N`` columns); see :mod:`skmacro.encoders`.
         """
         check_is_fitted(self, "module_")
-        if not hasattr(X, "shape"):
-            X = np.asarray(X, dtype=np.float32)
+        X = check_rows(X)
         width = self._check_width(X)
         device = self._module_device
         # The observables' dense rows plus room for the caller's per-row work
         # of a few N-vectors (forces, weights, control variate).
         per_row = (self.n_observables_ + 8) * width
-        selection = slice(0, len(X)) if rows is None else rows
+        selection = slice(0, n_rows(X)) if rows is None else rows
         for chunk in self._chunks(selection, per_row):
-            block = np.asarray(X[chunk], dtype=np.float32)
-            assert_all_finite(block, input_name="X")
-            x = torch.as_tensor(block, device=device)
+            x = torch.as_tensor(take_rows(X, chunk), device=device)
             with torch.no_grad():
                 z = self.module_.encode(x)
             yield chunk, z, self.module_.jacobian(x).detach()

@@ -11,6 +11,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._arrays import n_rows
 from ._chunking import LATENT_ROWS
 from ._net import SkmacroNet
 from ._standardize import latent_moments, time_scale
@@ -257,9 +258,9 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
     def _linked_forces(self, Z, F, mask, inclusion_proba):
         encoder, X = linked_encoder(Z)
         forces = PartialForces(F, X.shape[1], mask, inclusion_proba, self.p)
-        if forces.n_samples != len(X):
+        if forces.n_samples != n_rows(X):
             raise ValueError(
-                f"Z has {len(X)} rows but F has {forces.n_samples}: they must "
+                f"Z has {n_rows(X)} rows but F has {forces.n_samples}: they must "
                 "describe the same configurations"
             )
         return encoder, X, forces
@@ -274,7 +275,7 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
                 "loss='x' (L_x, Eq. 10) needs the forces on every coordinate; "
                 "use loss='partial' (L_x,p) for partial forces"
             )
-        train, valid = self._split_rows(len(X), groups)
+        train, valid = self._split_rows(n_rows(X), groups)
         control = None
         if self.control_variate == "neighbors" and not forces.is_complete():
             control = NeighbourForceMeans(
@@ -294,7 +295,8 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
                     "them)"
                 )
             self.p_ = forces.p
-            data = {key: stats[key].float() for key in ("z", "b", "A", "c")}
+            device = self._module_device
+            data = {key: stats[key].float().to(device) for key in ("z", "b", "A", "c")}
             return self._train(data, train, valid)
 
     def _set_scales(self, z, y):
@@ -304,8 +306,8 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         module.z_mean.copy_(mean)
         module.z_scale.copy_(scale)
         module.time_scale.copy_(time_scale(scale, y))
-        self.latent_mean_ = mean.numpy().astype(np.float32)
-        self.latent_scale_ = scale.numpy().astype(np.float32)
+        self.latent_mean_ = mean.cpu().numpy().astype(np.float32)
+        self.latent_scale_ = scale.cpu().numpy().astype(np.float32)
 
     # -- prediction and scoring ------------------------------------------------
     def vector_field(self, z):

@@ -50,6 +50,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ._arrays import n_rows
+
 __all__ = ["Encoder", "JacobianBatch", "LatentArray", "linked_encoder"]
 
 #: Key of the encoder link in a pandas ``DataFrame``'s ``attrs``.
@@ -247,9 +249,9 @@ def linked_encoder(Z, name="Z"):
             "(or fit a Pipeline([('ae', ...), ('dyn', ...)]) on X), so that the "
             "encoder Jacobian at the same states is available"
         )
-    if len(link.source) != len(Z):
+    if n_rows(link.source) != n_rows(Z):
         raise ValueError(
-            f"{name} has {len(Z)} rows but its encoder saw {len(link.source)} "
+            f"{name} has {n_rows(Z)} rows but its encoder saw {n_rows(link.source)} "
             "states: select rows of X before transform (a DataFrame's row "
             "selection does not carry the states along)"
         )

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
+from ._arrays import take_rows
 from ._chunking import row_chunks
 from ._validation import check_p
 
@@ -19,8 +20,9 @@ class PartialForces:
     Parameters
     ----------
     F : array-like or scipy sparse matrix/array of shape (n_samples, N)
-        Dense: NaN where not computed. Sparse (any format, read as CSR):
-        stored entries are the computed ones, explicit zeros included.
+        Dense (in memory or any array with row slicing, read in chunks): NaN
+        where not computed. Sparse (any format, read as CSR): stored entries
+        are the computed ones, explicit zeros included.
     n_features : int
         Expected N.
     mask : array-like of bool, shape (n_samples, n) or (n_samples, N), optional
@@ -46,10 +48,11 @@ class PartialForces:
         if sp.issparse(F):
             F = F.tocsr()
         else:
-            F = np.asarray(F)
-            if F.dtype.kind not in "fiu":
+            if not hasattr(F, "shape"):
+                F = np.asarray(F)
+            if np.dtype(F.dtype).kind not in "fiu":
                 raise TypeError(f"F must be a numeric array, got dtype {F.dtype}")
-        if F.ndim != 2 or F.shape[1] != n_features:
+        if len(F.shape) != 2 or F.shape[1] != n_features:
             raise ValueError(
                 f"F must have shape (n_samples, {n_features}), got {F.shape}"
             )
@@ -109,7 +112,7 @@ class PartialForces:
             return np.bincount(self.F.indices, minlength=self.n_features)
         return sum(
             (
-                np.count_nonzero(~np.isnan(self.F[rows]), axis=0)
+                np.count_nonzero(~np.isnan(self._dense(rows)), axis=0)
                 for rows in row_chunks(self.n_samples, self.n_features)
             ),
             np.zeros(self.n_features, dtype=np.intp),
@@ -149,6 +152,10 @@ class PartialForces:
         """Repeat particle-level columns over their coordinates."""
         return np.repeat(a, n_features // a.shape[-1], axis=-1)
 
+    def _dense(self, rows):
+        """Rows of a dense ``F`` (anywhere) as float64, NaN kept."""
+        return take_rows(self.F, rows, dtype=np.float64, name="F", check_finite=False)
+
     def chunk(self, rows):
         """Forces and weights of a block of rows.
 
@@ -170,7 +177,7 @@ class PartialForces:
             counts = np.diff(block.indptr)
             observed[np.repeat(np.arange(block.shape[0]), counts), block.indices] = True
         else:
-            f = np.asarray(self.F[rows], dtype=np.float64)
+            f = self._dense(rows)
             observed = ~np.isnan(f)
         if self.mask is not None:
             given = self._expand(self.mask[rows], self.n_features)
@@ -228,6 +235,6 @@ class PartialForces:
         if sp.issparse(self.F):
             return self.F.nnz == self.n_samples * self.n_features
         return not any(
-            np.isnan(self.F[rows]).any()
+            np.isnan(self._dense(rows)).any()
             for rows in row_chunks(self.n_samples, self.n_features)
         )

@@ -88,18 +88,23 @@ def rollout_error(pipeline, t, trajectories, dt=None, squared=False):
     """
     from .integrate import simulate
 
-    trajectories = np.asarray(trajectories)
-    if trajectories.ndim != 3:
+    if not hasattr(trajectories, "shape"):
+        trajectories = np.asarray(trajectories)
+    if len(trajectories.shape) != 3:
         raise ValueError(
             "trajectories must have shape (n_trajectories, n_times, n_features), "
             f"got {trajectories.shape}"
         )
-    n, T, N = trajectories.shape
     encoder = pipeline[:-1]
-    Z_true = np.asarray(encoder.transform(trajectories.reshape(-1, N))).reshape(
-        n, T, -1
+    # One trajectory at a time: the test set may live on disk.
+    Z_true = np.stack(
+        [
+            np.asarray(encoder.transform(trajectories[i]))
+            for i in range(len(trajectories))
+        ]
     )
-    Z_pred = simulate(pipeline, trajectories[:, 0], t, dt=dt, on_divergence="mask")
+    X0 = np.stack([np.asarray(trajectories[i, 0]) for i in range(len(trajectories))])
+    Z_pred = simulate(pipeline, X0, t, dt=dt, on_divergence="mask")
     d_star = pipeline[0].n_observables_
     error = mean_relative_error(
         Z_true[..., :d_star], Z_pred[..., :d_star], squared=squared

@@ -20,6 +20,7 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
+from ._arrays import n_rows, take_rows
 from ._chunking import EMBEDDING_FIT_BUDGET, index_chunks
 
 __all__ = [
@@ -54,10 +55,10 @@ def horvitz_thompson(J, w, f):
     return torch.einsum("bdm,bm->bd", J, w * f)
 
 
-def _observed(forces, rows, jac):
+def _observed(forces, rows, jac, device):
     """Jacobian columns, forces and weights at the computed coordinates of a
-    chunk, in float64 on the CPU."""
-    index, f, w = (torch.from_numpy(a) for a in forces.observed_chunk(rows))
+    chunk, in float64 on ``device``."""
+    index, f, w = (torch.from_numpy(a).to(device) for a in forces.observed_chunk(rows))
     return index, jac.columns(index), f, w
 
 
@@ -108,23 +109,27 @@ def partial_force_statistics(
     dict of torch.Tensor
         ``z`` (n_rows, d), ``b`` (n_rows, d), ``A`` (n_rows, d, d),
         ``c`` (n_rows,), and ``y`` (n_rows, d), the estimate of
-        ``dz/dt = J f``; all float64, in the order of ``rows``.
+        ``dz/dt = J f``; all float64, in the order of ``rows``, on the
+        encoder's device.
     """
     parts = {key: [] for key in ("z", "y", "b", "A", "c")}
     for chunk, z, jac in encoder.iter_jacobians(X, rows):
-        jac = jac.to(device="cpu", dtype=torch.float64)
-        index, J, f, w = _observed(forces, chunk, jac)
+        # On the encoder's device: no round trip to the host per chunk.
+        device = z.device
+        jac = jac.to(dtype=torch.float64)
+        index, J, f, w = _observed(forces, chunk, jac, device)
         h = None if control is None else control.chunk(chunk)
         if h is None:
             r, u = f, 0.0
         else:
-            h = torch.from_numpy(h)
+            h = torch.from_numpy(h).to(device)
             r, u = f - torch.gather(h, 1, index), jac.matvec(h)
         JWr = horvitz_thompson(J, w, r)
         y = u + JWr
         if loss == "z":
             b, c = y, torch.sum(y**2, dim=-1)
-            A = torch.eye(y.shape[1], dtype=y.dtype).expand(len(y), -1, -1)
+            A = torch.eye(y.shape[1], dtype=y.dtype, device=device)
+            A = A.expand(len(y), -1, -1)
         else:
             G_inv = torch.linalg.inv(jac.gram())
             A = G_inv @ ((J * w[:, None, :]) @ J.transpose(1, 2)) @ G_inv
@@ -135,7 +140,7 @@ def partial_force_statistics(
                 Au = torch.einsum("bij,bj->bi", A, u)
                 c = c + 2 * torch.sum(u * b, dim=-1) + torch.sum(u * Au, dim=-1)
                 b = b + Au
-        for key, value in zip(parts, (z.cpu().double(), y, b, A, c), strict=True):
+        for key, value in zip(parts, (z.double(), y, b, A, c), strict=True):
             parts[key].append(value)
     return {key: torch.cat(value) for key, value in parts.items()}
 
@@ -170,9 +175,9 @@ def observable_velocities(encoder, X, forces, rows=None):
         )
     y_parts, z_parts = [], []
     for chunk, z, jac in encoder.iter_jacobians(X, rows):
-        jac = jac.to(device="cpu", dtype=torch.float64)
-        _, J, f, w = _observed(forces, chunk, jac)
-        y_parts.append(horvitz_thompson(J[:, :d_star], w, f).numpy())
+        jac = jac.to(dtype=torch.float64)
+        _, J, f, w = _observed(forces, chunk, jac, z.device)
+        y_parts.append(horvitz_thompson(J[:, :d_star], w, f).cpu().numpy())
         z_parts.append(z.cpu().numpy())
     return np.concatenate(y_parts), np.concatenate(z_parts)
 
@@ -203,7 +208,7 @@ class NeighbourForceMeans:
 
     def __init__(self, X, forces, n_neighbors, rows=None, random_state=None):
         self.X = X
-        rows = np.arange(len(X)) if rows is None else np.sort(np.asarray(rows))
+        rows = np.arange(n_rows(X)) if rows is None else np.sort(np.asarray(rows))
         self.rows = rows
         self.k = min(n_neighbors, len(rows) - 1)
         if self.k < 1:
@@ -216,7 +221,7 @@ class NeighbourForceMeans:
         if len(rows) > n_fit:
             sample = rows[np.sort(rng.choice(len(rows), n_fit, replace=False))]
         self.pca = PCA(n_components, svd_solver="randomized", random_state=random_state)
-        self.pca.fit(np.asarray(X[sample]))
+        self.pca.fit(take_rows(X, sample))
         self.index = NearestNeighbors(n_neighbors=self.k + 1).fit(self._embed(rows))
         values, observed = [], []
         for chunk in index_chunks(rows, n_features):
@@ -231,7 +236,7 @@ class NeighbourForceMeans:
         """PCA coordinates of the given rows, read in chunks."""
         return np.concatenate(
             [
-                self.pca.transform(np.asarray(self.X[chunk]))
+                self.pca.transform(take_rows(self.X, chunk))
                 for chunk in index_chunks(rows, self.X.shape[1])
             ]
         )
@@ -249,7 +254,7 @@ class NeighbourForceMeans:
         """
         if self.k < 1:
             return None
-        ids = np.arange(len(self.X))[rows]
+        ids = np.arange(n_rows(self.X))[rows]
         found = self.index.kneighbors(self._embed(ids), return_distance=False)
         # Drop the row itself (or, for a row that is not a reference or among
         # exact duplicates, the last neighbour) so that h_k never sees the

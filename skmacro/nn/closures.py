@@ -144,7 +144,7 @@ class MLPClosure(nn.Module):
 
     def standardize(self, x):
         """``(x - mean) / scale``, shape (B, N)."""
-        return (x - self.x_mean) / self.x_scale
+        return (x - self.x_mean).div_(self.x_scale)
 
     def forward(self, x):
         if self.net is None:

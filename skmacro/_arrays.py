@@ -1,0 +1,132 @@
+"""Reading rows of ``X`` wherever it lives: the one place that knows NumPy
+arrays, memory maps, zarr arrays, h5py datasets and dask arrays.
+
+Every pass over the data reads row blocks through :func:`take_rows`, so an
+array on disk or on a cluster is never loaded whole, and an in-memory array
+takes the same path (a model does not depend on where its data live).
+"""
+
+import numbers
+
+import numpy as np
+from sklearn.utils import assert_all_finite, check_array
+
+__all__ = ["check_rows", "take_rows", "is_dask", "n_rows"]
+
+
+def is_dask(X):
+    """Whether ``X`` is a dask array (imported lazily: dask is optional)."""
+    return type(X).__module__.startswith("dask.") and hasattr(X, "compute")
+
+
+def _in_memory(X):
+    """NumPy arrays (memory maps included) and everything NumPy converts
+    cheaply (lists, pandas)."""
+    return not hasattr(X, "shape") or hasattr(X, "iloc") or isinstance(X, np.ndarray)
+
+
+def check_rows(X, name="X", n_features=None, allow_nd=False):
+    """Validate the shape and dtype of a row-indexable array without reading
+    its values.
+
+    In-memory input (a NumPy array, a list, a pandas ``DataFrame``) goes
+    through scikit-learn's ``check_array`` without a dtype change for
+    float32 and float64 (a memory map stays one); a zarr array, an h5py
+    dataset or a dask array is kept as is. Values are checked for NaN and
+    inf as they are read (:func:`take_rows`).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    name : str, default="X"
+    n_features : int, optional
+        Required number of columns.
+    allow_nd : bool, default=False
+
+    Returns
+    -------
+    array-like of shape (n_samples, n_features)
+    """
+    if _in_memory(X):
+        X = check_array(
+            X,
+            dtype=("float32", "float64"),
+            ensure_all_finite=False,
+            input_name=name,
+            allow_nd=allow_nd,
+            copy=False,
+        )
+    else:
+        shape, dtype = getattr(X, "shape", None), getattr(X, "dtype", None)
+        if shape is None or dtype is None or not hasattr(X, "__getitem__"):
+            raise TypeError(
+                f"{name} must be an array with NumPy-style row slicing (ndarray, "
+                f"np.memmap, zarr.Array, h5py.Dataset, dask.array), got "
+                f"{type(X).__name__}"
+            )
+        kind = np.dtype(dtype).kind
+        if kind == "c":
+            raise ValueError("Complex data not supported")
+        if kind not in "fiub":
+            raise ValueError(f"{name} must hold numbers, got dtype {dtype}")
+        if len(shape) != 2 and not allow_nd:
+            raise ValueError(
+                f"Expected a 2-dimensional {name} (n_samples, n_features), got "
+                f"shape {tuple(shape)}"
+            )
+        if shape[0] < 1:
+            raise ValueError(f"{name} has 0 samples; at least one is required")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {X.shape[1]} features (columns), expected {n_features}"
+        )
+    return X
+
+
+def n_rows(X):
+    """The number of rows of an array-like."""
+    return X.shape[0] if hasattr(X, "shape") else len(X)
+
+
+def take_rows(X, rows, dtype=np.float32, name="X", check_finite=True):
+    """Some rows of ``X`` as an in-memory array.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, ...)
+        Validated by :func:`check_rows`.
+    rows : slice or ndarray of int
+        Which rows (an index array in any order, without repeats).
+    dtype : numpy dtype or None, default=float32
+        Cast the block to this dtype (None keeps the stored one).
+    name : str, default="X"
+    check_finite : bool, default=True
+        Raise a ``ValueError`` if the block holds NaN or inf.
+
+    Returns
+    -------
+    ndarray of shape (n_rows, ...)
+    """
+    if isinstance(rows, slice):
+        block = X[rows]
+    elif isinstance(rows, numbers.Integral):
+        block = X[rows : rows + 1]
+    else:
+        rows = np.asarray(rows)
+        if type(X).__module__.startswith("h5py"):
+            # h5py reads increasing indices only.
+            order = np.argsort(rows)
+            block = X[rows[order]]
+            block = block[np.argsort(order)]
+        else:
+            block = X[rows]
+    if is_dask(block):
+        block = block.compute()
+    block = np.asarray(block, dtype=dtype)
+    if not block.flags.writeable:
+        # A read-only view (a memory map opened with mode="r"): torch wants
+        # its own memory.
+        block = block.copy()
+    if check_finite:
+        assert_all_finite(block, input_name=name)
+    return block
