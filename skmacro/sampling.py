@@ -12,16 +12,16 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_random_state
+from tqdm.auto import tqdm
 
+from ._arrays import n_rows, take_rows
+from ._chunking import SAMPLING_BUDGET
 from ._validation import check_choice, check_p
+from .storage import PartialForceStore
 
 __all__ = ["sample_partial_forces", "observed_mask", "densify"]
 
 FORMATS = ("dense", "sparse")
-
-# Rows per chunk are chosen so that one chunk's random keys and forces hold
-# about this many numbers, bounding the working memory whatever ``len(X)``.
-_CHUNK_ELEMENTS = 1 << 20
 
 
 def _particle_count(p, n_particles):
@@ -49,6 +49,8 @@ def sample_partial_forces(
     return_mask=False,
     free_coordinates=False,
     return_inclusion_proba=False,
+    out=None,
+    verbose=False,
 ):
     """Compute forces on a random subset of particles (Algorithm 1).
 
@@ -94,6 +96,13 @@ def sample_partial_forces(
         ``PartialForceDynamics.fit(..., inclusion_proba=...)``. Needed with
         ``free_coordinates``: without it the estimator would take the
         observed fraction of coordinates as the probability of every one.
+    out : str, path or zarr group, optional
+        Write the forces into a resumable store as they are computed, block
+        by block (:class:`skmacro.storage.PartialForceStore`; needs
+        ``format="sparse"`` and an integer ``random_state``): a killed run
+        resumes with the same call, recomputing only the unfinished blocks.
+    verbose : bool, default=False
+        Show a progress bar over blocks of configurations.
 
     Returns
     -------
@@ -131,37 +140,54 @@ def sample_partial_forces(
     >>> proba[:6]
     array([1.    , 1.    , 1.    , 0.0625, 0.0625, 0.0625])
     """
-    # Validate without a float64 copy of all of X: chunks are converted below.
     X = system.check_states(X, "X")
     n, m = system.n_particles, system.particle_dim
     k = _particle_count(p, n)
     check_choice("format", format, FORMATS)
+    if out is not None and format != "sparse":
+        raise ValueError(
+            "out= writes the forces as CSR chunks: use format='sparse' with it"
+        )
     free = _check_free_coordinates(system, free_coordinates)
     rng = check_random_state(random_state)
 
-    n_samples = len(X)
+    n_samples = n_rows(X)
     # Coordinates recorded per configuration: all of the k sampled particles',
     # and the free ones of the n - k others.
     width = k * m + (n - k) * len(free)
-    chunk = max(1, _CHUNK_ELEMENTS // max(n, system.n_features))
-    columns = np.empty((n_samples, width), dtype=np.intp)
-    values = np.empty((n_samples, width), dtype=np.float64)
+    chunk = max(1, SAMPLING_BUDGET // max(n, system.n_features))
+    settings = dict(
+        system=repr(system),
+        n_samples=n_samples,
+        p=p,
+        random_state=random_state if isinstance(random_state, int) else None,
+        free=free,
+    )
+    if out is not None and not isinstance(random_state, numbers.Integral):
+        raise ValueError(
+            "out= resumes a killed run only with the same random draws: give "
+            f"an integer random_state, got {random_state!r}"
+        )
+    store = PartialForceStore.open(out, n_samples, width, chunk, settings)
     particles = np.empty((n_samples, k), dtype=np.intp)
-    for start in range(0, n_samples, chunk):
+    for b, start in enumerate(
+        tqdm(range(0, n_samples, chunk), disable=not verbose, desc="partial forces")
+    ):
         stop = min(start + chunk, n_samples)
         # The k smallest of n i.i.d. uniform keys form a uniformly random
-        # k-subset; sorting them keeps CSR indices sorted.
+        # k-subset; sorting them keeps CSR indices sorted. They are drawn for
+        # every block, stored or not, so a resumed run makes the same draws.
         keys = rng.random_sample((stop - start, n))
         chosen = np.sort(np.argpartition(keys, k - 1, axis=1)[:, :k], axis=1)
-        X_chunk = np.asarray(X[start:stop], dtype=np.float64)
-        forces = system.partial_forces(X_chunk, chosen)
         particles[start:stop] = chosen
+        if store.is_done(b):
+            continue
+        X_chunk = take_rows(X, slice(start, stop), dtype=np.float64)
+        forces = system.partial_forces(X_chunk, chosen)
         if not free:
             # Particle-major layout: particle i owns columns i*m, ..., i*m + m - 1.
-            columns[start:stop] = (chosen[:, :, None] * m + np.arange(m)).reshape(
-                stop - start, width
-            )
-            values[start:stop] = forces.reshape(stop - start, width)
+            columns = (chosen[:, :, None] * m + np.arange(m)).reshape(-1, width)
+            store.write(b, slice(start, stop), forces.reshape(-1, width), columns)
             continue
         observed = np.zeros((stop - start, n, m), dtype=bool)
         full = np.zeros((stop - start, n, m))
@@ -171,25 +197,26 @@ def sample_partial_forces(
         observed[rows, chosen] = True
         full[rows, chosen] = forces
         # Row-major nonzero: each row's columns come out sorted.
-        columns[start:stop] = np.nonzero(observed.reshape(stop - start, -1))[1].reshape(
-            stop - start, width
+        columns = np.nonzero(observed.reshape(stop - start, -1))[1]
+        store.write(
+            b,
+            slice(start, stop),
+            full[observed].reshape(-1, width),
+            columns.reshape(-1, width),
         )
-        values[start:stop] = full[observed].reshape(stop - start, width)
 
+    values, columns = store.values, store.columns
     if format == "dense":
         F = np.full((n_samples, system.n_features), np.nan)
         np.put_along_axis(F, columns, values, axis=1)
     else:
-        indptr = np.arange(n_samples + 1, dtype=np.intp) * width
-        F = sp.csr_array(
-            (values.ravel(), columns.ravel(), indptr),
-            shape=(n_samples, system.n_features),
-        )
-        F.has_sorted_indices = True
+        F = store.csr(system.n_features)
     out = [F]
     if return_mask:
         mask = np.zeros((n_samples, system.n_features if free else n), dtype=bool)
-        np.put_along_axis(mask, columns if free else particles, True, axis=1)
+        np.put_along_axis(
+            mask, np.asarray(columns[:]) if free else particles, True, axis=1
+        )
         out.append(mask)
     if return_inclusion_proba:
         proba = np.full((n, m), k / n)

@@ -20,7 +20,7 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-from ._arrays import n_rows, take_rows
+from ._arrays import is_dask, n_rows, take_rows
 from ._chunking import EMBEDDING_FIT_BUDGET, index_chunks
 
 __all__ = [
@@ -112,37 +112,90 @@ def partial_force_statistics(
         ``dz/dt = J f``; all float64, in the order of ``rows``, on the
         encoder's device.
     """
-    parts = {key: [] for key in ("z", "y", "b", "A", "c")}
+    if is_dask(X) and rows is None:
+        return _dask_statistics(encoder, X, forces, loss, control)
+    parts = []
     for chunk, z, jac in encoder.iter_jacobians(X, rows):
-        # On the encoder's device: no round trip to the host per chunk.
-        device = z.device
-        jac = jac.to(dtype=torch.float64)
-        index, J, f, w = _observed(forces, chunk, jac, device)
+        observed = forces.observed_chunk(chunk)
         h = None if control is None else control.chunk(chunk)
-        if h is None:
-            r, u = f, 0.0
-        else:
-            h = torch.from_numpy(h).to(device)
-            r, u = f - torch.gather(h, 1, index), jac.matvec(h)
-        JWr = horvitz_thompson(J, w, r)
-        y = u + JWr
-        if loss == "z":
-            b, c = y, torch.sum(y**2, dim=-1)
-            A = torch.eye(y.shape[1], dtype=y.dtype, device=device)
-            A = A.expand(len(y), -1, -1)
-        else:
-            G_inv = torch.linalg.inv(jac.gram())
-            A = G_inv @ ((J * w[:, None, :]) @ J.transpose(1, 2)) @ G_inv
-            b = torch.einsum("bij,bj->bi", G_inv, JWr)
-            c = torch.sum(w * r**2, dim=-1)
-            if h is not None:
-                # Expand (g - u)^T A (g - u) - 2 (g - u)^T b into the form in g.
-                Au = torch.einsum("bij,bj->bi", A, u)
-                c = c + 2 * torch.sum(u * b, dim=-1) + torch.sum(u * Au, dim=-1)
-                b = b + Au
-        for key, value in zip(parts, (z.double(), y, b, A, c), strict=True):
-            parts[key].append(value)
-    return {key: torch.cat(value) for key, value in parts.items()}
+        parts.append(_chunk_statistics(z, jac, observed, h, loss))
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
+def _chunk_statistics(z, jac, observed, h, loss):
+    """The statistics of one chunk (see :func:`partial_force_statistics`),
+    computed on the encoder's device: no round trip to the host per chunk.
+
+    ``observed`` is ``forces.observed_chunk(rows)``; ``h`` the control
+    variate (chunk, N) or None.
+    """
+    device = z.device
+    jac = jac.to(dtype=torch.float64)
+    index, f, w = (torch.from_numpy(a).to(device) for a in observed)
+    J = jac.columns(index)  # (chunk, d, m): J at the computed coordinates
+    if h is None:
+        r, u = f, 0.0
+    else:
+        h = torch.from_numpy(h).to(device)
+        r, u = f - torch.gather(h, 1, index), jac.matvec(h)
+    JWr = horvitz_thompson(J, w, r)
+    y = u + JWr
+    if loss == "z":
+        b, c = y, torch.sum(y**2, dim=-1)
+        A = torch.eye(y.shape[1], dtype=y.dtype, device=device)
+        A = A.expand(len(y), -1, -1)
+    else:
+        G_inv = torch.linalg.inv(jac.gram())
+        A = G_inv @ ((J * w[:, None, :]) @ J.transpose(1, 2)) @ G_inv
+        b = torch.einsum("bij,bj->bi", G_inv, JWr)
+        c = torch.sum(w * r**2, dim=-1)
+        if h is not None:
+            # Expand (g - u)^T A (g - u) - 2 (g - u)^T b into the form in g.
+            Au = torch.einsum("bij,bj->bi", A, u)
+            c = c + 2 * torch.sum(u * b, dim=-1) + torch.sum(u * Au, dim=-1)
+            b = b + Au
+    return {"z": z.double(), "y": y, "b": b, "A": A, "c": c}
+
+
+def _block_statistics(encoder, x, ids, observed, control, loss):
+    """The statistics of one block of a dask array, on a worker: ``x`` are
+    the block's states, ``ids`` their rows in the whole array, ``observed``
+    their computed forces (``forces.observed_chunk``)."""
+    parts = []
+    for r, z, jac in encoder.iter_jacobians(x):
+        h = None if control is None else control.guess(ids[r], x[r])
+        chunk = _chunk_statistics(z, jac, tuple(a[r] for a in observed), h, loss)
+        parts.append({key: value.cpu() for key, value in chunk.items()})
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
+def _dask_statistics(encoder, X, forces, loss, control):
+    """The statistics pass mapped over the row blocks of a dask array: each
+    block is reduced where it lives (on the workers of the active
+    ``dask.distributed`` client, or dask's local scheduler) and only the
+    O(d^2) statistics per configuration come back. The encoder and the
+    control variate travel to each worker once."""
+    import dask
+
+    X = X.rechunk({1: -1})
+    shared_encoder = dask.delayed(encoder, pure=True)
+    shared_control = dask.delayed(control, pure=True)
+    tasks, start = [], 0
+    for block, size in zip(X.to_delayed().ravel(), X.chunks[0], strict=True):
+        rows = slice(start, start + size)
+        tasks.append(
+            dask.delayed(_block_statistics)(
+                shared_encoder,
+                block,
+                np.arange(start, start + size),
+                forces.observed_chunk(rows),
+                shared_control,
+                loss,
+            )
+        )
+        start += size
+    parts = dask.compute(*tasks)
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
 
 def observable_velocities(encoder, X, forces, rows=None):
@@ -232,6 +285,11 @@ class NeighbourForceMeans:
         self.values = sp.vstack(values, format="csr")
         self.observed = sp.vstack(observed, format="csr")
 
+    def __getstate__(self):
+        # Copies sent to workers use guess(), which needs no states: they
+        # travel without them.
+        return {**self.__dict__, "X": None}
+
     def _embed(self, rows):
         """PCA coordinates of the given rows, read in chunks."""
         return np.concatenate(
@@ -242,7 +300,7 @@ class NeighbourForceMeans:
         )
 
     def chunk(self, rows):
-        """Control variate for a block of rows.
+        """Control variate for a block of rows of the states it was built on.
 
         Parameters
         ----------
@@ -255,20 +313,36 @@ class NeighbourForceMeans:
         if self.k < 1:
             return None
         ids = np.arange(n_rows(self.X))[rows]
-        found = self.index.kneighbors(self._embed(ids), return_distance=False)
+        return self.guess(ids, take_rows(self.X, ids))
+
+    def guess(self, ids, x):
+        """Control variate for given states.
+
+        Parameters
+        ----------
+        ids : ndarray of int, shape (n,)
+            Their rows in the states the control variate was built on (a row
+            that is a reference row never sees its own forces).
+        x : ndarray of shape (n, N)
+            The states.
+
+        Returns
+        -------
+        h : ndarray of shape (n, N), float64, or None without neighbours
+        """
+        if self.k < 1:
+            return None
+        found = self.index.kneighbors(self.pca.transform(x), return_distance=False)
         # Drop the row itself (or, for a row that is not a reference or among
         # exact duplicates, the last neighbour) so that h_k never sees the
         # mask of configuration k.
         is_self = self.rows[found] == ids[:, None]
         is_self[~is_self.any(axis=1), -1] = True
         neighbours = found[~is_self].reshape(len(ids), self.k)
-        size = len(ids)
+        size, k = neighbours.shape
+        indptr = np.arange(0, size * k + 1, k)
         pick = sp.csr_array(
-            (
-                np.ones(size * self.k),
-                neighbours.ravel(),
-                np.arange(0, size * self.k + 1, self.k),
-            ),
+            (np.ones(size * k), neighbours.ravel(), indptr),
             shape=(size, self.values.shape[0]),
         )
         total = (pick @ self.values).toarray()

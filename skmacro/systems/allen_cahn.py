@@ -6,12 +6,12 @@ import numbers
 import numpy as np
 import scipy.fft
 import torch
-from joblib import Parallel, delayed
 from sklearn.utils import check_random_state
-from tqdm.auto import tqdm
 
+from .._arrays import take_rows
 from .._validation import check_choice
 from ..integrate import n_steps_between
+from ..storage import TrajectoryStore, simulate_into
 from ._base import System
 
 __all__ = ["AllenCahn"]
@@ -236,47 +236,25 @@ class AllenCahn(System):
         -------
         ndarray of shape (n_samples, n_features), dtype float64
         """
-        X = self.check_states(X, dtype=np.float64)
-        return _laplacian(self._as_grid(X), self.h).reshape(X.shape)
+        out = np.empty(self.check_states(X).shape)
+        for rows, block in self.iter_states(X):
+            out[rows] = _laplacian(self._as_grid(block), self.h).reshape(block.shape)
+        return out
 
-    def forces(self, X):
+    def _forces(self, X):
         r"""All microscopic forces :math:`f(v) = \Delta_h v + (v - v^3) /
-        \epsilon^2` (Eq. 19 on the grid).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Row-major grids.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_features), dtype float64
-        """
-        X = self.check_states(X, dtype=np.float64)
+        \epsilon^2` (Eq. 19 on the grid) of an in-memory block of row-major
+        grids."""
         return _vector_field(self._as_grid(X), self.h, self.eps).reshape(X.shape)
 
-    def partial_forces(self, X, particles):
+    def _partial_forces(self, X, idx):
         """Forces on the requested grid values only (Eq. 19 on the grid).
 
         Only each requested value and its (up to) four neighbours are read,
         so the cost is proportional to the number of requested particles,
-        not to ``n_particles``; ``X`` is not copied.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Row-major grids.
-        particles : array-like of int, shape (n_samples, k) or (k,)
-            Flat grid indices ``i * n_grid + j``; a 1-D array is used for
-            every configuration.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, k, 1), dtype float64
-            ``out[s, j, 0]`` is ``dX[s, particles[s, j]]/dt``.
+        not to ``n_particles``. Particles are flat grid indices
+        ``i * n_grid + j``.
         """
-        X = self.check_states(X)
-        idx = self.check_particles(particles, len(X))
         n = self.n_grid
         rows = np.arange(len(X))[:, None]
         i, j = np.divmod(idx, n)
@@ -475,12 +453,14 @@ class AllenCahn(System):
         dtype : numpy floating dtype, default=numpy.float32
             Dtype of the returned states when ``out`` is None (``out``'s
             own dtype otherwise).
-        out : array-like, optional
-            Of shape (n_trajectories, n_steps // stride + 1, n_features):
-            where to write the trajectories, e.g. an ``np.memmap``, a zarr
-            array or an h5py dataset; it must support ``out[i] =
-            trajectory``. Each trajectory is written as soon as it is done,
-            so memory holds one trajectory per worker, never all of them.
+        out : str, path, zarr group or array-like, optional
+            Where to write the trajectories as each finishes, so that memory
+            holds one trajectory per worker, never all of them: a path or
+            zarr group makes a resumable float32 store
+            (:class:`skmacro.storage.TrajectoryStore`; a killed run resumes
+            with the same call, and each worker writes its own trajectory);
+            an array-like of the result's shape (``np.memmap``, zarr array,
+            h5py dataset) is filled in place, in its own dtype.
         n_jobs : int or None, default=None
             Trajectories run in parallel with joblib (processes).
         verbose : bool, default=False
@@ -501,7 +481,7 @@ class AllenCahn(System):
         """
         self._validate()
         check_choice("method", method, METHODS)
-        X0 = self.check_states(X0, "X0", dtype=np.float64)
+        X0 = take_rows(self.check_states(X0, "X0"), slice(None), dtype=np.float64)
         h2 = self.h**2
         if dt is None:
             dt = (_STRANG_DT if method == "strang" else _EXPLICIT_DT) * h2
@@ -517,18 +497,17 @@ class AllenCahn(System):
         n_steps = n_steps_between(0.0, t_end, dt)
         stride = self._check_stride(stride, dt, h2)
         shape = (len(X0), n_steps // stride + 1, self.n_features)
-        if out is not None:
-            if tuple(getattr(out, "shape", ())) != shape:
-                raise ValueError(
-                    f"out must have shape {shape} (n_trajectories, n_steps // "
-                    f"stride + 1, n_features), got "
-                    f"{getattr(out, 'shape', type(out).__name__)}"
-                )
-            # Workers return trajectories in the dtype they are stored in.
-            dtype = getattr(out, "dtype", dtype)
-        dtype = _check_float_dtype(dtype, "out.dtype" if out is not None else "dtype")
-        if out is None:
-            out = np.empty(shape, dtype=dtype)
+        store = TrajectoryStore.open(
+            out,
+            shape,
+            fingerprint=dict(
+                system=repr(self), t_end=t_end, dt=dt, method=method, stride=stride
+            ),
+            X0=X0,
+            dtype=_check_float_dtype(dtype, "dtype"),
+        )
+        # Workers return trajectories in the dtype they are stored in.
+        dtype = _check_float_dtype(store.array.dtype, "out.dtype")
         settings = dict(
             n=self.n_grid,
             h=self.h,
@@ -539,13 +518,15 @@ class AllenCahn(System):
             method=method,
             dtype=dtype,
         )
-        jobs = (delayed(_trajectory)(x0, **settings) for x0 in X0)
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
-        with tqdm(total=len(X0), disable=not verbose, desc=method) as bar:
-            for i, trajectory in enumerate(results):
-                out[i] = trajectory
-                bar.update()
-        return out
+        return simulate_into(
+            store,
+            _trajectory,
+            X0,
+            settings,
+            n_jobs=n_jobs,
+            verbose=verbose,
+            desc=method,
+        )
 
     def _check_stable(self, method, dt):
         """Refuse an explicit step outside the stability region.
@@ -644,8 +625,11 @@ class AllenCahn(System):
         for g in np.ndindex(shape[:-2]):  # one empty tuple for a 2-D input
             for start in range(0, n_snapshots, chunk_size):
                 rows = (*g, slice(start, min(start + chunk_size, n_snapshots)))
-                chunk = self.check_states(
-                    trajectories[rows], "trajectories", np.float64
+                chunk = take_rows(
+                    self.check_states(trajectories[rows], "trajectories"),
+                    slice(None),
+                    dtype=np.float64,
+                    name="trajectories",
                 )
                 energy = self.observables(torch.from_numpy(chunk))[:, 0].numpy()
                 mask[rows] = energy > threshold

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
+from .._arrays import take_rows
 from .._validation import check_choice
 from ..integrate import n_steps_between
+from ..storage import TrajectoryStore, simulate_into
 from . import lammps_engine, preparation
 from ._base import System
 from .neighbours import CellList, minimum_image, pairs_within, wrap
@@ -342,23 +343,13 @@ class LennardJones(System):
 
     # ------------------------------------------------------------------ forces
 
-    def forces(self, X):
-        """All microscopic forces ``f_i = (v_i, F_i / m)``.
+    def _forces(self, X):
+        """All microscopic forces ``f_i = (v_i, F_i / m)`` of an in-memory
+        block of states (positions possibly unwrapped).
 
         Neighbours come from a periodic k-d tree over the wrapped positions;
         displacements use the minimum image.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            States, positions possibly unwrapped.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_features), dtype float64
         """
-        self._validate()
-        X = self.check_states(X, dtype=np.float64)
         positions, velocities = self._split(X)
         box, potential = self._box(), self._potential()
         F = np.empty_like(X).reshape(len(X), self.n_atoms, 6)
@@ -367,47 +358,20 @@ class LennardJones(System):
             F[k, :, 3:] = _interatomic(r, box, potential)[0] / self.mass
         return F.reshape(X.shape)
 
-    def free_forces(self, X):
+    def _free_forces(self, X):
         """The position half of every atom's force, ``dr_i/dt = v_i``: a copy
-        of the velocities, no force evaluation (``free_coordinates``).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_atoms, 3), dtype float64
-        """
-        self._validate()
-        X = self.check_states(X, dtype=np.float64)
+        of the velocities, no force evaluation (``free_coordinates``)."""
         return self._split(X)[1].copy()
 
-    def partial_forces(self, X, particles):
-        """Forces ``f_i = (v_i, F_i / m)`` on the requested atoms only.
+    def _partial_forces(self, X, idx):
+        """Forces ``f_i = (v_i, F_i / m)`` on the requested atoms of an
+        in-memory block of states (repeats allowed).
 
         Each configuration is binned into a cell list (O(n) arithmetic and an
         integer sort); the forces on the ``k`` requested atoms then cost
-        O(k), independent of ``n_atoms``.
-        The velocity half ``v_i`` costs nothing; :meth:`free_forces` gives it
-        for every atom.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            States, positions possibly unwrapped.
-        particles : array-like of int, shape (n_samples, k) or (k,)
-            Atom indices per configuration (a 1-D array is used for every
-            configuration); repeats are allowed.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, k, 6), dtype float64
-            ``out[s, j]`` is the force on atom ``particles[s, j]``.
+        O(k), independent of ``n_atoms``. The velocity half ``v_i`` costs
+        nothing; :meth:`free_forces` gives it for every atom.
         """
-        self._validate()
-        X = self.check_states(X, dtype=np.float64)
-        idx = self.check_particles(particles, len(X))
         positions, velocities = self._split(X)
         box, potential = self._box(), self._potential()
         F = np.empty(idx.shape + (6,))
@@ -430,10 +394,13 @@ class LennardJones(System):
         -------
         ndarray of shape (n_samples,)
         """
-        self._validate()
-        X = self.check_states(X, dtype=np.float64)
         box, potential = self._box(), self._potential()
-        return np.array([_interatomic(r, box, potential)[1] for r in self._split(X)[0]])
+        return np.concatenate(
+            [
+                [_interatomic(r, box, potential)[1] for r in self._split(block)[0]]
+                for _, block in self.iter_states(X)
+            ]
+        )
 
     def kinetic_energy(self, X):
         """Total kinetic energy ``sum_i m |v_i|^2 / 2`` of each configuration.
@@ -446,9 +413,12 @@ class LennardJones(System):
         -------
         ndarray of shape (n_samples,)
         """
-        self._validate()
-        X = self.check_states(X, dtype=np.float64)
-        return 0.5 * self.mass * np.sum(self._split(X)[1] ** 2, axis=(1, 2))
+        return np.concatenate(
+            [
+                0.5 * self.mass * np.sum(self._split(block)[1] ** 2, axis=(1, 2))
+                for _, block in self.iter_states(X)
+            ]
+        )
 
     def total_energy(self, X):
         """Conserved NVE energy, kinetic plus shifted potential.
@@ -605,6 +575,8 @@ class LennardJones(System):
         stride=1,
         n_jobs=None,
         dtype=np.float64,
+        out=None,
+        verbose=False,
     ):
         """NVE molecular dynamics by velocity Verlet.
 
@@ -633,11 +605,22 @@ class LennardJones(System):
             finishes, so memory peaks at the result plus ``n_jobs``
             trajectories; float32 halves the result (20 trajectories of 251
             states of 51,200 atoms: 6.2 GB instead of 12.3 GB).
+        out : str, path, zarr group or array-like, optional
+            Where to write the trajectories as each finishes: a path or zarr
+            group makes a resumable float32 store
+            (:class:`skmacro.storage.TrajectoryStore`; a killed run resumes
+            with the same call, and each worker writes its own trajectory,
+            also on dask workers under ``joblib.parallel_config(
+            backend="dask")``); an array-like of the result's shape is filled
+            in place. ``dtype`` is then the store's.
+        verbose : bool, default=False
+            Show a progress bar over trajectories.
 
         Returns
         -------
         ndarray of shape (n_trajectories, n_steps // stride + 1, n_features)
-            States at ``t = 0, stride*dt, ...``, the initial state first.
+            States at ``t = 0, stride*dt, ...``, the initial state first;
+            with ``out``, the array written.
         """
         self._validate()
         if method != "verlet":
@@ -657,48 +640,36 @@ class LennardJones(System):
             raise ValueError(
                 f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}"
             )
-        X0 = self.check_states(X0, "X0", dtype=np.float64)
+        X0 = take_rows(self.check_states(X0, "X0"), slice(None), dtype=np.float64)
         n_steps = n_steps_between(0.0, t_end, dt)
-        positions, velocities = self._split(X0)
+        settings = dict(
+            n_atoms=self.n_atoms,
+            box=self._box(),
+            r_cut=float(self.r_cut),
+            epsilon=float(self.epsilon),
+            sigma=float(self.sigma),
+            mass=float(self.mass),
+            dt=float(dt),
+            n_steps=n_steps,
+            stride=int(stride),
+            engine="numpy",
+        )
         if self.engine == "lammps" or (
             self.engine == "auto" and lammps_engine.lammps_available()
         ):
             lammps_engine.import_lammps()  # fail here, with the install hint
-            run = delayed(lammps_engine.nve_trajectory)
-            settings = dict(
-                box=self._box(),
-                r_cut=float(self.r_cut),
-                epsilon=float(self.epsilon),
-                sigma=float(self.sigma),
-                mass=float(self.mass),
-                dt=float(dt),
-                n_steps=n_steps,
-                stride=int(stride),
-            )
-            jobs = (
-                run(r, v, **settings)
-                for r, v in zip(positions, velocities, strict=True)
-            )
-        else:
-            run = delayed(_verlet_trajectory)
-            jobs = (
-                run(
-                    r,
-                    v,
-                    self._box(),
-                    self._potential(),
-                    float(self.mass),
-                    float(dt),
-                    n_steps,
-                    int(stride),
-                )
-                for r, v in zip(positions, velocities, strict=True)
-            )
-        out = np.empty((len(X0), n_steps // stride + 1, self.n_features), dtype)
-        trajectories = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
-        for i, trajectory in enumerate(trajectories):
-            out[i] = np.reshape(trajectory, out.shape[1:])
-        return out
+            settings["engine"] = "lammps"
+        store = TrajectoryStore.open(
+            out,
+            (len(X0), n_steps // stride + 1, self.n_features),
+            fingerprint={"system": repr(self), **settings},
+            X0=X0,
+            dtype=dtype,
+        )
+        settings["dtype"] = store.array.dtype
+        return simulate_into(
+            store, _trajectory, X0, settings, n_jobs=n_jobs, verbose=verbose, desc="MD"
+        )
 
     def __repr__(self):
         args = ", ".join(
@@ -733,3 +704,31 @@ def _partial_interatomic(cells, atoms, potential):
         [np.bincount(query[inside], pair_forces[:, k], len(atoms)) for k in range(3)],
         axis=1,
     )
+
+
+def _trajectory(
+    x0, *, n_atoms, box, r_cut, epsilon, sigma, mass, dt, n_steps, stride, engine, dtype
+):
+    """One NVE trajectory from the flat state ``x0``: (T, 6 n_atoms) states
+    in ``dtype`` (a module-level job for joblib and dask workers)."""
+    atoms = x0.reshape(n_atoms, 6)
+    positions, velocities = atoms[:, :3].copy(), atoms[:, 3:].copy()
+    if engine == "lammps":
+        states = lammps_engine.nve_trajectory(
+            positions,
+            velocities,
+            box=box,
+            r_cut=r_cut,
+            epsilon=epsilon,
+            sigma=sigma,
+            mass=mass,
+            dt=dt,
+            n_steps=n_steps,
+            stride=stride,
+        )
+    else:
+        potential = _PairPotential(epsilon, sigma, r_cut)
+        states = _verlet_trajectory(
+            positions, velocities, box, potential, mass, dt, n_steps, stride
+        )
+    return np.reshape(states, (len(states), -1)).astype(dtype, copy=False)

@@ -159,19 +159,9 @@ class PredatorPrey(System):
         scale = 1.0 if self.diffusion_scaling == "reference" else self.n_cells**2
         return np.array([self.D * scale, scale])
 
-    def forces(self, X):
-        """All microscopic forces ``dX/dt`` of the semi-discrete system (Eq. 42).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            States ``(u_1, ..., u_n, v_1, ..., v_n)``.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_features), dtype float64
-        """
-        X = self.check_states(X, dtype=np.float64)
+    def _forces(self, X):
+        """All microscopic forces ``dX/dt`` of the semi-discrete system (Eq. 42)
+        on an in-memory block of states ``(u_1, ..., u_n, v_1, ..., v_n)``."""
         uv = X.reshape(len(X), 2, self.n_cells)
         u, v = uv[:, 0], uv[:, 1]
         # Replication padding is the Neumann boundary stencil of Eq. 41.
@@ -182,29 +172,14 @@ class PredatorPrey(System):
         F[:, 1] += self.a * v * (u - self.b)
         return F.reshape(len(X), self.n_features)
 
-    def partial_forces(self, X, particles):
+    def _partial_forces(self, X, idx):
         """Forces on the requested grid values only (Eq. 42 row by row).
 
         Only ``u_i``, ``v_i`` and the two same-species neighbours of each
         requested value are read, so the cost is proportional to the number of
-        requested particles, not to ``n_particles``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            States ``(u_1, ..., u_n, v_1, ..., v_n)``.
-        particles : array-like of int, shape (n_samples, k) or (k,)
-            Indices into ``X``'s columns: ``i`` is ``u_{i+1}`` for
-            ``i < n_cells`` and ``v_{i+1-n_cells}`` otherwise. A 1-D array is
-            used for every configuration.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, k, 1), dtype float64
-            ``out[s, j, 0]`` is ``dX[s, particles[s, j]]/dt``.
+        requested particles, not to ``n_particles``. Particle ``i`` is
+        ``u_{i+1}`` for ``i < n_cells`` and ``v_{i+1-n_cells}`` otherwise.
         """
-        X = self.check_states(X, dtype=np.float64)
-        idx = self.check_particles(particles, len(X))
         n = self.n_cells
         rows = np.arange(len(X))[:, None]
         species, cell = np.divmod(idx, n)
