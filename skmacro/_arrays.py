@@ -9,6 +9,7 @@ takes the same path (a model does not depend on where its data live).
 import numbers
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.utils import assert_all_finite, check_array
 
 __all__ = ["check_rows", "take_rows", "is_dask", "n_rows"]
@@ -20,9 +21,15 @@ def is_dask(X):
 
 
 def _in_memory(X):
-    """NumPy arrays (memory maps included) and everything NumPy converts
-    cheaply (lists, pandas)."""
-    return not hasattr(X, "shape") or hasattr(X, "iloc") or isinstance(X, np.ndarray)
+    """NumPy arrays (memory maps included), scipy sparse matrices (which
+    ``check_array`` rejects with its usual message) and everything NumPy
+    converts cheaply (lists, pandas)."""
+    return (
+        not hasattr(X, "shape")
+        or hasattr(X, "iloc")
+        or isinstance(X, np.ndarray)
+        or sp.issparse(X)
+    )
 
 
 def check_rows(X, name="X", n_features=None, allow_nd=False):

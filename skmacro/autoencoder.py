@@ -516,12 +516,13 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         """Validate states without reading them (values are checked as they
         are read): feature count and names for a fixed-width closure, any
         width the closure encodes for a size-agnostic one."""
+        checked = check_rows(X)
         if reset or not self.size_agnostic_:
+            # The caller's X: a DataFrame's column names are checked too.
             validate_data(self, X, reset=reset, skip_check_array=True)
-        X = check_rows(X)
-        if not reset and self.size_agnostic_:
-            self.module_.closure.check_n_features(X.shape[1])
-        return X
+        else:
+            self.module_.closure.check_n_features(checked.shape[1])
+        return checked
 
     def _check_width(self, X):
         """The width of 2-D ``X``, checked against what the encoder encodes."""
