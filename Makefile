@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test,md]"
+	$(PY) -m pip install --quiet -e ".[test,md,distributed]"
 	touch $@
 
 run: $(STAMP)
