@@ -78,6 +78,9 @@ class KeepBestParameters(Callback):
     def on_train_end(self, net, **kwargs):
         net.module_.load_state_dict(self.best_state_)
         net.best_epoch_ = self.best_epoch_
+        # A copy of the weights is not part of the fitted state: it would
+        # double the size of every pickle.
+        del self.best_state_
 
 
 class EpochProgress(Callback):

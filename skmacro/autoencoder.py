@@ -568,6 +568,11 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         X = check_rows(X)
         width = self._check_width(X)
         device = self._module_device
+        # Parameter-only factors of the closure's Jacobian, formed once.
+        closure = self.module_.closure
+        frozen = None
+        if closure.n_outputs and hasattr(closure, "frozen"):
+            frozen = closure.frozen()
         # The observables' dense rows plus room for the caller's per-row work
         # of a few N-vectors (forces, weights, control variate).
         per_row = (self.n_observables_ + 8) * width
@@ -575,8 +580,9 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         for chunk in self._chunks(selection, per_row):
             x = torch.as_tensor(take_rows(X, chunk), device=device)
             with torch.no_grad():
-                z = self.module_.encode(x)
-            yield chunk, z, self.module_.jacobian(x).detach()
+                jacobian = self.module_.jacobian(x, frozen).detach()
+                z = self.module_.encode(x, jacobian)
+            yield chunk, z, jacobian
 
     def transform(self, X):
         """Encode microscopic states.

@@ -216,16 +216,37 @@ class PartialForces:
         w : ndarray of shape (chunk, m), float64
             Their weights ``1 / pi``, 0 on padding.
         """
-        f_dense, w_dense = self.chunk(rows)
-        row, col = np.nonzero(w_dense)
-        counts = np.bincount(row, minlength=len(w_dense))
+        if sp.issparse(self.F) and self.mask is None:
+            # Straight from the stored entries, without a dense (chunk, N) copy.
+            block = self.F[rows]
+            counts = np.diff(block.indptr)
+            row = np.repeat(np.arange(block.shape[0]), counts)
+            col, values = block.indices, block.data.astype(np.float64)
+            if not np.all(np.isfinite(values)):
+                raise ValueError("F contains inf, or NaN at computed coordinates")
+            if self.inclusion_proba is None:
+                weights = np.full(len(col), 1.0 / self.p)
+            else:
+                proba = self.inclusion_proba
+                width = proba.shape[-1]
+                particle = col // (self.n_features // width)
+                if proba.ndim == 1:
+                    weights = 1.0 / proba[particle]
+                else:
+                    row_ids = np.arange(self.n_samples)[rows]
+                    weights = 1.0 / proba[row_ids[row], particle]
+        else:
+            f_dense, w_dense = self.chunk(rows)
+            row, col = np.nonzero(w_dense)
+            counts = np.bincount(row, minlength=len(w_dense))
+            values, weights = f_dense[row, col], w_dense[row, col]
         position = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
-        shape = (len(w_dense), max(int(counts.max(initial=0)), 1))
+        shape = (len(counts), max(int(counts.max(initial=0)), 1))
         index = np.zeros(shape, dtype=np.int64)
         f, w = np.zeros(shape), np.zeros(shape)
         index[row, position] = col
-        f[row, position] = f_dense[row, col]
-        w[row, position] = w_dense[row, col]
+        f[row, position] = values
+        w[row, position] = weights
         return index, f, w
 
     def is_complete(self):

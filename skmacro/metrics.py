@@ -6,7 +6,7 @@ from sklearn.metrics import r2_score
 __all__ = ["mean_relative_error", "rollout_error", "make_macro_scorer"]
 
 
-def mean_relative_error(z_true, z_pred, squared=True):
+def mean_relative_error(z_true, z_pred, squared=True, mask=None):
     """Mean relative trajectory error of paper Eq. 43.
 
     For each trajectory, ``sum_t ||z_true(t) - z_pred(t)||^2 / sum_t
@@ -19,6 +19,9 @@ def mean_relative_error(z_true, z_pred, squared=True):
     z_true, z_pred : array-like of shape (n_trajectories, n_times, k) or (n_times, k)
         Observables along true and predicted trajectories.
     squared : bool, default=True
+    mask : array-like of bool, shape (n_trajectories, n_times) or (n_times,), optional
+        The times to score on each trajectory (all by default), e.g. the
+        snapshots of an Allen-Cahn trajectory before its torus vanishes.
 
     Returns
     -------
@@ -51,6 +54,15 @@ def mean_relative_error(z_true, z_pred, squared=True):
     ref = np.linalg.norm(z_true, axis=-1)
     if squared:
         err, ref = err**2, ref**2
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape not in (err.shape, err.shape[1:]):
+            raise ValueError(
+                f"mask must have shape {err.shape} or {err.shape[1:]} "
+                f"(trajectories, times), got {mask.shape}"
+            )
+        mask = np.broadcast_to(mask, err.shape)
+        err, ref = np.where(mask, err, 0.0), np.where(mask, ref, 0.0)
     denominator = ref.sum(axis=1)
     if np.any(denominator == 0):
         raise ValueError(

@@ -131,7 +131,7 @@ def test_chunking_and_seeding_do_not_change_the_draw(pp_data, monkeypatch):
     np.testing.assert_array_equal(
         whole, sample_partial_forces(system, X, 0.2, random_state=3)
     )
-    monkeypatch.setattr(sampling, "_CHUNK_ELEMENTS", 250)  # 2 rows per chunk
+    monkeypatch.setattr(sampling, "SAMPLING_BUDGET", 250)  # 2 rows per chunk
     np.testing.assert_array_equal(
         whole, sample_partial_forces(system, X, 0.2, random_state=3)
     )

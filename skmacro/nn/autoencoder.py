@@ -44,13 +44,19 @@ class ClosureAutoencoderModule(nn.Module):
         self.register_buffer("z_mean", torch.zeros(n_components))
         self.register_buffer("z_scale", torch.ones(n_components))
 
-    def encode(self, x):
-        """Latent coordinates ``z = (phi*(x), phi_hat(x))``, shape (batch, d)."""
+    def encode(self, x, jacobian=None):
+        """Latent coordinates ``z = (phi*(x), phi_hat(x))``, shape (batch, d).
+
+        A Jacobian of the same rows that carries the closure's values
+        (``jacobian.closure.outputs``) saves the closure's forward pass.
+        """
         parts = []
         if self.n_observables:
             parts.append(self.observables(x))
         if self.closure.n_outputs:
-            parts.append(self.closure(x))
+            known = None if jacobian is None else jacobian.closure
+            outputs = getattr(known, "outputs", None)
+            parts.append(self.closure(x) if outputs is None else outputs)
         return torch.cat(parts, dim=-1)
 
     def decode_target(self, z):
@@ -61,17 +67,20 @@ class ClosureAutoencoderModule(nn.Module):
     def forward(self, x):
         return self.decode_target(self.encode(x))
 
-    def jacobian(self, x):
+    def jacobian(self, x, closure=None):
         """Encoder Jacobians ``phi'(x)`` at the rows of ``x`` as an
         :class:`EncoderJacobian`.
 
         Only the observables' d* rows are formed with n_features columns (one
         ``torch.func.jacrev`` of the batch sum: the observables act row by
         row); the closure's rows stay in the closure's structured form.
-        Works inside or outside ``torch.no_grad``.
+        Works inside or outside ``torch.no_grad``. ``closure`` may be a
+        frozen view of the closure (``closure.frozen()``) for many calls at
+        fixed parameters.
         """
+        closure = self.closure if closure is None else closure
         J_o = batch_jacobian(self.observables, x) if self.n_observables else None
-        J_c = self.closure.jacobian(x) if self.closure.n_outputs else None
+        J_c = closure.jacobian(x) if self.closure.n_outputs else None
         return EncoderJacobian(J_o, J_c, x.shape, x.device)
 
 

@@ -173,6 +173,19 @@ class MLPClosure(nn.Module):
         K = batch_jacobian(rest, first(self.standardize(x)))
         return MLPJacobian(K, first.weight / self.x_scale)
 
+    def frozen(self, dtype=torch.float64):
+        """A read-only view for many Jacobians at the current parameters
+        (no gradients): the first layer's weight in the units of ``x`` and
+        its Gram matrix ``W W^T`` are formed once, in ``dtype``, instead of
+        for every batch (at N = 307,200 the Gram matrix alone costs more
+        than the rest of a batch's products).
+
+        Returns
+        -------
+        FrozenMLPClosure
+        """
+        return FrozenMLPClosure(self, dtype)
+
     def parameter_groups(self, lr):
         """The first layer's weight at the fan-in-scaled rate (``base_fan_in``),
         or no group when the input is not wider than ``base_fan_in``."""
@@ -189,6 +202,40 @@ class MLPClosure(nn.Module):
         return None if self.net is None else self.net[0]
 
 
+class FrozenMLPClosure:
+    """An :class:`MLPClosure` at fixed parameters whose Jacobians share the
+    parameter-only factors (see :meth:`MLPClosure.frozen`); valid until the
+    parameters change.
+
+    Parameters
+    ----------
+    closure : MLPClosure
+    dtype : torch.dtype
+        Of the Jacobians.
+    """
+
+    def __init__(self, closure, dtype=torch.float64):
+        self.closure = closure
+        self.n_outputs = closure.n_outputs
+        with torch.no_grad():
+            W = (closure.net[0].weight / closure.x_scale).to(dtype)
+            self.W, self.WWt = W, W @ W.T
+
+    def __call__(self, x):
+        return self.closure(x)
+
+    def jacobian(self, x):
+        """Like :meth:`MLPClosure.jacobian`, in the view's dtype; the
+        closure's values at ``x`` come along as ``outputs``."""
+        net = self.closure.net
+        rest = nn.Sequential(*list(net)[1:])
+        with torch.no_grad():
+            a = net[0](self.closure.standardize(x))
+            K = batch_jacobian(rest, a)
+            outputs = rest(a)
+        return MLPJacobian(K.to(self.W.dtype), self.W, self.WWt, outputs)
+
+
 class MLPJacobian:
     """A batch of MLP-closure Jacobians ``K W`` kept in factors.
 
@@ -201,18 +248,27 @@ class MLPJacobian:
         Jacobian of the layers after the first, in the first layer's output.
     W : torch.Tensor of shape (width, N)
         The first layer's weight in the units of ``x``.
+    WWt : torch.Tensor of shape (width, width), optional
+        ``W W^T`` when already known.
+    outputs : torch.Tensor of shape (batch, k), optional
+        The closure's values at the same rows, when they came along.
     """
 
-    def __init__(self, K, W):
-        self.K, self.W = K, W
+    def __init__(self, K, W, WWt=None, outputs=None):
+        self.K, self.W, self.WWt, self.outputs = K, W, WWt, outputs
+
+    def _map(self, fn):
+        WWt = None if self.WWt is None else fn(self.WWt)
+        return MLPJacobian(fn(self.K), fn(self.W), WWt, self.outputs)
 
     def to(self, *args, **kwargs):
-        """The factors moved or cast with ``torch.Tensor.to``."""
-        return MLPJacobian(self.K.to(*args, **kwargs), self.W.to(*args, **kwargs))
+        """The factors moved or cast with ``torch.Tensor.to`` (no copy of a
+        factor already there)."""
+        return self._map(lambda t: t.to(*args, **kwargs))
 
     def detach(self):
         """The factors detached from the autograd graph."""
-        return MLPJacobian(self.K.detach(), self.W.detach())
+        return self._map(torch.Tensor.detach)
 
     def columns(self, index):
         """``J[b, :, index[b]]``: index (batch, m) int64 -> (batch, k, m)."""
@@ -222,11 +278,16 @@ class MLPJacobian:
         """``J v``: (batch, N) -> (batch, k), or (batch, N, r) -> (batch, k, r)."""
         if v.ndim == 2:
             return (self.K @ (v @ self.W.T).unsqueeze(-1)).squeeze(-1)
-        return self.K @ (self.W @ v)
+        # W (width, N) against every sample's (N, r) in one matrix product,
+        # without broadcasting W to (batch, width, N).
+        batch, n, r = v.shape
+        Wv = self.W @ v.transpose(0, 1).reshape(n, batch * r)
+        return self.K @ Wv.reshape(-1, batch, r).transpose(0, 1)
 
     def gram(self):
         """``J J^T = K (W W^T) K^T``, shape (batch, k, k)."""
-        return self.K @ (self.W @ self.W.T) @ self.K.transpose(1, 2)
+        WWt = self.W @ self.W.T if self.WWt is None else self.WWt
+        return self.K @ WWt @ self.K.transpose(1, 2)
 
 
 def batch_jacobian(fn, x):
