@@ -32,7 +32,7 @@ def _in_memory(X):
     )
 
 
-def check_rows(X, name="X", n_features=None, allow_nd=False):
+def check_rows(X, name="X", n_features=None, allow_nd=False, ensure_min_samples=1):
     """Validate the shape and dtype of a row-indexable array without reading
     its values.
 
@@ -49,6 +49,7 @@ def check_rows(X, name="X", n_features=None, allow_nd=False):
     n_features : int, optional
         Required number of columns.
     allow_nd : bool, default=False
+    ensure_min_samples : int, default=1
 
     Returns
     -------
@@ -61,6 +62,7 @@ def check_rows(X, name="X", n_features=None, allow_nd=False):
             ensure_all_finite=False,
             input_name=name,
             allow_nd=allow_nd,
+            ensure_min_samples=ensure_min_samples,
             copy=False,
         )
     else:
@@ -81,8 +83,11 @@ def check_rows(X, name="X", n_features=None, allow_nd=False):
                 f"Expected a 2-dimensional {name} (n_samples, n_features), got "
                 f"shape {tuple(shape)}"
             )
-        if shape[0] < 1:
-            raise ValueError(f"{name} has 0 samples; at least one is required")
+        if shape[0] < ensure_min_samples:
+            raise ValueError(
+                f"{name} has {shape[0]} sample(s); at least {ensure_min_samples} "
+                "required"
+            )
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(
             f"{name} has {X.shape[1]} features (columns), expected {n_features}"
@@ -135,5 +140,8 @@ def take_rows(X, rows, dtype=np.float32, name="X", check_finite=True):
         # its own memory.
         block = block.copy()
     if check_finite:
-        assert_all_finite(block, input_name=name)
+        try:
+            assert_all_finite(block, input_name=name)
+        except ValueError:
+            raise ValueError(f"{name} contains NaN or infinity") from None
     return block

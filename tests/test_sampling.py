@@ -192,7 +192,7 @@ def test_free_coordinates_are_recorded_for_every_particle(fmt, monkeypatch):
     f, w = PartialForces(F, 10, inclusion_proba=proba).chunk(slice(None))
     np.testing.assert_array_equal(w[:, 0::2], 1.0)
     np.testing.assert_array_equal(w[:, 1::2], np.where(particles, 2.5, 0.0))
-    monkeypatch.setattr(sampling, "_CHUNK_ELEMENTS", 30)  # 3 rows per chunk
+    monkeypatch.setattr(sampling, "SAMPLING_BUDGET", 30)  # 3 rows per chunk
     chunked = sample_partial_forces(
         system, X, 0.4, random_state=1, format=fmt, free_coordinates=True
     )

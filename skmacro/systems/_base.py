@@ -230,7 +230,7 @@ class System(ABC):
         ValueError
             If ``X`` does not have ``n_features`` columns.
         """
-        X = check_rows(X, name)
+        X = check_rows(X, name, ensure_min_samples=0)
         if X.shape[1] != self.n_features:
             raise ValueError(
                 f"{name} must have shape (n_samples, {self.n_features}) for "

@@ -507,7 +507,7 @@ class AllenCahn(System):
             dtype=_check_float_dtype(dtype, "dtype"),
         )
         # Workers return trajectories in the dtype they are stored in.
-        dtype = _check_float_dtype(store.array.dtype, "out.dtype")
+        dtype = _check_float_dtype(getattr(store.array, "dtype", dtype), "out.dtype")
         settings = dict(
             n=self.n_grid,
             h=self.h,

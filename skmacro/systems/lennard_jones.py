@@ -666,7 +666,7 @@ class LennardJones(System):
             X0=X0,
             dtype=dtype,
         )
-        settings["dtype"] = store.array.dtype
+        settings["dtype"] = getattr(store.array, "dtype", dtype)
         return simulate_into(
             store, _trajectory, X0, settings, n_jobs=n_jobs, verbose=verbose, desc="MD"
         )
