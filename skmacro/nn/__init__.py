@@ -1,8 +1,9 @@
-"""Torch modules (no scikit-learn): MLPs, the closure autoencoder and latent
-vector fields."""
+"""Torch modules (no scikit-learn): MLPs, the closure autoencoder, the
+particle-set closure and latent vector fields."""
 
 from .autoencoder import ClosureAutoencoderModule
 from .mlp import MLP
+from .particle import ParticleSetClosure, ParticleSetJacobian
 from .scaling import ScaledVectorField
 from .vector_fields import (
     GFINN,
@@ -15,6 +16,8 @@ from .vector_fields import (
 __all__ = [
     "MLP",
     "ClosureAutoencoderModule",
+    "ParticleSetClosure",
+    "ParticleSetJacobian",
     "ScaledVectorField",
     "MLPVectorField",
     "OnsagerNet",
