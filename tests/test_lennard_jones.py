@@ -336,6 +336,41 @@ def test_initial_states_are_those_of_the_papers_lammps_input(lammps_or_skip, flu
     np.testing.assert_allclose(X[:, 3:] / np.sqrt(temperature), velocities, atol=1e-12)
 
 
+def test_independent_microstates_are_fresh_relaxed_samples():
+    system = LennardJones(n_atoms=128, density=0.5, engine="numpy")
+    X = system.sample_initial(4, random_state=0)  # the default
+    atoms = X.reshape(4, 128, 6)
+    positions = atoms[..., :3]
+    reference = system.reference_positions
+    for k in range(4):
+        assert not np.allclose(positions[k], reference)
+        for other in range(k):
+            assert not np.allclose(positions[k], positions[other])
+        d = minimum_image(positions[k][:, None] - positions[k][None], system.box_length)
+        distances = np.linalg.norm(d, axis=-1)[np.triu_indices(128, 1)]
+        assert distances.min() > 0.8  # relaxed: the placement's overlaps parted
+    directions = atoms[..., 3:].reshape(4, -1)
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    assert np.abs(directions @ directions.T - np.eye(4)).max() < 0.3  # new patterns
+    np.testing.assert_allclose(atoms[..., 3:].sum(axis=1), 0.0, atol=1e-12)
+    temperature = system.observables(X).numpy()[:, 0]
+    np.testing.assert_allclose(
+        temperature, np.random.RandomState(0).uniform(0.5, 1.5, 4), rtol=1e-12
+    )
+    assert np.all(system.potential_energy(X) < 0)
+    np.testing.assert_array_equal(system.sample_initial(4, random_state=0), X)
+    assert not np.allclose(system.sample_initial(4, random_state=1), X)
+    shared = system.sample_initial(4, random_state=0, microstates="shared")
+    np.testing.assert_array_equal(shared.reshape(4, 128, 6)[:, :, :3][1], reference)
+    with pytest.raises(ValueError, match="did you mean 'shared'"):
+        system.sample_initial(1, microstates="share")
+    msd = LennardJones(
+        n_atoms=128, density=0.5, observable_names=("msd",), engine="numpy"
+    )
+    with pytest.raises(ValueError, match="msd.*microstates='shared'"):
+        msd.sample_initial(2, random_state=0)
+
+
 def test_pickle_keeps_the_relaxed_positions(fluid, fluid_states):
     clone = pickle.loads(pickle.dumps(fluid))
     np.testing.assert_array_equal(
@@ -378,6 +413,36 @@ def test_kinetic_energy_and_msd_observables(fluid, fluid_states):
     np.testing.assert_allclose(Z[:, 1], fluid.kinetic_energy(X))
     X.reshape(3, 256, 6)[:, :, 0] += 0.3
     np.testing.assert_allclose(system.observables(X).numpy()[:, 0], 0.09)
+
+
+def test_temperature_and_kinetic_energy_serve_other_sizes(fluid, fluid_states):
+    small = LennardJones(
+        n_atoms=64, density=0.3, observable_names=("temperature", "kinetic_energy")
+    )
+    Z = small.observables(torch.as_tensor(fluid_states)).numpy()  # 256 atoms
+    v = fluid_states.reshape(3, 256, 6)[..., 3:]
+    kinetic = 0.5 * np.sum(v**2, axis=(1, 2))
+    np.testing.assert_allclose(Z[:, 1], kinetic)
+    np.testing.assert_allclose(Z[:, 0], kinetic * 2 / (3 * 255))
+    np.testing.assert_allclose(Z[:, 0], fluid.observables(fluid_states).numpy()[:, 0])
+    msd = LennardJones(n_atoms=64, density=0.3, observable_names=("msd",))
+    with pytest.raises(ValueError, match="'msd'.*64-atom.*256 atoms"):
+        msd.observables(fluid_states)
+    with pytest.raises(ValueError, match="6 \\* n"):
+        small.observables(torch.zeros(2, 6 * 64 + 3))
+
+
+def test_particle_closure_is_configured_for_the_fluid(fluid, fluid_states):
+    closure = fluid.particle_closure(n_radial=8)
+    assert closure.r_cut == fluid.r_cut and closure.density == fluid.density
+    assert closure.particle_dim == 6 and closure.n_radial == 8
+    assert closure.size_agnostic and closure.n_outputs is None  # unfitted
+    closure.build(fluid.n_features, 3)
+    X = torch.as_tensor(fluid_states)
+    closure.prepare(lambda: iter([X]))
+    assert closure.eval()(X).shape == (3, 3)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        fluid.particle_closure(n_radials=8)
 
 
 # ------------------------------------------------------------------- LAMMPS

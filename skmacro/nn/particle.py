@@ -26,8 +26,13 @@ _FIXED_FLOOR = 1e-2
 _LEARNED_FLOOR = 1e-1
 # Variance added before the square root of per-atom scales (constant channels).
 _EPS = 1e-12
-# Neighbour pairs handled at once by one pass over configurations.
+# Neighbour pairs handled at once by one pass over configurations, and
+# pairs whose terms are formed at once (temporaries of a few MB).
 _PAIR_BUDGET = 2_000_000
+_PAIR_CHUNK = 32_768
+_JACOBIAN_CHUNK = 4_096
+# Largest B (centres x sum_width x k values) kept between requests.
+_B_CACHE = 2**25
 # Rows of per-atom derivative work (centres) handled at once.
 _ROW_BUDGET = 16_384
 
@@ -687,44 +692,121 @@ class ParticleSetClosure(nn.Module):
 
         A pure torch function of ``d`` (n_pairs, 3), ``u`` (n_pairs, 3) and
         the centres' own terms ``own``, so that forward-mode AD gives its
-        directional derivatives.
+        directional derivatives. The pairs are added in chunks into one
+        buffer (absent basis functions go to a discarded column), which
+        keeps every temporary small.
         """
         K, C = self.n_radial, self._n_channels
+        width = C * K + (3 * K if self.angular else 0) + 1
         n_rows = len(env.centres)
-        idx, w, _, rhat, rdot, s2 = _pair_terms(d, u, self.r_min, self.r_cut, K)
-        channels = [w]
-        if u is not None:
-            channels += [w * rdot[:, None], w * s2[:, None]]
-        values = torch.stack(channels, dim=1)  # (P, C, 4)
-        offsets = torch.arange(C, device=d.device)[None, :, None] * K
-        rows = env.row_of_atom[env.first]
-        scalar = values.new_zeros(n_rows * C * K)
-        scalar = scalar.index_add(
-            0,
-            ((rows * (C * K))[:, None, None] + offsets + idx[:, None, :]).reshape(-1),
-            values.reshape(-1),
-        )
-        if env.symmetric:
-            back = env.row_of_atom[env.second]
-            scalar = scalar.index_add(
-                0,
-                ((back * (C * K))[:, None, None] + offsets + idx[:, None, :]).reshape(
-                    -1
-                ),
-                values.reshape(-1),
+        table, sign = self._column_table(d.device)
+        rows = env.row_of_atom[env.first].to(torch.int32) * width
+        back = env.row_of_atom[env.second].to(torch.int32) * width
+        buffer = d.new_zeros(n_rows * width)
+        for lo in range(0, len(d), _PAIR_CHUNK):
+            chunk = slice(lo, lo + _PAIR_CHUNK)
+            values, cols = self._pair_values(
+                d[chunk], None if u is None else u[chunk], table
             )
-        parts = [scalar.view(n_rows, C * K), own]
-        if self.angular:
-            vec = (w[:, :, None] * rhat[:, None, :]).reshape(-1, 3)
-            moments = vec.new_zeros(n_rows * K, 3)
-            moments = moments.index_add(0, (rows[:, None] * K + idx).reshape(-1), vec)
+            buffer.index_add_(
+                0, (rows[chunk, None] + cols).reshape(-1), values.reshape(-1)
+            )
             if env.symmetric:
-                # The reverse pair points the other way.
-                moments = moments.index_add(
-                    0, (back[:, None] * K + idx).reshape(-1), -vec
+                # Each pair also counts for its second atom, seen the other way.
+                buffer.index_add_(
+                    0,
+                    (back[chunk, None] + cols).reshape(-1),
+                    (values * sign.to(values.dtype)).reshape(-1),
                 )
-            parts.append(moments.view(n_rows, 3 * K))
+        buffer = buffer.view(n_rows, width)
+        parts = [buffer[:, : C * K], own]
+        if self.angular:
+            parts.append(buffer[:, C * K : width - 1])
         return torch.cat(parts, dim=1)
+
+    def _pair_values(self, d, u, table):
+        """Values (P, n_values) of pairs' terms and their buffer columns."""
+        K = self.n_radial
+        h = (self.r_cut - self.r_min) / (K + 1)
+        r = torch.linalg.vector_norm(d, dim=1).clamp_min(1e-12)
+        x = (r - self.r_min) / h
+        k0 = torch.floor(x)
+        w = _spline(x - k0)
+        values = [w]
+        if u is not None:
+            rdot = (d * u).sum(1) / r
+            s2 = u.square().sum(1)
+            values += [w * rdot[:, None], w * s2[:, None]]
+        if self.angular:
+            rhat = d / r[:, None]
+            values.append((w[:, :, None] * rhat[:, None, :]).reshape(len(d), 12))
+        cols = table[k0.detach().long().clamp(-3, K + 1) + 3]
+        return torch.cat(values, dim=1), cols
+
+    def _column_table(self, device):
+        """Buffer columns of a pair's values for each ``floor(x)`` from -3
+        to ``n_radial + 1`` (clamped outside), and the sign of each value for
+        the reverse pair (vector moments flip)."""
+        K, C = self.n_radial, self._n_channels
+        trash = C * K + (3 * K if self.angular else 0)
+        idx = torch.arange(-3, K + 2)[:, None] + torch.arange(-1, 3)  # (K + 5, 4)
+        valid = (idx >= 0) & (idx < K)
+        parts = [torch.where(valid, c * K + idx, trash) for c in range(C)]
+        signs = [torch.ones(4 * C)]
+        if self.angular:
+            vec = C * K + 3 * idx[:, :, None] + torch.arange(3)
+            parts.append(
+                torch.where(valid[:, :, None], vec, trash).reshape(len(idx), 12)
+            )
+            signs.append(-torch.ones(12))
+        table = torch.cat(parts, dim=1).to(device=device, dtype=torch.int32)
+        return table, torch.cat(signs).to(device)
+
+    def _buffer_to_sums(self, device):
+        """Column of the sums ``S`` of each pair-buffer column, -1 for the
+        discarded one (int64, buffer width)."""
+        K, C = self.n_radial, self._n_channels
+        scalars = torch.arange(C * K)
+        vectors = torch.arange(3 * K if self.angular else 0) + C * K + self._n_own
+        return torch.cat([scalars, vectors, torch.tensor([-1])]).to(device)
+
+    def _pair_jacobian(self, d, u, table):
+        """Derivatives (P, 6 or 3, n_values) of pairs' values (as
+        :meth:`_pair_values` orders them) in ``(d, u)``, and their buffer
+        columns."""
+        K = self.n_radial
+        h = (self.r_cut - self.r_min) / (K + 1)
+        r = torch.linalg.vector_norm(d, dim=1).clamp_min(1e-12)
+        x = (r - self.r_min) / h
+        k0 = torch.floor(x)
+        t = x - k0
+        w, dw = _spline(t), _spline_derivative(t) / h
+        rhat = d / r[:, None]
+        radial = rhat[:, :, None]  # (P, 3, 1)
+        d_rows = [dw[:, None, :] * radial]
+        u_rows = [torch.zeros_like(d_rows[0])]
+        if u is not None:
+            rdot = (rhat * u).sum(1)
+            s2 = u.square().sum(1)
+            across = ((u - rdot[:, None] * rhat) / r[:, None])[:, :, None]
+            d_rows += [
+                (dw * rdot[:, None])[:, None, :] * radial + w[:, None, :] * across,
+                (dw * s2[:, None])[:, None, :] * radial,
+            ]
+            u_rows += [w[:, None, :] * radial, 2.0 * w[:, None, :] * u[:, :, None]]
+        if self.angular:
+            # d(w_a rhat_c)/d d_i = rhat_i rhat_c (w_a' - w_a / r) + w_a delta_ic / r
+            outer = rhat[:, :, None] * rhat[:, None, :]  # (P, i, c)
+            eye = torch.eye(3, dtype=d.dtype, device=d.device)
+            vec = outer[:, :, None, :] * (dw - w / r[:, None])[:, None, :, None]
+            vec = vec + (w / r[:, None])[:, None, :, None] * eye[None, :, None, :]
+            d_rows.append(vec.reshape(len(d), 3, 12))
+            u_rows.append(torch.zeros_like(d_rows[-1]))
+        Jv = torch.cat(d_rows, dim=2)
+        if u is not None:
+            Jv = torch.cat([Jv, torch.cat(u_rows, dim=2)], dim=1)
+        cols = table[k0.long().clamp(-3, K + 1) + 3]
+        return Jv, cols
 
 
 class _AtomFeatures(nn.Module):
@@ -801,53 +883,27 @@ class _AtomFeatures(nn.Module):
             self.moment_scale.copy_(torch.sqrt(moments.var(0, correction=0) + _EPS))
 
 
-def _pair_terms(d, u, r_min, r_cut, n_radial):
-    """Geometry and radial-basis weights of pairs.
-
-    The basis is the uniform cubic B-splines of spacing
-    ``h = (r_cut - r_min) / (n_radial + 1)`` centred at ``r_min + k h``; each
-    pair has at most four non-zero ones, the last vanishing at ``r_cut``
-    with its first two derivatives.
-
-    Returns
-    -------
-    idx : (P, 4) int64, basis index of each weight (clamped; weight 0 if absent)
-    w, dw : (P, 4), the weights and their derivatives in r
-    rhat : (P, 3), r : (P,) inside rhat's computation; rdot, s2 : (P,) or None
-    """
-    h = (r_cut - r_min) / (n_radial + 1)
-    r = torch.sqrt(d.square().sum(-1)).clamp_min(1e-12)
-    x = (r - r_min) / h
-    k0 = torch.floor(x)
-    t = x - k0
+def _spline(t):
+    """Uniform cubic B-spline weights (P, 4) of the basis functions centred
+    at ``floor(x) - 1 ... floor(x) + 2`` for ``t = x - floor(x)`` (P,)."""
+    t = t[:, None]
+    t2 = t * t
+    t3 = t2 * t
     s = 1.0 - t
-    w = torch.stack(
-        [
-            s**3 / 6,
-            2.0 / 3.0 - t * t + t**3 / 2,
-            2.0 / 3.0 - s * s + s**3 / 2,
-            t**3 / 6,
-        ],
-        dim=-1,
-    )
-    dw = (
-        torch.stack(
-            [-s * s / 2, -2.0 * t + 1.5 * t * t, 2.0 * s - 1.5 * s * s, t * t / 2],
-            dim=-1,
-        )
-        / h
-    )
-    idx = k0.detach().long()[:, None] + torch.arange(-1, 3, device=d.device)
-    valid = (idx >= 0) & (idx < n_radial)
-    w = torch.where(valid, w, torch.zeros_like(w))
-    dw = torch.where(valid, dw, torch.zeros_like(dw))
-    idx = idx.clamp(0, n_radial - 1)
-    rhat = d / r[:, None]
-    rdot = s2 = None
-    if u is not None:
-        rdot = (rhat * u).sum(-1)
-        s2 = u.square().sum(-1)
-    return idx, w, dw, rhat, rdot, s2
+    w0 = s * s * s / 6.0
+    w1 = 0.5 * t3 - t2 + 2.0 / 3.0
+    w3 = t3 / 6.0
+    return torch.cat([w0, w1, 1.0 - w0 - w1 - w3, w3], dim=1)
+
+
+def _spline_derivative(t):
+    """Derivatives in ``t`` of :func:`_spline`'s weights, (P, 4)."""
+    t = t[:, None]
+    s = 1.0 - t
+    d0 = -0.5 * s * s
+    d1 = 1.5 * t * t - 2.0 * t
+    d3 = 0.5 * t * t
+    return torch.cat([d0, d1, -d0 - d1 - d3, d3], dim=1)
 
 
 class ParticleSetJacobian:
@@ -882,6 +938,7 @@ class ParticleSetJacobian:
         self.exact_gram = exact_gram
         self._grad = grad
         self._out = out or {}
+        self._cache = {}
 
     # ------------------------------------------------------------ protocol
 
@@ -1019,14 +1076,31 @@ class ParticleSetJacobian:
             start = stop
 
     def _B(self, env, A, rows):
-        """``B_c`` (len(rows), sum_width, k) at centre rows ``rows``."""
+        """``B_c`` (len(rows), sum_width, k) at centre rows ``rows``.
+
+        When a request needs most centres of a small batch, ``B`` is made
+        for all of them once and kept for the next request (columns then
+        Gram).
+        """
+        n_rows, k = len(env.centres), A.shape[1]
+        grad = torch.is_grad_enabled()
+        if 2 * len(rows) >= n_rows and n_rows * env.sums.shape[1] * k <= _B_CACHE:
+            cached = self._cache.get(id(env))
+            if cached is None or cached[0] != grad:
+                everything = torch.arange(n_rows, device=rows.device)
+                cached = (grad, self._make_B(env, A, everything))
+                self._cache[id(env)] = cached
+            return cached[1][rows]
+        return self._make_B(env, A, rows)
+
+    def _make_B(self, env, A, rows):
         closure = self.closure
         k = A.shape[1]
         per_config = env.centres_per_config
         S = env.sums[rows]
-        cotangent = A[rows // per_config] / per_config  # (R, k, pooled)
         if k == 0:
             return S.new_zeros(len(rows), S.shape[1], 0)
+        cotangent = A[rows // per_config] / per_config  # (R, k, pooled)
         _, pullback = vjp(closure.atom, S)
         (B,) = vmap(pullback)(cotangent.transpose(0, 1))  # (k, R, sum_width)
         return B.permute(1, 2, 0)
@@ -1140,53 +1214,6 @@ class ParticleSetJacobian:
         return torch.einsum("bkp,bp->bk", A, pooled_dot)
 
 
-def _pair_pullback(closure, Bt, rows, d, u):
-    """Derivatives of ``B_c . c(d, u)`` in ``d`` (and ``u``) for directed pairs.
-
-    ``c`` are the pair terms of centre row ``rows[p]`` (see
-    :meth:`ParticleSetClosure._sums`); ``Bt`` (R, sum_width, k). Returns
-    (P, k, 3) or (P, k, 6): the column contribution to the centre's
-    coordinates (position, then velocity); the neighbour's is its negative.
-    """
-    K, C = closure.n_radial, closure._n_channels
-    with torch.no_grad():
-        idx, w, dw, rhat, rdot, s2 = _pair_terms(d, u, closure.r_min, closure.r_cut, K)
-        r = torch.sqrt(d.square().sum(-1)).clamp_min(1e-12)
-    P = len(d)
-    cols = (torch.arange(C, device=d.device)[None, :, None] * K + idx[:, None, :]).view(
-        P, -1
-    )
-    beta = Bt[rows[:, None], cols].view(P, C, 4, -1)  # (P, C, 4, k)
-    # d(B.c)/dr through the weights, and the sums over the four weights.
-    g_r = torch.einsum("pa,pak->pk", dw, beta[:, 0])
-    grad_d = None
-    terms = []
-    if u is not None:
-        g_r = g_r + torch.einsum("pa,pak->pk", dw * rdot[:, None], beta[:, 1])
-        g_r = g_r + torch.einsum("pa,pak->pk", dw * s2[:, None], beta[:, 2])
-        R = torch.einsum("pa,pak->pk", w, beta[:, 1])
-        Q = torch.einsum("pa,pak->pk", w, beta[:, 2])
-        # d rdot / d d = (u - rdot rhat) / r ; d rdot / d u = rhat.
-        grad_d = R[:, None, :] * ((u - rdot[:, None] * rhat) / r[:, None])[:, :, None]
-        grad_u = R[:, None, :] * rhat[:, :, None] + 2.0 * Q[:, None, :] * u[:, :, None]
-    if closure.angular:
-        vcols = (
-            closure._n_scalar + 3 * idx[:, :, None] + torch.arange(3, device=d.device)
-        )
-        beta_v = Bt[rows[:, None], vcols.view(P, -1)].view(P, 4, 3, -1)  # (P,4,3,k)
-        g_r = g_r + torch.einsum("pa,pc,pack->pk", dw, rhat, beta_v)
-        Vb = torch.einsum("pa,pack->pck", w, beta_v)
-        along = torch.einsum("pc,pck->pk", rhat, Vb)
-        angular = (Vb - rhat[:, :, None] * along[:, None, :]) / r[:, None, None]
-        grad_d = angular if grad_d is None else grad_d + angular
-    radial = g_r[:, None, :] * rhat[:, :, None]
-    grad_d = radial if grad_d is None else grad_d + radial
-    terms.append(grad_d)
-    if u is not None:
-        terms.append(grad_u)
-    return torch.cat(terms, dim=1).transpose(1, 2)
-
-
 @dataclass
 class _Plan:
     """Which pairs and centres make the column blocks of some particles."""
@@ -1204,16 +1231,38 @@ class _Plan:
 
 
 def _assemble(closure, plan, Bt):
-    """Column blocks (n_slots, k, particle_dim), linear in ``Bt``."""
+    """Column blocks (n_slots, k, particle_dim), linear in ``Bt``.
+
+    A directed pair (c, j) adds ``B_c dv/d(d, u)`` to the block of ``c`` and
+    its negative to the block of ``j``, with ``v`` the pair's values in
+    ``c``'s sums; only the (at most 24) entries of ``B_c`` that the pair
+    touches are gathered, and the products are batched matrix products.
+    """
     dim = closure.particle_dim
-    k = Bt.shape[2]
-    W = _pair_pullback(closure, Bt, plan.pair_rows, plan.d, plan.u)
-    W = torch.nn.functional.pad(W, (0, dim - W.shape[2]))
-    blocks = Bt.new_zeros(plan.n_slots, k, dim)
-    keep = plan.to_first >= 0
-    blocks = blocks.index_add(0, plan.to_first[keep], W[keep])
-    keep = plan.to_second >= 0
-    blocks = blocks.index_add(0, plan.to_second[keep], -W[keep])
+    R, width, k = Bt.shape
+    flat = torch.cat([Bt.reshape(R * width, k), Bt.new_zeros(1, k)])
+    table, _ = closure._column_table(Bt.device)
+    to_sums = closure._buffer_to_sums(Bt.device)
+    n_in = 6 if closure._velocity else 3
+    blocks = Bt.new_zeros(plan.n_slots, n_in, k)
+    for lo in range(0, len(plan.d), _JACOBIAN_CHUNK):
+        chunk = slice(lo, lo + _JACOBIAN_CHUNK)
+        with torch.no_grad():
+            d = plan.d[chunk]
+            u = None if plan.u is None else plan.u[chunk]
+            Jv, cols = closure._pair_jacobian(d, u, table)  # (P, n_in, nv), (P, nv)
+            columns = to_sums[cols.long()]
+            index = torch.where(
+                columns >= 0, plan.pair_rows[chunk, None] * width + columns, R * width
+            )
+        beta = flat.index_select(0, index.reshape(-1)).view(len(d), -1, k)
+        W = torch.bmm(Jv.to(beta.dtype), beta)  # (P, n_in, k)
+        first, second = plan.to_first[chunk], plan.to_second[chunk]
+        keep = first >= 0
+        blocks.index_add_(0, first[keep], W[keep])
+        keep = second >= 0
+        blocks.index_add_(0, second[keep], -W[keep])
+    blocks = torch.nn.functional.pad(blocks.transpose(1, 2), (0, dim - n_in))
     own = _own_pullback(closure, Bt[plan.own_rows], plan.own_velocities)
     return blocks.index_add(0, plan.own_slots, own)
 
