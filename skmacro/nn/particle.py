@@ -688,34 +688,55 @@ class ParticleSetClosure(nn.Module):
         return torch.cat(parts, dim=1)
 
     def _sums(self, env, d, u, own):
-        """Sums ``S`` (n_centres, sum_width) of the centres' pair terms.
+        """Sums ``S`` (n_centres, sum_width) of the centres' pair terms, from
+        the pairs' ``d`` (n_pairs, 3), ``u`` (n_pairs, 3) and the centres'
+        own terms ``own``."""
+        return self._accumulate(
+            env,
+            own,
+            lambda part, table: self._pair_values(
+                d[part], None if u is None else u[part], table
+            ),
+        )
 
-        A pure torch function of ``d`` (n_pairs, 3), ``u`` (n_pairs, 3) and
-        the centres' own terms ``own``, so that forward-mode AD gives its
-        directional derivatives. The pairs are added in chunks into one
-        buffer (absent basis functions go to a discarded column), which
-        keeps every temporary small.
-        """
+    def _sum_tangents(self, env, d, u, d_dot, u_dot, own_dot):
+        """Directional derivatives of :meth:`_sums` along ``(d_dot, u_dot,
+        own_dot)``."""
+        return self._accumulate(
+            env,
+            own_dot,
+            lambda part, table: self._pair_tangents(
+                d[part],
+                None if u is None else u[part],
+                d_dot[part],
+                None if u is None else u_dot[part],
+                table,
+            ),
+        )
+
+    def _accumulate(self, env, own, chunk_values):
+        """Add pair values ``chunk_values(slice, table) -> (values, columns)``
+        into each centre's sums, in chunks of pairs that keep every temporary
+        small, through one buffer whose last column takes the values of
+        absent basis functions."""
         K, C = self.n_radial, self._n_channels
         width = C * K + (3 * K if self.angular else 0) + 1
         n_rows = len(env.centres)
-        table, sign = self._column_table(d.device)
+        table, sign = self._column_table(own.device)
         rows = env.row_of_atom[env.first].to(torch.int32) * width
         back = env.row_of_atom[env.second].to(torch.int32) * width
-        buffer = d.new_zeros(n_rows * width)
-        for lo in range(0, len(d), _PAIR_CHUNK):
-            chunk = slice(lo, lo + _PAIR_CHUNK)
-            values, cols = self._pair_values(
-                d[chunk], None if u is None else u[chunk], table
-            )
+        buffer = own.new_zeros(n_rows * width)
+        for lo in range(0, len(env.first), _PAIR_CHUNK):
+            part = slice(lo, lo + _PAIR_CHUNK)
+            values, cols = chunk_values(part, table)
             buffer.index_add_(
-                0, (rows[chunk, None] + cols).reshape(-1), values.reshape(-1)
+                0, (rows[part, None] + cols).reshape(-1), values.reshape(-1)
             )
             if env.symmetric:
                 # Each pair also counts for its second atom, seen the other way.
                 buffer.index_add_(
                     0,
-                    (back[chunk, None] + cols).reshape(-1),
+                    (back[part, None] + cols).reshape(-1),
                     (values * sign.to(values.dtype)).reshape(-1),
                 )
         buffer = buffer.view(n_rows, width)
@@ -723,6 +744,37 @@ class ParticleSetClosure(nn.Module):
         if self.angular:
             parts.append(buffer[:, C * K : width - 1])
         return torch.cat(parts, dim=1)
+
+    def _pair_tangents(self, d, u, d_dot, u_dot, table):
+        """Directional derivatives (P, n_values) of :meth:`_pair_values`."""
+        K = self.n_radial
+        h = (self.r_cut - self.r_min) / (K + 1)
+        r = torch.linalg.vector_norm(d, dim=1).clamp_min(1e-12)
+        x = (r - self.r_min) / h
+        k0 = torch.floor(x)
+        t = x - k0
+        w, dw = _spline(t), _spline_derivative(t) / h
+        rhat = d / r[:, None]
+        r_dot = (rhat * d_dot).sum(1)
+        w_dot = dw * r_dot[:, None]
+        values = [w_dot]
+        if u is not None:
+            rdot = (rhat * u).sum(1)
+            rdot_dot = ((d_dot * u).sum(1) - rdot * r_dot) / r + (rhat * u_dot).sum(1)
+            s2 = u.square().sum(1)
+            values += [
+                w_dot * rdot[:, None] + w * rdot_dot[:, None],
+                w_dot * s2[:, None] + 2.0 * w * (u * u_dot).sum(1)[:, None],
+            ]
+        if self.angular:
+            rhat_dot = (d_dot - rhat * r_dot[:, None]) / r[:, None]
+            vec = (
+                w_dot[:, :, None] * rhat[:, None, :]
+                + w[:, :, None] * rhat_dot[:, None, :]
+            )
+            values.append(vec.reshape(len(d), 12))
+        cols = table[k0.long().clamp(-3, K + 1) + 3]
+        return torch.cat(values, dim=1), cols
 
     def _pair_values(self, d, u, table):
         """Values (P, n_values) of pairs' terms and their buffer columns."""
@@ -1174,8 +1226,10 @@ class ParticleSetJacobian:
             Bt = self._B(env, A, plan.needed)
             # The blocks are linear in Bt: a custom backward recomputes them
             # instead of keeping (pairs x k x dim) terms alive until it.
-            products = _BlockGram.apply(Bt, self.closure, plan)
-            grams = grams.index_add(0, sel // env.n, products)
+            configs = sel // env.n
+            counts = torch.bincount(configs - lo, minlength=min(per, B - lo))
+            products = _BlockGram.apply(Bt, self.closure, plan, counts.tolist())
+            grams = grams.index_add(0, torch.arange(lo, lo + len(counts)), products)
         return weight * grams
 
     def _directional(self, env, A, v):
@@ -1201,16 +1255,13 @@ class ParticleSetJacobian:
             parts.append(tangent[env.centres][:, dim - closure._n_extra :])
         own_dot = torch.cat(parts, 1) if parts else own.new_zeros(own.shape)
 
-        def pooled_features(d, u, own):
-            features = closure.atom(closure._sums(env, d, u, own))
+        sums_dot = closure._sum_tangents(env, d, u, d_dot, u_dot, own_dot)
+
+        def pooled_features(sums):
+            features = closure.atom(sums)
             return features.view(env.n_configs, -1, features.shape[1]).mean(1)
 
-        if u is None:
-            _, pooled_dot = jvp(
-                lambda d, own: pooled_features(d, None, own), (d, own), (d_dot, own_dot)
-            )
-        else:
-            _, pooled_dot = jvp(pooled_features, (d, u, own), (d_dot, u_dot, own_dot))
+        _, pooled_dot = jvp(pooled_features, (env.sums,), (sums_dot,))
         return torch.einsum("bkp,bp->bk", A, pooled_dot)
 
 
@@ -1268,28 +1319,40 @@ def _assemble(closure, plan, Bt):
 
 
 class _BlockGram(torch.autograd.Function):
-    """``block block^T`` (n_slots, k, k) of the blocks :func:`_assemble`
-    makes from ``Bt``; the backward pass rebuilds the blocks."""
+    """Per-configuration sums of ``block block^T``, (n_configs, k, k), of the
+    blocks :func:`_assemble` makes from ``Bt``; ``counts`` blocks (in order)
+    belong to each configuration. The backward pass rebuilds the blocks."""
 
     @staticmethod
-    def forward(ctx, Bt, closure, plan):
+    def forward(ctx, Bt, closure, plan, counts):
         with torch.no_grad():
             blocks = _assemble(closure, plan, Bt)
-        ctx.closure, ctx.plan = closure, plan
+        ctx.closure, ctx.plan, ctx.counts = closure, plan, counts
         ctx.save_for_backward(Bt)
-        return torch.einsum("akm,alm->akl", blocks, blocks)
+        return torch.stack(
+            [
+                torch.einsum("akm,alm->kl", part, part)
+                for part in torch.split(blocks, counts)
+            ]
+        )
 
     @staticmethod
     def backward(ctx, grad):
         (Bt,) = ctx.saved_tensors
+        symmetric = grad + grad.transpose(1, 2)
         with torch.enable_grad():
             Bt = Bt.detach().requires_grad_(True)
             blocks = _assemble(ctx.closure, ctx.plan, Bt)
-            grad_blocks = torch.einsum(
-                "akl,alm->akm", grad + grad.transpose(1, 2), blocks
+            grad_blocks = torch.cat(
+                [
+                    torch.einsum("kl,alm->akm", g, part)
+                    for g, part in zip(
+                        symmetric, torch.split(blocks.detach(), ctx.counts), strict=True
+                    )
+                ]
             )
-            (grad_Bt,) = torch.autograd.grad(blocks, Bt, grad_blocks.detach())
-        return grad_Bt, None, None
+            (grad_Bt,) = torch.autograd.grad(blocks, Bt, grad_blocks)
+        return grad_Bt, None, None, None
 
 
 def _own_pullback(closure, Bt, velocities):
