@@ -284,3 +284,9 @@ def test_batch_pairs_and_cell_list_match_brute_force():
             assert found == sorted(np.nonzero(close[atom] & (np.arange(n) != atom))[0])
     single = pairs_within(positions[0], L, cutoff)
     assert len(single[0]) == np.count_nonzero((i // n) == 0)
+
+
+def test_jacobian_outputs_are_the_closure_variables(closure, X):
+    J = closure.jacobian(X)
+    torch.testing.assert_close(J.outputs, closure(X))
+    assert not J.detach().outputs.requires_grad

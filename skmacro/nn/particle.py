@@ -554,7 +554,9 @@ class ParticleSetClosure(nn.Module):
         -------
         ParticleSetJacobian
             Differentiable with respect to the parameters when grad is
-            enabled.
+            enabled; its ``outputs`` are the closure variables at ``x``. In
+            training mode (see Sampling atoms) it is the Jacobian of the
+            encoder pooled over the random particles of this call.
         """
         x = self._check_input(x)
         subset = self._subsampled(x.shape[1] // self.particle_dim)
@@ -567,9 +569,11 @@ class ParticleSetClosure(nn.Module):
         pooled = torch.cat(pooled)
         if self.n_outputs:
             A = vmap(jacrev(self._head))(pooled)
+            outputs = self._head(pooled)
         else:
             A = pooled.new_zeros(len(pooled), 0, pooled.shape[1])
-        return ParticleSetJacobian(self, envs, A, exact_gram=subset)
+            outputs = pooled.new_zeros(len(pooled), 0)
+        return ParticleSetJacobian(self, envs, A, exact_gram=subset, outputs=outputs)
 
     # -------------------------------------------------------------- internals
 
@@ -976,17 +980,25 @@ class ParticleSetJacobian:
       O(n * neighbours); otherwise the unbiased estimate
       ``(n / s) * sum over s random particles of J_i J_i^T``, with
       ``s = gram_atoms``;
-    * :meth:`matvec`: exact, a forward-mode directional derivative through
-      every pair, O(n * neighbours).
+    * :meth:`matvec`: exact, O(n * neighbours): the pairs' directional
+      derivatives in closed form, added into the centres' sums, then a
+      forward-mode product through the per-particle network.
 
     The object reads the closure's parameters when a method is called: use
     it before they change. Created by :meth:`ParticleSetClosure.jacobian`.
+
+    Attributes
+    ----------
+    outputs : torch.Tensor of shape (batch, k)
+        The closure variables at the states, pooled as the Jacobian is (so a
+        caller that needs both need not call the closure again).
     """
 
-    def __init__(self, closure, envs, A, exact_gram, grad=True, out=None):
+    def __init__(self, closure, envs, A, exact_gram, grad=True, out=None, outputs=None):
         self.closure = closure
         self.envs = envs
         self.A = A
+        self.outputs = outputs
         self.exact_gram = exact_gram
         self._grad = grad
         self._out = out or {}
@@ -999,14 +1011,22 @@ class ParticleSetJacobian:
         probe = torch.empty(0, dtype=self.A.dtype, device=self.A.device)
         probe = probe.to(*args, **kwargs)
         out = {"dtype": probe.dtype, "device": probe.device}
+        outputs = None if self.outputs is None else self.outputs.to(*args, **kwargs)
         return ParticleSetJacobian(
-            self.closure, self.envs, self.A, self.exact_gram, self._grad, out
+            self.closure, self.envs, self.A, self.exact_gram, self._grad, out, outputs
         )
 
     def detach(self):
         """A view whose results carry no autograd graph."""
+        outputs = None if self.outputs is None else self.outputs.detach()
         return ParticleSetJacobian(
-            self.closure, self.envs, self.A.detach(), self.exact_gram, False, self._out
+            self.closure,
+            self.envs,
+            self.A.detach(),
+            self.exact_gram,
+            False,
+            self._out,
+            outputs,
         )
 
     def columns(self, index):
