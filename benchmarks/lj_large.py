@@ -157,8 +157,12 @@ def main():
     )
 
     with phases("initial states (relax)"):
-        X0_train = system.sample_initial(n_traj, random_state=args.seed)
-        X0_test = system.sample_initial(args.n_test, random_state=args.seed + 1)
+        X0_train = system.sample_initial(
+            n_traj, random_state=args.seed, microstates="shared"
+        )
+        X0_test = system.sample_initial(
+            args.n_test, random_state=args.seed + 1, microstates="shared"
+        )
     with phases("simulation"):
         kwargs = dict(t_end=args.steps * args.dt, dt=args.dt, n_jobs=args.n_jobs)
         train = system.simulate(X0_train, dtype=np.float32, **kwargs)

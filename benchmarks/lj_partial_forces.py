@@ -60,7 +60,7 @@ def _measure(n, repeats, has_lammps, rng):
     """Timings in seconds for one system size, keyed like the printed columns."""
     system = LennardJones(n_atoms=n, engine="numpy")
     start = time.perf_counter()
-    X = system.sample_initial(1, random_state=0)
+    X = system.sample_initial(1, random_state=0, microstates="shared")
     times = {"relax": time.perf_counter() - start}
     positions = np.ascontiguousarray(X.reshape(n, 6)[:, :3])
     velocities = np.ascontiguousarray(X.reshape(n, 6)[:, 3:])

@@ -52,7 +52,7 @@ def fluid():
 
 @pytest.fixture(scope="module")
 def fluid_states(fluid):
-    return fluid.sample_initial(3, random_state=0)
+    return fluid.sample_initial(3, random_state=0, microstates="shared")
 
 
 def _pair(r, **params):
@@ -219,7 +219,9 @@ def test_simulate_float32_output_and_parallel_order(fluid, fluid_states):
 
 
 def test_sample_initial_shares_positions_and_velocity_directions(fluid):
-    X = fluid.sample_initial(5, random_state=1).reshape(5, fluid.n_atoms, 6)
+    X = fluid.sample_initial(5, random_state=1, microstates="shared").reshape(
+        5, fluid.n_atoms, 6
+    )
     np.testing.assert_array_equal(X[..., :3], X[:1, :, :3].repeat(5, axis=0))
     np.testing.assert_array_equal(X[0, :, :3], fluid.reference_positions)
     norms = np.linalg.norm(X[..., 3:].reshape(5, -1), axis=1)
@@ -229,9 +231,13 @@ def test_sample_initial_shares_positions_and_velocity_directions(fluid):
     temperature = np.sum(X[..., 3:] ** 2, axis=(1, 2)) / (3 * (fluid.n_atoms - 1))
     assert np.all((temperature >= 0.5) & (temperature <= 1.5))
     assert len(np.unique(temperature)) == 5
-    again = fluid.sample_initial(5, random_state=1).reshape(5, fluid.n_atoms, 6)
+    again = fluid.sample_initial(5, 1, microstates="shared").reshape(
+        5, fluid.n_atoms, 6
+    )
     np.testing.assert_array_equal(again, X)
-    other = fluid.sample_initial(5, random_state=2).reshape(5, fluid.n_atoms, 6)
+    other = fluid.sample_initial(5, 2, microstates="shared").reshape(
+        5, fluid.n_atoms, 6
+    )
     np.testing.assert_array_equal(other[..., :3], X[..., :3])
     assert not np.allclose(other, X)
 
@@ -239,7 +245,7 @@ def test_sample_initial_shares_positions_and_velocity_directions(fluid):
 def test_sample_initial_has_no_overlaps_and_a_temperature_range(fluid):
     # The loose minimisation parts the random placement's close pairs (down
     # to 0.16 sigma here) and leaves a bound, still relaxing fluid.
-    X = fluid.sample_initial(1, random_state=0)
+    X = fluid.sample_initial(1, random_state=0, microstates="shared")
     r = fluid.reference_positions
     d = minimum_image(r[:, None] - r[None], fluid.box_length)
     distances = np.linalg.norm(d, axis=-1)[np.triu_indices(fluid.n_atoms, 1)]
@@ -249,7 +255,7 @@ def test_sample_initial_has_no_overlaps_and_a_temperature_range(fluid):
     assert np.linalg.norm(forces, axis=1).max() > 50.0
     hot = LennardJones(n_atoms=256, temperature_range=(2.0, 2.0), engine="numpy")
     hot._reference_cache = fluid._reference_cache  # skip a second relaxation
-    X_hot = hot.sample_initial(2, random_state=0)
+    X_hot = hot.sample_initial(2, random_state=0, microstates="shared")
     np.testing.assert_allclose(hot.observables(X_hot).numpy(), 2.0)
 
 
@@ -325,14 +331,51 @@ def test_initial_states_are_those_of_the_papers_lammps_input(lammps_or_skip, flu
     np.testing.assert_allclose(
         minimum_image(fluid.reference_positions - positions, box), 0.0, atol=1e-9
     )
-    X = fluid.sample_initial(1, random_state=0).reshape(fluid.n_atoms, 6)
+    X = fluid.sample_initial(1, 0, microstates="shared").reshape(fluid.n_atoms, 6)
     temperature = np.sum(X[:, 3:] ** 2) / (3 * (fluid.n_atoms - 1))
     np.testing.assert_allclose(X[:, 3:] / np.sqrt(temperature), velocities, atol=1e-12)
 
 
+def test_independent_microstates_are_fresh_relaxed_samples():
+    system = LennardJones(n_atoms=128, density=0.5, engine="numpy")
+    X = system.sample_initial(4, random_state=0)  # the default
+    atoms = X.reshape(4, 128, 6)
+    positions = atoms[..., :3]
+    reference = system.reference_positions
+    for k in range(4):
+        assert not np.allclose(positions[k], reference)
+        for other in range(k):
+            assert not np.allclose(positions[k], positions[other])
+        d = minimum_image(positions[k][:, None] - positions[k][None], system.box_length)
+        distances = np.linalg.norm(d, axis=-1)[np.triu_indices(128, 1)]
+        assert distances.min() > 0.8  # relaxed: the placement's overlaps parted
+    directions = atoms[..., 3:].reshape(4, -1)
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    assert np.abs(directions @ directions.T - np.eye(4)).max() < 0.3  # new patterns
+    np.testing.assert_allclose(atoms[..., 3:].sum(axis=1), 0.0, atol=1e-12)
+    temperature = system.observables(X).numpy()[:, 0]
+    np.testing.assert_allclose(
+        temperature, np.random.RandomState(0).uniform(0.5, 1.5, 4), rtol=1e-12
+    )
+    assert np.all(system.potential_energy(X) < 0)
+    np.testing.assert_array_equal(system.sample_initial(4, random_state=0), X)
+    assert not np.allclose(system.sample_initial(4, random_state=1), X)
+    shared = system.sample_initial(4, random_state=0, microstates="shared")
+    np.testing.assert_array_equal(shared.reshape(4, 128, 6)[:, :, :3][1], reference)
+    with pytest.raises(ValueError, match="did you mean 'shared'"):
+        system.sample_initial(1, microstates="share")
+    msd = LennardJones(
+        n_atoms=128, density=0.5, observable_names=("msd",), engine="numpy"
+    )
+    with pytest.raises(ValueError, match="msd.*microstates='shared'"):
+        msd.sample_initial(2, random_state=0)
+
+
 def test_pickle_keeps_the_relaxed_positions(fluid, fluid_states):
     clone = pickle.loads(pickle.dumps(fluid))
-    np.testing.assert_array_equal(clone.sample_initial(3, random_state=0), fluid_states)
+    np.testing.assert_array_equal(
+        clone.sample_initial(3, 0, microstates="shared"), fluid_states
+    )
     np.testing.assert_array_equal(
         pickle.loads(pickle.dumps(fluid.observables))(fluid_states),
         fluid.observables(fluid_states),
@@ -370,6 +413,36 @@ def test_kinetic_energy_and_msd_observables(fluid, fluid_states):
     np.testing.assert_allclose(Z[:, 1], fluid.kinetic_energy(X))
     X.reshape(3, 256, 6)[:, :, 0] += 0.3
     np.testing.assert_allclose(system.observables(X).numpy()[:, 0], 0.09)
+
+
+def test_temperature_and_kinetic_energy_serve_other_sizes(fluid, fluid_states):
+    small = LennardJones(
+        n_atoms=64, density=0.3, observable_names=("temperature", "kinetic_energy")
+    )
+    Z = small.observables(torch.as_tensor(fluid_states)).numpy()  # 256 atoms
+    v = fluid_states.reshape(3, 256, 6)[..., 3:]
+    kinetic = 0.5 * np.sum(v**2, axis=(1, 2))
+    np.testing.assert_allclose(Z[:, 1], kinetic)
+    np.testing.assert_allclose(Z[:, 0], kinetic * 2 / (3 * 255))
+    np.testing.assert_allclose(Z[:, 0], fluid.observables(fluid_states).numpy()[:, 0])
+    msd = LennardJones(n_atoms=64, density=0.3, observable_names=("msd",))
+    with pytest.raises(ValueError, match="'msd'.*64-atom.*256 atoms"):
+        msd.observables(fluid_states)
+    with pytest.raises(ValueError, match="6 \\* n"):
+        small.observables(torch.zeros(2, 6 * 64 + 3))
+
+
+def test_particle_closure_is_configured_for_the_fluid(fluid, fluid_states):
+    closure = fluid.particle_closure(n_radial=8)
+    assert closure.r_cut == fluid.r_cut and closure.density == fluid.density
+    assert closure.particle_dim == 6 and closure.n_radial == 8
+    assert closure.size_agnostic and closure.n_outputs is None  # unfitted
+    closure.build(fluid.n_features, 3)
+    X = torch.as_tensor(fluid_states)
+    closure.prepare(lambda: iter([X]))
+    assert closure.eval()(X).shape == (3, 3)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        fluid.particle_closure(n_radials=8)
 
 
 # ------------------------------------------------------------------- LAMMPS

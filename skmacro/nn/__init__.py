@@ -1,10 +1,12 @@
-"""Torch modules (no scikit-learn): MLPs, closure networks, the closure
-autoencoder, losses and latent vector fields."""
+"""Torch modules (no scikit-learn): MLPs, closure networks (the MLP closure
+and the particle-set closure), the closure autoencoder, losses and latent
+vector fields."""
 
 from .autoencoder import ClosureAutoencoderModule, EncoderJacobian, condition_number
 from .closures import MLPClosure, MLPJacobian
 from .losses import ClosureAutoencoderLoss, QuadraticFormLoss
 from .mlp import MLP
+from .particle import ParticleSetClosure, ParticleSetJacobian
 from .scaling import ScaledVectorField
 from .vector_fields import (
     GFINN,
@@ -22,6 +24,8 @@ __all__ = [
     "EncoderJacobian",
     "ClosureAutoencoderLoss",
     "QuadraticFormLoss",
+    "ParticleSetClosure",
+    "ParticleSetJacobian",
     "ScaledVectorField",
     "MLPVectorField",
     "OnsagerNet",

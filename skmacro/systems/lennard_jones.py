@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
@@ -21,6 +22,7 @@ __all__ = ["LennardJones"]
 
 OBSERVABLES = ("temperature", "kinetic_energy", "msd")
 ENGINES = ("auto", "numpy", "lammps")
+MICROSTATES = ("independent", "shared")
 
 # Verlet-list skin in units of sigma, LAMMPS's default for `units lj`.
 _SKIN = 0.3
@@ -173,22 +175,32 @@ class LennardJones(System):
 
     **Initial states** follow the paper's LAMMPS input, reproduced in NumPy
     so that both engines start from them: the atoms are placed uniformly at
-    random (``create_atoms ... random``, seed ``lattice_seed``) and relaxed
-    by the paper's loose ``minimize 1.0e-1 1.0e-4 1000 10000`` (run once and
-    cached); the velocities are Gaussian (``velocity ... create ... dist
-    gaussian``, seed ``velocity_seed``), without net momentum, and rescaled
-    to an initial temperature :math:`T_0 \sim U(\text{temperature range})`
-    drawn from ``random_state``. All states of one system thus share
-    positions and velocity directions and differ only in :math:`T_0`. With
-    the default seeds and 800 atoms these are the paper's positions and
-    velocity directions (atom ``i`` is LAMMPS's atom ``i + 1``); the
-    minimisation leaves forces of order 100, so the fluid keeps relaxing and
-    its temperature rises during the 250 steps, as in the paper. From
-    about 6,400 atoms that one minimisation leaves overlaps, so it is
-    repeated until none is left (:attr:`reference_positions`).
+    random (``create_atoms ... random``) and relaxed by the paper's loose
+    ``minimize 1.0e-1 1.0e-4 1000 10000``; the velocities are Gaussian
+    (``velocity ... create ... dist gaussian``), without net momentum, and
+    rescaled to an initial temperature
+    :math:`T_0 \sim U(\text{temperature range})` drawn from
+    ``random_state``. By default (``sample_initial(...,
+    microstates="independent")``) every state gets its own placement and
+    velocity pattern, as independent samples of the fluid should. The
+    paper instead starts every trajectory from one configuration
+    (``microstates="shared"``): the placement of seed ``lattice_seed``
+    (relaxed once and cached, :attr:`reference_positions`) and the velocity
+    directions of seed ``velocity_seed``, so its states differ only in
+    :math:`T_0`. With the default seeds and 800 atoms these are the
+    paper's positions and velocity directions (atom ``i`` is LAMMPS's atom
+    ``i + 1``). The minimisation leaves forces of order 100, so the fluid
+    keeps relaxing and its temperature rises during the 250 steps, as in
+    the paper. From about 6,400 atoms one minimisation leaves overlaps, so
+    it is repeated until none is left.
 
-    The paper's data: ``simulate(sample_initial(100, random_state=...),
-    t_end=0.25, dt=0.001)``, 250 velocity Verlet steps per trajectory.
+    The paper's data: ``simulate(sample_initial(100, random_state=...,
+    microstates="shared"), t_end=0.25, dt=0.001)``, 250 velocity Verlet
+    steps per trajectory.
+
+    **Closure.** :meth:`particle_closure` gives a permutation-invariant
+    closure network for ``ClosureAutoencoder`` that encodes states of any
+    number of atoms at this density.
 
     Parameters
     ----------
@@ -211,10 +223,10 @@ class LennardJones(System):
     temperature_range : tuple of float, default=(0.5, 1.5)
         Range of the uniform initial temperature.
     lattice_seed : int, default=34141
-        Seed of the random initial positions (LAMMPS's Park-Miller generator,
-        1 to 2**31 - 2), fixed for every state; the paper's seed.
+        Seed of the random initial positions of shared microstates (LAMMPS's
+        Park-Miller generator, 1 to 2**31 - 2); the paper's seed.
     velocity_seed : int, default=87878
-        Seed of the initial velocity directions, fixed for every state; the
+        Seed of the initial velocity directions of shared microstates; the
         paper's seed.
     engine : {"auto", "numpy", "lammps"}, default="auto"
         MD engine of :meth:`simulate`: the embedded NumPy engine, LAMMPS
@@ -444,13 +456,19 @@ class LennardJones(System):
         * ``"kinetic_energy"``: :math:`\sum_i m |v_i|^2 / 2`.
         * ``"msd"``: :math:`\frac1n \sum_i |r_i - r_i^{ref}|^2`, with
           :math:`r^{ref}` the :attr:`reference_positions` shared by every
-          initial state (computed on first use).
+          initial state of ``sample_initial(..., microstates="shared")``
+          (computed on first use); only for states of ``n_atoms`` atoms.
+
+        The temperature and the kinetic energy take the number of atoms from
+        the width of ``X``, so they serve states of any size (e.g. to apply
+        a model trained at one size to another).
 
         Parameters
         ----------
-        X : torch.Tensor of shape (n_samples, n_features)
-            States; an array is converted with ``torch.as_tensor``. The dtype
-            and device are kept.
+        X : torch.Tensor of shape (n_samples, 6 * n)
+            States of ``n`` atoms (``n = n_atoms`` for ``"msd"``); an array
+            is converted with ``torch.as_tensor``. The dtype and device are
+            kept.
 
         Returns
         -------
@@ -458,17 +476,25 @@ class LennardJones(System):
         """
         self._validate()
         X = torch.as_tensor(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
+        if X.ndim != 2 or X.shape[1] % 6 or X.shape[1] < 12:
             raise ValueError(
-                f"X must have shape (n_samples, {self.n_features}), got "
+                "X must have shape (n_samples, 6 * n) with n >= 2 atoms, got "
                 f"{tuple(X.shape)}"
             )
-        atoms = X.reshape(X.shape[0], self.n_atoms, 6)
+        n = X.shape[1] // 6
+        if "msd" in self.observable_names and n != self.n_atoms:
+            raise ValueError(
+                f"the 'msd' observable measures displacements from the "
+                f"{self.n_atoms}-atom reference_positions and cannot be computed "
+                f"for states of {n} atoms; drop 'msd' from observable_names to "
+                "encode states of another size"
+            )
+        atoms = X.reshape(X.shape[0], n, 6)
         kinetic = 0.5 * self.mass * atoms[..., 3:].square().sum(dim=(1, 2))
         columns = []
         for name in self.observable_names:
             if name == "temperature":
-                columns.append(kinetic * (2.0 / (3.0 * (self.n_atoms - 1))))
+                columns.append(kinetic * (2.0 / (3.0 * (n - 1))))
             elif name == "kinetic_energy":
                 columns.append(kinetic)
             else:
@@ -507,48 +533,55 @@ class LennardJones(System):
         key += (self.lattice_seed,)
         cached = getattr(self, "_reference_cache", None)
         if cached is None or cached[0] != key:
-            box = self._box()
-            potential = self._potential()
-            neighbours = _VerletList(box, potential)
-            max_force = _OVERLAP_FORCE * potential.epsilon / potential.sigma
-            relaxed, success, n_calls = preparation.relax(
-                preparation.random_positions(self.n_atoms, box, self.lattice_seed),
-                lambda x: neighbours.forces_energy(x, shifted=False),
-                max_force=max_force,
+            positions, success, n_calls = _relaxed_placement(
+                self.n_atoms, self._box(), self._potential(), self.lattice_seed
             )
             if not success:
-                warnings.warn(
-                    f"{n_calls} calls of the paper's minimisation left the "
-                    "initial positions with a positive energy or forces above "
-                    f"{max_force:.3g}; the initial states may hold close pairs",
-                    ConvergenceWarning,
-                    stacklevel=2,
-                )
-            self._reference_cache = (key, wrap(relaxed, box))
+                _warn_overlaps(n_calls, self._potential())
+            self._reference_cache = (key, positions)
         return self._reference_cache[1].copy()
 
-    def _velocity_directions(self):
+    def _velocity_directions(self, seed=None):
         """Velocities (n_atoms, 3) at temperature 1 with zero net momentum:
-        ``velocity all create 1.0 velocity_seed dist gaussian``."""
-        v = preparation.gaussian_velocities(self.n_atoms, self.velocity_seed)
+        ``velocity all create 1.0 seed dist gaussian`` (default seed
+        ``velocity_seed``)."""
+        seed = self.velocity_seed if seed is None else seed
+        v = preparation.gaussian_velocities(self.n_atoms, seed)
         v -= v.mean(axis=0)
         temperature = self.mass * np.sum(v * v) / (3 * (self.n_atoms - 1))
         return v / np.sqrt(temperature)
 
-    def sample_initial(self, n, random_state=None):
-        r"""Initial states sharing positions and velocity directions.
-
-        Every state has the :attr:`reference_positions` and the same
-        Gaussian velocity directions (seed ``velocity_seed``, zero net
-        momentum), scaled to the temperature (Eq. 18)
+    def sample_initial(
+        self, n, random_state=None, microstates="independent", n_jobs=None
+    ):
+        r"""Initial states at temperatures
         :math:`T_0 \sim U(\text{temperature\_range})`.
+
+        * ``microstates="independent"`` (default): every state is a fresh
+          sample of the fluid, prepared as the paper prepares its one
+          configuration but with its own seeds (drawn from
+          ``random_state``): a new random placement relaxed by the paper's
+          minimisation (as :attr:`reference_positions`) and a new Gaussian
+          velocity pattern, zero net momentum, scaled to :math:`T_0`
+          (Eq. 18). The relaxation costs one ``minimize`` (repeated in large
+          boxes) per state; ``n_jobs`` runs them in parallel.
+        * ``microstates="shared"``: the paper's protocol. Every state has the
+          :attr:`reference_positions` and the same velocity directions (seed
+          ``velocity_seed``); only :math:`T_0` differs. Use it to reproduce
+          the paper, and with the ``"msd"`` observable, whose reference is
+          those shared positions.
 
         Parameters
         ----------
         n : int
             Number of states.
         random_state : int, RandomState instance or None, default=None
-            Draws the initial temperatures only.
+            Draws the initial temperatures and, for independent microstates,
+            the seeds of each placement and velocity pattern.
+        microstates : {"independent", "shared"}, default="independent"
+        n_jobs : int or None, default=None
+            Placements relaxed in parallel with joblib (independent
+            microstates only).
 
         Returns
         -------
@@ -557,12 +590,69 @@ class LennardJones(System):
         self._validate()
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        temperatures = check_random_state(random_state).uniform(
-            *self.temperature_range, size=n
+        check_choice("microstates", microstates, MICROSTATES)
+        rng = check_random_state(random_state)
+        temperatures = rng.uniform(*self.temperature_range, size=n)
+        if microstates == "shared":
+            velocities = (
+                np.sqrt(temperatures)[:, None, None] * self._velocity_directions()
+            )
+            positions = np.broadcast_to(self.reference_positions, velocities.shape)
+            return np.concatenate([positions, velocities], axis=2).reshape(n, -1)
+        if "msd" in self.observable_names:
+            raise ValueError(
+                "the 'msd' observable measures displacements from the shared "
+                "reference_positions, which independent microstates do not have; "
+                "pass microstates='shared' or drop 'msd' from observable_names"
+            )
+        seeds = rng.randint(1, preparation.PM_MODULUS, size=(n, 2))
+        placements = Parallel(n_jobs=n_jobs)(
+            delayed(_relaxed_placement)(
+                self.n_atoms, self._box(), self._potential(), int(seed)
+            )
+            for seed in seeds[:, 0]
         )
-        velocities = np.sqrt(temperatures)[:, None, None] * self._velocity_directions()
-        positions = np.broadcast_to(self.reference_positions, velocities.shape)
-        return np.concatenate([positions, velocities], axis=2).reshape(n, -1)
+        failed = [n_calls for _, success, n_calls in placements if not success]
+        if failed:
+            _warn_overlaps(max(failed), self._potential())
+        X = np.empty((n, self.n_atoms, 6))
+        for k, ((positions, _, _), seed, T0) in enumerate(
+            zip(placements, seeds[:, 1], temperatures, strict=True)
+        ):
+            X[k, :, :3] = positions
+            X[k, :, 3:] = np.sqrt(T0) * self._velocity_directions(int(seed))
+        return X.reshape(n, -1)
+
+    def particle_closure(self, **params):
+        """A :class:`~skmacro.nn.ParticleSetClosure` for this fluid, unfitted.
+
+        Its environments reach the potential's cutoff ``r_cut`` (the energy
+        is a sum of pair terms inside it), its radial functions start at
+        ``0.8 sigma`` (closer pairs are rare after the relaxation), its box
+        follows from ``density`` so it encodes states of any number of atoms
+        at this density, and its layout is ``particle_dim = 6`` (position,
+        velocity).
+
+        Parameters
+        ----------
+        **params
+            Other parameters of ``ParticleSetClosure``, or overrides of these.
+
+        Returns
+        -------
+        ParticleSetClosure
+        """
+        self._validate()
+        from ..nn.particle import ParticleSetClosure
+
+        settings = dict(
+            r_cut=float(self.r_cut),
+            particle_dim=6,
+            density=float(self.density),
+            r_min=0.8 * float(self.sigma),
+        )
+        settings.update(params)
+        return ParticleSetClosure(**settings)
 
     # ------------------------------------------------------------- simulation
 
@@ -732,3 +822,33 @@ def _trajectory(
             positions, velocities, box, potential, mass, dt, n_steps, stride
         )
     return np.reshape(states, (len(states), -1)).astype(dtype, copy=False)
+
+
+def _relaxed_placement(n_atoms, box, potential, seed):
+    """``create_atoms ... random`` with ``seed`` then the paper's minimisation,
+    repeated until no overlap is left (see ``preparation.relax``).
+
+    Returns
+    -------
+    positions : ndarray of shape (n_atoms, 3), wrapped into the box
+    success : bool
+    n_calls : int
+    """
+    neighbours = _VerletList(box, potential)
+    relaxed, success, n_calls = preparation.relax(
+        preparation.random_positions(n_atoms, box, seed),
+        lambda x: neighbours.forces_energy(x, shifted=False),
+        max_force=_OVERLAP_FORCE * potential.epsilon / potential.sigma,
+    )
+    return wrap(relaxed, box), success, n_calls
+
+
+def _warn_overlaps(n_calls, potential):
+    max_force = _OVERLAP_FORCE * potential.epsilon / potential.sigma
+    warnings.warn(
+        f"{n_calls} calls of the paper's minimisation left the initial positions "
+        f"with a positive energy or forces above {max_force:.3g}; the initial "
+        "states may hold close pairs",
+        ConvergenceWarning,
+        stacklevel=3,
+    )

@@ -4,9 +4,12 @@ Two searches, each suited to one job:
 
 * :func:`pairs_within` lists every pair closer than a cutoff (``cKDTree``),
   for full forces and the MD engine's Verlet list.
+* :func:`batch_pairs_within` does the same for a batch of configurations
+  of one size, with indices into the flattened batch.
 * :class:`CellList` labels all atoms with their cell once (O(n) integer
   arithmetic, no sort) and then finds the neighbours of a few chosen atoms,
-  grouping only the atoms of the cells they need, for partial forces.
+  grouping only the atoms of the cells they need, for partial forces and
+  for the local environments of a few atoms (:meth:`CellList.within`).
 
 Positions passed in may be unwrapped (outside the box): :func:`pairs_within`
 wraps them, :class:`CellList` takes cell indices modulo the box.
@@ -19,7 +22,7 @@ import itertools
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["wrap", "minimum_image", "pairs_within", "CellList"]
+__all__ = ["wrap", "minimum_image", "pairs_within", "batch_pairs_within", "CellList"]
 
 _REACH = 2
 
@@ -77,6 +80,44 @@ def pairs_within(positions, box, cutoff):
     return pairs[:, 0], pairs[:, 1]
 
 
+def batch_pairs_within(positions, box, cutoff):
+    """:func:`pairs_within` for every configuration of a batch.
+
+    One periodic k-d tree per configuration; the neighbour list of each is
+    built from scratch (nothing is cached between calls).
+
+    Parameters
+    ----------
+    positions : ndarray of shape (n_configurations, n, 3)
+        Positions, wrapped or not.
+    box : float
+        Side of the cubic periodic box, the same for every configuration.
+    cutoff : float
+        Must be below ``box / 2``.
+
+    Returns
+    -------
+    i, j : ndarray of int64, shape (n_pairs,)
+        Pairs ``i < j`` within ``cutoff`` of one configuration, as indices
+        into the flattened batch: atom ``a`` of configuration ``b`` is
+        ``b * n + a``. Pairs are grouped by configuration, in order.
+    """
+    positions = np.asarray(positions)
+    if positions.ndim != 3 or positions.shape[2] != 3:
+        raise ValueError(
+            f"positions must have shape (n_configurations, n, 3), got {positions.shape}"
+        )
+    n = positions.shape[1]
+    first, second = [], []
+    for b, r in enumerate(positions):
+        i, j = pairs_within(r, box, cutoff)
+        first.append(i.astype(np.int64) + b * n)
+        second.append(j.astype(np.int64) + b * n)
+    if not first:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(first), np.concatenate(second)
+
+
 class CellList:
     """Atoms labelled by cubic cells whose side is at least ``cutoff / 2``.
 
@@ -100,10 +141,13 @@ class CellList:
     positions : ndarray of shape (n, 3)
         The positions as given: displacements between them are meant for
         :func:`minimum_image`, which makes wrapping unnecessary.
+    box : float
+    cutoff : float
     """
 
     def __init__(self, positions, box, cutoff):
         self.box = float(box)
+        self.cutoff = float(cutoff)
         self.positions = positions
         # Cells of side >= cutoff / _REACH, so neighbours lie within _REACH
         # cells. Half-cutoff cells fit the box more tightly than cutoff-sized
@@ -172,3 +216,26 @@ class CellList:
             counts.reshape(len(atoms), len(self._offsets)).sum(axis=1),
         )
         return query, members[slots]
+
+    def within(self, atoms):
+        """Neighbours of each query atom within ``cutoff`` (minimum image).
+
+        Parameters
+        ----------
+        atoms : ndarray of int, shape (k,)
+            Indices of the query atoms (repeats allowed).
+
+        Returns
+        -------
+        query : ndarray of int, shape (n_pairs,)
+            Row in ``atoms`` of each pair.
+        neighbour : ndarray of int, shape (n_pairs,)
+            Index of an atom other than ``atoms[query]`` whose minimum-image
+            distance to it is at most ``cutoff``.
+        """
+        atoms = np.asarray(atoms, dtype=np.intp)
+        query, neighbour = self.candidates(atoms)
+        own = atoms[query]
+        d = minimum_image(self.positions[own] - self.positions[neighbour], self.box)
+        keep = (np.einsum("pk,pk->p", d, d) <= self.cutoff**2) & (neighbour != own)
+        return query[keep], neighbour[keep]
