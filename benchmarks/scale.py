@@ -146,8 +146,11 @@ def large_run(args, log):
         f"float32 on disk under {data}), engine {system.engine}"
     )
     with meter("initial states"):
-        X0 = system.sample_initial(n_traj, random_state=args.seed)
-        X0_test = system.sample_initial(args.n_test, random_state=args.seed + 1)
+        # The paper's protocol: one relaxed placement, T0 varies.
+        X0 = system.sample_initial(n_traj, random_state=args.seed, microstates="shared")
+        X0_test = system.sample_initial(
+            args.n_test, random_state=args.seed + 1, microstates="shared"
+        )
     settings = dict(t_end=lj.STEPS * lj.DT, dt=lj.DT, n_jobs=args.n_jobs, verbose=True)
     with meter("data generation (MD)"):
         train = system.simulate(X0, out=data / "train.zarr", **settings)
