@@ -269,6 +269,12 @@ class SkmacroNet(NeuralNet):
         if split is None or (split == "auto" and not self.validation_fraction):
             return every, None
         if split == "auto":
+            if n_rows < 2:
+                raise ValueError(
+                    f"validation_fraction={self.validation_fraction!r} needs at "
+                    f"least 2 rows to hold some out, got {n_rows}: pass "
+                    "validation_fraction=None to train on every row"
+                )
             # With groups (e.g. trajectory ids) whole groups go to validation,
             # so its loss measures generalisation to unseen trajectories.
             splitter = GroupShuffleSplit if groups is not None else ShuffleSplit
