@@ -272,7 +272,7 @@ class SkmacroNet(NeuralNet):
             if n_rows < 2:
                 raise ValueError(
                     f"validation_fraction={self.validation_fraction!r} needs at "
-                    f"least 2 rows to hold some out, got {n_rows}: pass "
+                    f"least 2 rows to hold some out, got n_samples={n_rows}: pass "
                     "validation_fraction=None to train on every row"
                 )
             # With groups (e.g. trajectory ids) whole groups go to validation,
