@@ -289,7 +289,7 @@ def test_latent_model_hyperparameters_are_grid_searchable(system, pp_data, fitte
         {"dyn__latent_model": ["onsager"], "dyn__module__hidden": [(8,), (16,)]},
         cv=2,
     ).fit(X, F)
-    assert grid.best_estimator_[-1].module_.field.n_components == 4
+    assert grid.best_estimator_[-1].module_.field.member(0).n_components == 4
 
 
 def test_simulate_divergence_raises_or_masks(system, pp_data, fitted_ae):
@@ -299,7 +299,7 @@ def test_simulate_divergence_raises_or_masks(system, pp_data, fitted_ae):
     Z = fitted_ae.transform(X)
     dyn = PartialForceDynamics(max_epochs=1, random_state=0).fit(Z, F)
     with torch.no_grad():  # a field that drives z far beyond the training data
-        last = dyn.module_.field.net[-1]
+        last = dyn.module_.field.member(0).net[-1]
         last.weight.mul_(0)
         last.bias.fill_(50.0)
     Z0 = np.asarray(Z[:3])

@@ -3,6 +3,7 @@ autoencoder, losses and latent vector fields."""
 
 from .autoencoder import ClosureAutoencoderModule, EncoderJacobian, condition_number
 from .closures import MLPClosure, MLPJacobian
+from .ensemble import VectorFieldEnsemble
 from .losses import ClosureAutoencoderLoss, QuadraticFormLoss
 from .mlp import MLP
 from .scaling import ScaledVectorField
@@ -23,6 +24,7 @@ __all__ = [
     "ClosureAutoencoderLoss",
     "QuadraticFormLoss",
     "ScaledVectorField",
+    "VectorFieldEnsemble",
     "MLPVectorField",
     "OnsagerNet",
     "GFINN",
