@@ -437,7 +437,7 @@ class SkmacroNet(NeuralNet):
         self.module_.train()
         try:
             for first in range(0, n_epochs, row_epochs):
-                self.history.new_epoch()
+                # skorch's own on_epoch_begin opens the history row.
                 self.notify("on_epoch_begin", **epoch_kwargs)
                 start = time.perf_counter()
                 train_sum = torch.zeros(k, device=device)
