@@ -165,6 +165,38 @@ class _BestMembers:
                     tensor.copy_(value)
 
 
+def _pack(tensors):
+    """Tensors with the same first dimension side by side in one 2-D tensor,
+    and the function that splits rows of it back into views of their shapes.
+
+    Parameters
+    ----------
+    tensors : dict of torch.Tensor of shape (n, ...)
+
+    Returns
+    -------
+    packed : torch.Tensor of shape (n, total)
+    unpack : callable
+        ``unpack(packed[index])`` for ``index`` of shape (...) gives a dict of
+        tensors of shape ``(*index.shape, *trailing)``.
+    """
+    keys = list(tensors)
+    shapes = [tensors[key].shape[1:] for key in keys]
+    widths = [math.prod(shape) for shape in shapes]
+    n = len(tensors[keys[0]])
+    packed = torch.cat([tensors[key].reshape(n, -1) for key in keys], dim=1)
+
+    def unpack(rows):
+        parts = torch.split(rows, widths, dim=-1)
+        lead = rows.shape[:-1]
+        return {
+            key: part.reshape(*lead, *shape)
+            for key, part, shape in zip(keys, parts, shapes, strict=True)
+        }
+
+    return packed, unpack
+
+
 def _overrides(callback, name):
     """Whether a skorch callback implements the hook ``name`` itself."""
     return getattr(type(callback), name) is not getattr(Callback, name)
@@ -406,7 +438,9 @@ class SkmacroNet(NeuralNet):
         k = len(members)
         device = self.device
         rows = torch.as_tensor(train, dtype=torch.long)
-        fit_data = {key: value[rows].to(device) for key, value in data.items()}
+        # One gather per step: the training rows of every tensor side by side.
+        packed, unpack = _pack({key: value[rows] for key, value in data.items()})
+        packed = packed.to(device)
         valid_data = None
         if valid is not None and len(valid):
             index = torch.as_tensor(valid, dtype=torch.long)
@@ -448,7 +482,7 @@ class SkmacroNet(NeuralNet):
                     ).to(device)
                     for lo in range(0, n, batch):
                         index = order[:, lo : lo + batch]
-                        X = {key: value[index] for key, value in fit_data.items()}
+                        X = unpack(packed[index])
                         for cb in batch_hooks:
                             cb.on_batch_begin(self, batch=(X, None), training=True)
                         y_pred = self.infer(X)

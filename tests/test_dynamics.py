@@ -195,8 +195,13 @@ def test_divergence_keeps_best_parameters(system, pp_data, fitted_ae):
     dyn = PartialForceDynamics(lr=1e30, max_epochs=30, random_state=0)
     with pytest.warns(UserWarning, match="non-finite"):
         dyn.fit(Z, F)
-    assert len(dyn.history_) < 30
+    assert dyn.history_[-1]["epoch"] < 30
     assert np.all(np.isfinite(dyn.predict(Z)))
+    # An ensemble stops too, and every member keeps finite parameters.
+    dyn.set_params(n_members=2)
+    with pytest.warns(UserWarning, match="each member's best parameters"):
+        dyn.fit(Z, F)
+    assert np.all(np.isfinite(dyn.predict(Z, return_std=True)))
 
 
 class _FixedControl:
