@@ -403,11 +403,12 @@ class SkmacroNet(NeuralNet):
         return [self.module_]
 
     def _planned_epochs(self, steps_per_epoch):
-        """Epochs of one fit: ``max_epochs``, or as many as make about
-        ``max_steps`` optimiser steps when ``max_epochs`` is None."""
+        """Epochs of one fit: ``max_epochs``, or when it is None the fewest
+        whole epochs that make at least ``min_steps`` optimiser steps and at
+        least ``min_epochs`` epochs."""
         if self.max_epochs is not None:
             return int(self.max_epochs)
-        return max(1, round(self.max_steps / steps_per_epoch))
+        return max(int(self.min_epochs), math.ceil(self.min_steps / steps_per_epoch))
 
     def _train_in_steps(self, data, train, valid, seed):
         """Train the initialised net on the rows ``train`` of ``data`` with a
@@ -419,6 +420,7 @@ class SkmacroNet(NeuralNet):
         each on its own shuffle of the rows, and each keeps the parameters of
         its best evaluation. The learning rate follows a cosine from ``lr`` to
         ``lr / 100`` over the planned steps (see :meth:`_planned_epochs`).
+        ``patience`` stops the run early.
         The validation loss is evaluated, and a history row written, after
         every epoch, or after as many epochs as make ``EVAL_STEPS`` steps
         when an epoch is shorter, and after the last epoch.

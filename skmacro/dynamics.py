@@ -74,11 +74,12 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
     The validation rows are drawn first: the control variate, the latent
     scales and the training rows' statistics never read them.
 
-    Training is budgeted in optimiser steps, not epochs, so that a small data
-    set gets as many updates as a large one: the learning rate decays along
-    a cosine over the budget, the validation loss is evaluated every
-    ``EVAL_STEPS`` (25) steps or every epoch, whichever is longer, and the
-    best evaluation's parameters are kept.
+    Training is budgeted in optimiser steps as well as epochs, so that a
+    small data set gets as many updates as a large one and a large one
+    still sees each configuration often (``min_steps``, ``min_epochs``):
+    the learning rate decays along a cosine over the budget, the validation
+    loss is evaluated every 25 steps or every epoch, whichever is longer,
+    and the best evaluation's parameters are kept.
 
     With ``n_members > 1`` the model is an ensemble: that many latent
     networks, initialised with different seeds and each shuffling the rows
@@ -121,13 +122,19 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
     lr : float, default=5e-3
         Initial learning rate; it decays along a cosine to ``lr / 100`` over
         the steps of the fit.
-    max_steps : int, default=3000
-        Optimiser-step budget of a fit when ``max_epochs`` is None: training
-        runs the whole number of epochs closest to it (at least one), so a
-        small data set sees more epochs than a large one.
+    min_steps : int, default=3000
+        Optimiser steps of a fit (when ``max_epochs`` is None): training runs
+        the fewest whole epochs that make at least ``min_steps`` steps and at
+        least ``min_epochs`` epochs, so a small data set gets as many updates
+        as a large one.
+    min_epochs : int, default=50
+        Passes over the training rows of a fit (when ``max_epochs`` is None),
+        at the least: a data set so large that ``min_steps`` would visit each
+        configuration fewer times trains longer.
     max_epochs : int or None, default=None
-        Train exactly this many epochs (unless stopped early), whatever
-        ``max_steps``; None derives them from ``max_steps``.
+        Train exactly this many epochs (fewer if ``patience`` stops the run),
+        whatever ``min_steps`` and ``min_epochs``; None derives the epochs
+        from them.
     batch_size : int, default=512
         Configurations per step (-1: all of them).
     validation_fraction : float or None, default=0.1
@@ -194,7 +201,8 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         "control_variate": [StrOptions({"neighbors"}), None],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "n_members": [Interval(Integral, 1, None, closed="left")],
-        "max_steps": [Interval(Integral, 1, None, closed="left")],
+        "min_steps": [Interval(Integral, 1, None, closed="left")],
+        "min_epochs": [Interval(Integral, 1, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
     }
     accepted_prefixes = ("optimizer", "callbacks", "latent_model")
@@ -211,7 +219,8 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         n_members=1,
         optimizer=torch.optim.Adam,
         lr=5e-3,
-        max_steps=3000,
+        min_steps=3000,
+        min_epochs=50,
         max_epochs=None,
         batch_size=512,
         validation_fraction=0.1,
@@ -244,7 +253,8 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         self.control_variate = control_variate
         self.n_neighbors = n_neighbors
         self.n_members = n_members
-        self.max_steps = max_steps
+        self.min_steps = min_steps
+        self.min_epochs = min_epochs
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.random_state = random_state
@@ -323,8 +333,9 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
     def partial_fit(
         self, Z, F, mask=None, inclusion_proba=None, classes=None, groups=None
     ):
-        """Train one more budget (``max_epochs`` epochs, or about
-        ``max_steps`` steps) from the current parameters, with a fresh
+        """Train one more budget (``max_epochs`` epochs, or at least
+        ``min_steps`` steps and ``min_epochs`` epochs) from the current
+        parameters, with a fresh
         learning-rate schedule (initialising them on the first call); see
         :meth:`fit`. ``classes`` is ignored (skorch's signature)."""
         return self._fit(Z, F, mask, inclusion_proba, not self._is_trained(), groups)

@@ -62,7 +62,7 @@ class IdentityEncoder(TransformerMixin, BaseEstimator):
         yield rows, x, _DenseJacobian(eye)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """The latent networks here are tiny: a second intra-op thread only adds
     synchronisation, which on a busy machine costs more than the work."""
@@ -87,20 +87,26 @@ def test_a_step_budget_trains_a_tiny_data_set_to_its_solution(linear_data):
     Z, F = linear_data
     dyn = PartialForceDynamics(random_state=0).fit(Z, F)
     last = dyn.history_[-1]
-    assert last["step"] == last["epoch"] == dyn.max_steps
+    assert last["step"] == last["epoch"] == dyn.min_steps
     # One history row per EVAL_STEPS (25) steps.
-    assert len(dyn.history_) == dyn.max_steps // 25
+    assert len(dyn.history_) == dyn.min_steps // 25
     assert dyn.history_[0]["lr"] > 50 * last["lr"]  # the cosine decayed
     exact = np.asarray(Z) @ ROTATION.T
     error = np.abs(dyn.predict(Z) - exact).max()
     assert error < 0.02 * np.abs(exact).max()
 
 
-def test_max_epochs_overrides_the_step_budget(linear_data):
+def test_the_budget_in_epochs(linear_data):
     Z, F = linear_data
-    dyn = PartialForceDynamics(max_epochs=60, max_steps=5, random_state=0).fit(Z, F)
-    assert dyn.history_[:, "epoch"] == [25, 50, 60]
+    # At least min_epochs epochs: 29 rows per batch make two steps an epoch.
+    dyn = PartialForceDynamics(
+        min_steps=5, min_epochs=30, batch_size=29, random_state=0
+    ).fit(Z, F)
+    assert dyn.history_[:, "epoch"] == [13, 26, 30]
     assert dyn.history_[-1]["step"] == 60
+    # max_epochs overrides both.
+    dyn.set_params(max_epochs=3).fit(Z, F)
+    assert dyn.history_[:, "epoch"] == [3] and dyn.history_[-1]["step"] == 6
 
 
 def test_quadratic_form_keeps_the_members_axis():

@@ -133,7 +133,7 @@ def dynamics_budget(epochs, steps=None):
     else ``epochs`` epochs."""
     if steps is None:
         return {"max_epochs": epochs}
-    return {"max_epochs": None, "max_steps": steps}
+    return {"max_epochs": None, "min_steps": steps, "min_epochs": 1}
 
 
 def fit_autoencoder(
@@ -296,8 +296,9 @@ def add_arguments(parser):
         "--dyn-steps",
         type=int,
         default=None,
-        help="optimiser steps per dynamics fit (PartialForceDynamics(max_steps="
-        "...), whatever the training set's size); overrides --dyn-epochs",
+        help="optimiser steps per dynamics fit (PartialForceDynamics(min_steps="
+        "..., min_epochs=1), whatever the training set's size); overrides "
+        "--dyn-epochs",
     )
     parser.add_argument(
         "--control-variate", choices=["none", "neighbors"], default="none"
