@@ -216,7 +216,7 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         p=None,
         control_variate="neighbors",
         n_neighbors=50,
-        n_members=1,
+        n_members=3,
         optimizer=torch.optim.Adam,
         lr=5e-3,
         min_steps=3000,

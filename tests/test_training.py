@@ -229,3 +229,19 @@ def test_warm_start_keeps_the_number_of_members(pp_data, fitted_ae):
     dyn.set_params(n_members=3)
     with pytest.raises(ValueError, match="n_members=3 but the model was fitted"):
         dyn.fit(Z, F)
+
+
+def test_plot_observables_shades_the_band():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from skmacro.plotting import plot_observables
+
+    t = np.linspace(0, 1, 11)
+    z = np.stack([np.sin(t), np.cos(t)], axis=1)
+    axes = plot_observables(t, z, z + 0.01, z_std=np.full_like(z, 0.02))
+    assert len(axes) == 2 and all(len(ax.collections) == 1 for ax in axes)
+    band = axes[0].collections[0].get_paths()[0].vertices[:, 1]
+    assert band.max() == pytest.approx(z[:, 0].max() + 0.01 + 0.04)
+    with pytest.raises(ValueError, match="give z_pred"):
+        plot_observables(t, z, z_std=z)
