@@ -592,6 +592,6 @@ def test_experiment_runs_both_losses_on_one_budget_and_meters_its_phases():
         "autoencoder fit",
         "partial forces (p = 0.04)",
         "all forces of the L_z rows",
-        "L_x,p (p=0.04): dynamics fit and rollouts",
-        "L_z (all forces): dynamics fit and rollouts",
+        "partial: dynamics fit, rollouts",
+        "z: dynamics fit, rollouts",
     ]

@@ -234,7 +234,7 @@ def free_energy_comparison(
     }
     results = {}
     for run in runs:
-        with phase(f"{run.label}: dynamics fit and rollouts"):
+        with phase(f"{run.name}: dynamics fit, rollouts"):
             results.update(
                 compare_losses(
                     encoder,
