@@ -15,14 +15,15 @@ Training follows the reference code where the library's defaults would not:
 
 * the autoencoder trains for at least ``AE_MIN_STEPS`` optimiser steps (the
   reference: 20 epochs of batches of 256 over about 56,000 states, some
-  4,400 steps); the estimator's 30 epochs are a few hundred steps on a
-  small grid, where the reconstruction then stays poor and the closure
-  misses what the free energy's velocity depends on;
+  4,400 steps); the estimator's 30 epochs are a few hundred steps or fewer
+  on a small grid, too few for the closure to learn what the free energy's
+  velocity depends on;
 * the OnsagerNet latent model has its learned external force on
-  (``latent_model__forcing=True``, as in the reference's model): without it
+  (``latent_model__forcing=True``, as in the reference's model); without it
   the latent field is a pure gradient flow of a potential in the
-  standardised coordinates, which in these runs stalled the free energy
-  halfway and let it rise again.
+  standardised coordinates.
+
+docs/results.md ("Allen-Cahn") reports what each of the two changes.
 """
 
 import math
