@@ -543,3 +543,55 @@ def test_pipeline_fits_on_a_tiny_grid():
     )
     assert np.all(np.isfinite(pipe.predict(X)))
     assert np.isfinite(pipe.score(X, F))
+
+
+# ------------------------------------------------------------------ the experiment
+
+
+@pytest.mark.parametrize("n_samples", [40, 1_000, 100_000])
+def test_experiment_autoencoder_budget_is_at_least_the_minimum_steps(n_samples):
+    from skmacro.experiments import allen_cahn as ac
+
+    epochs = ac.autoencoder_budget(n_samples)["max_epochs"]
+    per_epoch = math.ceil((n_samples - math.ceil(0.1 * n_samples)) / 256)
+    assert epochs >= 30
+    assert epochs * per_epoch >= ac.AE_MIN_STEPS
+    # No more epochs than the minimum needs.
+    assert epochs == 30 or (epochs - 1) * per_epoch < ac.AE_MIN_STEPS
+
+
+def test_experiment_runs_both_losses_on_one_budget_and_meters_its_phases():
+    from skmacro.experiments import allen_cahn as ac
+    from skmacro.experiments.resources import PhaseMeter
+
+    system = ac.default_system(24)
+    t, train, test = ac.make_data(
+        system, 3, 1, t_end=60 * system.h**2, log=lambda message: None
+    )
+    meter = PhaseMeter(log=None)
+    run = ac.free_energy_comparison(
+        system,
+        t,
+        train,
+        test,
+        latent_dim=3,
+        ae_params={"max_epochs": 2},
+        dyn_params={"max_epochs": 2, "n_members": 1, "validation_fraction": None},
+        log=lambda message: None,
+        meter=meter,
+    )
+    partial, z = run["results"]["partial"], run["results"]["z"]
+    assert partial.n_configurations == run["n_configurations"]
+    # Equal force budget: L_z's full-force rows cost what L_x,p's 1/25 does.
+    assert abs(z.force_computations - partial.force_computations) <= system.n_features
+    # Two epochs: a rollout may diverge (an infinite error), but both are scored.
+    assert partial.error >= 0 and z.error >= 0
+    # The reference's OnsagerNet has its external force on.
+    assert partial.pipeline[-1].module_.field.member(0).force_net is not None
+    assert [row["phase"] for row in meter.rows] == [
+        "autoencoder fit",
+        "partial forces (p = 0.04)",
+        "all forces of the L_z rows",
+        "partial: dynamics fit, rollouts",
+        "z: dynamics fit, rollouts",
+    ]

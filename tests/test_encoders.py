@@ -101,6 +101,23 @@ def test_a_second_encoder_trains_scores_and_rolls_out(system, pp_data, linear_pi
     assert simulate(linear_pipe, test[:, 0], t[:11]).shape == (3, 11, 4)
 
 
+def test_rollout_error_reads_test_trajectories_from_a_zarr_array(system, linear_pipe):
+    zarr = pytest.importorskip("zarr")
+    test = system.simulate(system.sample_initial(2, random_state=6), 1.0, 0.01)
+    t = np.arange(test.shape[1]) * 0.01
+    stored = zarr.create_array(
+        zarr.storage.MemoryStore(),
+        shape=test.shape,
+        dtype=test.dtype,
+        chunks=(1, *test.shape[1:]),
+    )
+    stored[:] = test
+    error, Z_true, _ = rollout_error(linear_pipe, t, stored)
+    expected, Z_expected, _ = rollout_error(linear_pipe, t, test)
+    assert error == pytest.approx(expected)
+    np.testing.assert_allclose(Z_true, Z_expected)
+
+
 def test_statistics_of_a_dense_encoder_are_the_quadratic_form(
     system, pp_data, linear_pipe
 ):
