@@ -26,8 +26,6 @@ References
    systems", Phil. Trans. R. Soc. A 380, 20210207 (2022).
 """
 
-import math
-
 import torch
 from torch import nn
 
@@ -74,6 +72,16 @@ def _input_gradients(z, *scalar_fns):
             (g,) = torch.autograd.grad(fn(zg).sum(), zg, create_graph=create_graph)
             grads.append(g)
     return grads
+
+
+# GFINN: floor of the gradient norms, which guards the unit normals against
+# 0/0 where a gradient vanishes exactly (the normal, and with it the field's
+# dependence on it, is then zero).
+_FLOOR = 1e-15
+# GFINN, dimensionless: below γ ~ _EPS (normals within ~2 degrees of
+# parallel, where ∇E ∥ ∇S forces L∇E = 0) the reversible part is smoothly
+# switched off.
+_EPS = 1e-3
 
 
 def _apply(matrix, vector):
@@ -258,59 +266,117 @@ class OnsagerNet(nn.Module):
         )
 
 
+class _QuadraticForm(nn.Module):
+    """``q(z) = ½ zᵀ (W + Wᵀ) z`` with a learnable ``W`` (d × d) started at
+    zero: (batch, d) -> (batch,)."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(d, d))
+
+    def forward(self, z):
+        return 0.5 * torch.einsum("bi,ij,bj->b", z, self.weight + self.weight.T, z)
+
+
+def _dot(a, b):
+    """Row-wise dot product, (B, d) and (B, d) -> (B, 1)."""
+    return (a * b).sum(-1, keepdim=True)
+
+
 class GFINN(nn.Module):
-    """GENERIC-formalism-informed vector field (Zhang et al. 2022).
+    """GENERIC-formalism-informed vector field (after Zhang et al. 2022).
 
     .. math::
 
         \\dot z = L(z)\\nabla E(z) + M(z)\\nabla S(z),
 
-    with ``E`` (energy) and ``S`` (entropy) scalar MLPs, ``L`` antisymmetric,
-    ``M`` symmetric positive semi-definite and the degeneracy conditions
-    ``L ∇S = 0`` and ``M ∇E = 0`` built in, following the construction of
-    GFINNs: with ``K`` learnable antisymmetric matrices ``Ξ_k`` (d × d)
-    let the rows of ``B_S`` (K × d) be ``∇Sᵀ Ξ_k``; each row is orthogonal to
-    ``∇S`` because ``∇Sᵀ Ξ_k ∇S = 0``. Then
-
-    * ``L = B_Sᵀ Σ(z) B_S`` with ``Σ = C - Cᵀ`` antisymmetric (K × K),
-    * ``M = B_Eᵀ D(z) D(z)ᵀ B_E`` with ``B_E`` built from ``∇E`` and its own
-      tensors,
-
-    where ``C`` and ``D`` come from one MLP of ``z``. Consequently, for any
+    with an energy ``E`` and an entropy ``S`` (scalar networks), ``L``
+    antisymmetric, ``M`` symmetric positive semi-definite and the
+    degeneracy conditions ``L ∇S = 0`` and ``M ∇E = 0`` built in. For any
     weights, ``dE/dt = ∇Eᵀ L ∇E + (M ∇E)ᵀ ∇S = 0`` and
-    ``dS/dt = ∇Sᵀ M ∇S ≥ 0``. No division by ``|∇S|`` or ``|∇E|`` is
-    involved, so the field is smooth everywhere.
+    ``dS/dt = ∇Sᵀ M ∇S ≥ 0``.
+
+    Construction (per sample). Let ``e = ∇E/|∇E|`` and ``s = ∇S/|∇S|`` be
+    the unit normals of the level sets of ``E`` and ``S``, and let one
+    network give a vector ``u(z)`` and a d × d matrix ``A(z)``. With
+    ``s⊥ = |e|² s - (e·s) e`` (orthogonal to ``e``) and
+    ``e⊥ = |s|² e - (e·s) s`` (orthogonal to ``s``):
+
+    * ``b = |e|²|s⊥|² u - |s⊥|² (e·u) e - |e|² (s⊥·u) s⊥`` is ``u`` with its
+      components along both normals removed, times ``|e|²|s⊥|² = |e|⁴γ``,
+      where ``γ = |e|²|s|² - (e·s)² = e·e⊥`` vanishes when the normals are
+      parallel. Then
+
+      ``L = (b e⊥ᵀ - e⊥ bᵀ) / (|∇E| (γ² + ε²))``,  ``ε = 10⁻³``,
+
+      is antisymmetric, ``L ∇S = 0`` (``b`` and ``e⊥`` are orthogonal to
+      ``s``) and ``L ∇E = γ b / (γ² + ε²)``: the part of ``u`` tangent to
+      both level sets wherever the normals are not (nearly) parallel, where
+      ``∇E ∥ ∇S`` forces ``L ∇E = 0`` anyway;
+    * ``P = |e|² I - e eᵀ`` annihilates ``∇E`` and
+
+      ``M = P A Aᵀ P / |∇S|``
+
+      is symmetric positive semi-definite with ``M ∇E = 0`` and
+      ``M ∇S = P A Aᵀ P s``.
+
+    Each identity holds polynomially in ``e``, ``s``, ``u`` and ``A`` (the
+    norms ``|e|²`` and ``|s|²``, equal to one up to a floor that guards
+    0/0 where a gradient vanishes, are kept in the formulas for that
+    reason), so it holds to rounding for every value of the weights; the
+    divisions are by positive scalars, which keep the structure. The field
+    is therefore ``γ b / (γ² + ε²) + P A Aᵀ P s``: ``E`` and ``S`` enter only
+    through the directions of their gradients (any increasing
+    reparametrisation of ``E`` or ``S`` describes the same dynamics), its
+    size comes from ``u`` and ``A`` as for a plain network, and it can
+    approach any field with ``ż·∇E = 0`` and ``ż·∇S ≥ 0``. ``E`` and ``S``
+    are each an MLP plus a learnable quadratic form ``½ zᵀ (W + Wᵀ) z``
+    started at zero, which gives them the quadratic invariants and Lyapunov
+    functions of linearised dynamics that a small tanh network represents
+    poorly. ``A`` starts at the identity (the output bias of the bracket
+    network), so the untrained irreversible part is of order one, like the
+    standardised velocities it is trained on.
 
     Parameters
     ----------
     n_components : int
         Latent dimension d ≥ 2 (in one dimension every antisymmetric matrix
-        vanishes and the construction gives ``dz/dt = 0``).
+        vanishes and ``M ∇E = 0`` forces ``M = 0`` wherever ``∇E ≠ 0``).
     hidden : sequence of int, default=(64, 64)
-        Hidden widths of the energy, entropy and matrix networks.
+        Hidden widths of the energy, entropy and bracket networks.
     activation : str, default="tanh"
         Name from :data:`skmacro.nn.mlp.ACTIVATIONS`; it must be
         differentiable (training needs second derivatives of ``E`` and
         ``S``).
-    n_tensors : int, optional
-        K, the number of antisymmetric tensors ``Ξ_k`` per bracket; defaults
-        to ``n_components`` as in the paper's code. ``K ≥ d - 1`` lets ``L``
-        and ``M`` reach every direction orthogonal to the gradients.
-    xi_scale : float, default=5.0
-        Initial scale of the tensors: entries of ``Ξ_k`` are drawn with
-        standard deviation ``xi_scale / sqrt(d)``. The default makes the
-        untrained field of order 1e-2 to 1e-1 with tanh networks.
 
     Notes
     -----
-    The paper's reference code wraps the GFINNs authors' implementation with
-    three 256-wide tanh layers, ``K = d``, a separate matrix network per
-    bracket, default output biases and tensors ``Ξ_k`` of scale 0.01, so its
-    untrained field is orders of magnitude smaller than its gradients. Here
-    one matrix network serves both brackets and the initialisation is
-    rescaled (see ``xi_scale`` and the comments in the source). The constant
-    offsets of ``E`` and ``S`` (their last biases) do not affect the
-    dynamics and receive no gradient.
+    An exactly conserved ``E`` is a strong prior. A trajectory never leaves
+    the level set of ``E`` it starts on, so an equilibrium ``z*`` that
+    attracts a neighbourhood forces ``E`` to be constant there; the field
+    is then ``M ∇S`` with ``∇S(z*) = 0`` (``S`` is maximal at ``z*``), and
+    its linearisation at ``z*``, ``M(z*) ∇²S(z*)``, has real eigenvalues
+    (it is similar to the symmetric ``M^½ ∇²S M^½``). Hence no GENERIC
+    field with smooth ``E``, ``S``, ``L`` and ``M`` has a stable focus:
+    damped oscillations into an equilibrium, as in the predator-prey
+    system, can only be approached by fields that become steep near the
+    equilibrium, and rollouts tend to settle on the wrong level set of
+    ``E`` even where the velocities fit. GFINN suits systems that conserve
+    an energy (the paper's NVE Lennard-Jones fluid); for dissipative
+    systems :class:`OnsagerNet` or the plain MLP is the right choice.
+
+    Differences from the GFINNs construction and the paper's reference code
+    (which wraps the GFINNs authors' implementation: ``K = d`` learned
+    antisymmetric tensors ``Ξ_k`` per bracket, ``L = B_Sᵀ Σ B_S`` and
+    ``M = B_Eᵀ D Dᵀ B_E`` with rows ``∇Sᵀ Ξ_k`` and ``∇Eᵀ Ξ_k``): there the
+    field is a product of five factors, quadratic in ``∇S`` and linear in
+    ``∇E`` for its reversible part and the reverse for its irreversible
+    part, so the scales of ``E``, ``S`` and the ``Ξ_k`` multiply into every
+    output and a change of ``∇S`` changes the frame in which ``Σ`` is
+    expressed. The form here keeps the same guarantees with the roles
+    separated: ``E`` and ``S`` set only the constraint directions, ``u``
+    and ``A`` the speeds. The constant offsets of ``E`` and ``S`` (their
+    last biases) do not affect the dynamics and receive no gradient.
 
     Examples
     --------
@@ -322,15 +388,7 @@ class GFINN(nn.Module):
     (torch.Size([4, 3]), torch.Size([4, 3, 3]), torch.Size([4]))
     """
 
-    def __init__(
-        self,
-        n_components,
-        *,
-        hidden=(64, 64),
-        activation="tanh",
-        n_tensors=None,
-        xi_scale=5.0,
-    ):
+    def __init__(self, n_components, *, hidden=(64, 64), activation="tanh"):
         super().__init__()
         d = self.n_components = int(n_components)
         if d < 2:
@@ -338,51 +396,52 @@ class GFINN(nn.Module):
                 f"GFINN needs n_components >= 2, got {n_components!r}: in one "
                 "dimension the GENERIC brackets vanish identically"
             )
-        k = self.n_tensors = d if n_tensors is None else int(n_tensors)
         self.energy_net = MLP(d, 1, hidden, activation)
         self.entropy_net = MLP(d, 1, hidden, activation)
-        # One network for both K × K factors: C (Σ = C - Cᵀ, for L) and D
-        # (for M).
-        self.matrix_net = MLP(d, 2 * k * k, hidden, activation)
-        # The field is a product of five small factors (Ξ twice, two
-        # gradients, Σ or DDᵀ), so at PyTorch's default scales it starts
-        # near 1e-4 and training crawls. As the OnsagerNet reference does for
-        # its matrices, start C orthogonal and D at the identity, and give
-        # each row ∇ᵀΞ_k the norm xi_scale·|∇| on average.
+        self.energy_quadratic = _QuadraticForm(d)
+        self.entropy_quadratic = _QuadraticForm(d)
+        # One network gives u (d numbers) and A (d × d, row-major).
+        self.bracket_net = MLP(d, d + d * d, hidden, activation)
         with torch.no_grad():
-            c0 = nn.init.orthogonal_(torch.empty(k, k))
-            self.matrix_net[-1].bias.copy_(
-                torch.cat([c0.ravel(), torch.eye(k).ravel()])
-            )
-        std = float(xi_scale) / math.sqrt(d)
-        self.xi_l = nn.Parameter(std * torch.randn(k, d, d))
-        self.xi_m = nn.Parameter(std * torch.randn(k, d, d))
+            self.bracket_net[-1].bias[d:].copy_(torch.eye(d).ravel())
 
     def energy(self, z):
         """Energy ``E(z)``: (batch, n_components) -> (batch,)."""
-        return self.energy_net(z).squeeze(-1)
+        return self.energy_net(z).squeeze(-1) + self.energy_quadratic(z)
 
     def entropy(self, z):
         """Entropy ``S(z)``: (batch, n_components) -> (batch,)."""
-        return self.entropy_net(z).squeeze(-1)
+        return self.entropy_net(z).squeeze(-1) + self.entropy_quadratic(z)
 
-    @staticmethod
-    def _rows(grad, xi):
-        """Rows ``∇ᵀ Ξ_k``, (B, d) and (K, d, d) -> (B, K, d), each
-        orthogonal to ``∇``."""
-        upper = torch.triu(xi, diagonal=1)
-        skew = upper - upper.transpose(-1, -2)
-        return torch.einsum("bi,kij->bkj", grad, skew)
+    def _parts(self, z, grad_e, grad_s):
+        """The factors of the brackets at ``z``.
 
-    def _brackets(self, z, grad_e, grad_s):
-        k = self.n_tensors
-        c, dm = self.matrix_net(z).reshape(-1, 2, k, k).unbind(1)
-        sigma = c - c.transpose(-1, -2)
-        b_s = self._rows(grad_s, self.xi_l)
-        b_e = self._rows(grad_e, self.xi_m)
-        ell = b_s.transpose(-1, -2) @ sigma @ b_s
-        half = b_e.transpose(-1, -2) @ dm  # M = (B_Eᵀ D)(B_Eᵀ D)ᵀ
-        return ell, half @ half.transpose(-1, -2)
+        Returns ``e, s`` (B, d) the unit normals; ``norm_e, norm_s`` (B, 1)
+        with ``∇E = norm_e e`` and ``∇S = norm_s s``; ``b, e_perp`` (B, d)
+        and ``scale = 1/(γ² + ε²)`` (B, 1), so that
+        ``L = scale (b e⊥ᵀ - e⊥ bᵀ) / norm_e``; and ``pa = P A`` (B, d, d),
+        so that ``M = pa paᵀ / norm_s``.
+        """
+        d = self.n_components
+        out = self.bracket_net(z)
+        u, a = out[:, :d], out[:, d:].reshape(-1, d, d)
+        norm_e = torch.sqrt(grad_e.square().sum(-1, keepdim=True) + _FLOOR**2)
+        norm_s = torch.sqrt(grad_s.square().sum(-1, keepdim=True) + _FLOOR**2)
+        e, s = grad_e / norm_e, grad_s / norm_s
+        ee, ss, es = _dot(e, e), _dot(s, s), _dot(e, s)
+        s_perp = ee * s - es * e
+        s_perp_sq = _dot(s_perp, s_perp)
+        b = (
+            ee * s_perp_sq * u
+            - s_perp_sq * _dot(e, u) * e
+            - ee * _dot(s_perp, u) * s_perp
+        )
+        e_perp = ss * e - es * s
+        gamma = _dot(e_perp, e)
+        scale = 1.0 / (gamma.square() + _EPS**2)
+        eye = torch.eye(d, dtype=z.dtype, device=z.device)
+        p = ee.unsqueeze(-1) * eye - e.unsqueeze(-1) * e.unsqueeze(-2)
+        return e, s, norm_e, norm_s, b, e_perp, scale, p @ a
 
     def matrices(self, z):
         """Poisson and friction matrices at ``z``.
@@ -399,16 +458,24 @@ class GFINN(nn.Module):
             Symmetric positive semi-definite, with ``M ∇E = 0``.
         """
         grad_e, grad_s = _input_gradients(z, self.energy, self.entropy)
-        return self._brackets(z, grad_e, grad_s)
+        _, _, norm_e, norm_s, b, e_perp, scale, pa = self._parts(z, grad_e, grad_s)
+        outer = b.unsqueeze(-1) * e_perp.unsqueeze(-2)
+        ell = (outer - outer.transpose(-1, -2)) * (scale / norm_e).unsqueeze(-1)
+        m = (pa @ pa.transpose(-1, -2)) / norm_s.unsqueeze(-1)
+        return ell, m
 
     def forward(self, z):
         """Return ``dz/dt = L∇E + M∇S``, shape (batch, n_components)."""
         grad_e, grad_s = _input_gradients(z, self.energy, self.entropy)
-        ell, m = self._brackets(z, grad_e, grad_s)
-        return _apply(ell, grad_e) + _apply(m, grad_s)
+        e, s, _, _, b, e_perp, scale, pa = self._parts(z, grad_e, grad_s)
+        # L∇E = scale (b (e⊥·e) - e⊥ (b·e)) and M∇S = P A Aᵀ P s, without
+        # forming the d × d brackets.
+        reversible = scale * (b * _dot(e_perp, e) - e_perp * _dot(b, e))
+        irreversible = _apply(pa, torch.einsum("bji,bj->bi", pa, s))
+        return reversible + irreversible
 
     def extra_repr(self):
-        return f"n_components={self.n_components}, n_tensors={self.n_tensors}"
+        return f"n_components={self.n_components}"
 
 
 LATENT_MODELS = {"mlp": MLPVectorField, "onsager": OnsagerNet, "gfinn": GFINN}
