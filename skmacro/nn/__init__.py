@@ -11,6 +11,7 @@ from .closures import (
     MLPJacobian,
     is_feature_closure,
 )
+from .ensemble import VectorFieldEnsemble
 from .losses import ClosureAutoencoderLoss, QuadraticFormLoss
 from .mlp import MLP
 from .particle import ParticleFeatureJacobian, ParticleSetClosure
@@ -38,6 +39,7 @@ __all__ = [
     "ParticleSetClosure",
     "ParticleFeatureJacobian",
     "ScaledVectorField",
+    "VectorFieldEnsemble",
     "MLPVectorField",
     "OnsagerNet",
     "GFINN",
