@@ -399,6 +399,7 @@ class FeatureHead(nn.Module):
         return t * self.feature_scale + self.feature_mean
 
     def forward(self, s):
+        s = s.to(self.feature_mean.dtype)
         if self.net is None:
             return s.new_zeros(len(s), 0)
         return self.net(self.standardize(s))
@@ -463,7 +464,8 @@ class FeatureClosure(nn.Module):
 
     def forward(self, x):
         """Closure variables ``head(features(x))``, (B, N) -> (B, k)."""
-        return self.head(self.features(x))
+        s = self.features(x)
+        return self.head(s)
 
     def target(self, x):
         """The standardised features, (B, N) -> (B, P)."""
@@ -550,5 +552,15 @@ class FeatureClosureJacobian:
         return self.head_jacobian @ Fv
 
     def gram(self):
-        """``J J^T = rho' (F F^T) rho'^T``, shape (B, k, k)."""
-        return self.features.gram(left=self.head_jacobian)
+        """``J J^T = rho' (F F^T) rho'^T``, shape (B, k, k).
+
+        Differentiable in the head's parameters when ``rho'`` is: ``F F^T``
+        (parameter-free) is then formed first and multiplied on both sides;
+        otherwise ``rho'`` enters the sum over particles directly, which is
+        cheaper when k < P.
+        """
+        A = self.head_jacobian
+        if A.requires_grad:
+            G = self.features.gram().to(A)
+            return A @ G @ A.transpose(1, 2)
+        return self.features.gram(left=A)

@@ -429,9 +429,14 @@ class ParticleSetClosure(FeatureClosure):
         n = n_features // self.particle_dim
         return int(40 * self._pairs_per_state(n))
 
-    @torch.no_grad()
     def features(self, x):
         """The pooled descriptors.
+
+        Parameter-free: no gradient reaches the closure's parameters. When
+        ``x`` requires a gradient (and gradients are being recorded) the
+        features are computed with differentiable torch operations, so
+        autograd differentiates them in ``x`` (slower; for checks and small
+        systems); otherwise the sparse sums run without recording.
 
         Parameters
         ----------
@@ -441,8 +446,13 @@ class ParticleSetClosure(FeatureClosure):
         -------
         torch.Tensor of shape (batch, feature_width)
         """
-        x = self._check_input(x)
-        parts = [self._environments(group).features for group in self._groups(x)]
+        x = self._check_input(x, keep_grad=True)
+        differentiable = torch.is_grad_enabled() and x.requires_grad
+        with torch.set_grad_enabled(differentiable):
+            parts = [
+                self._environments(group, differentiable).features
+                for group in self._groups(x)
+            ]
         return torch.cat(parts) if parts else x.new_zeros(0, self.feature_width)
 
     @torch.no_grad()
@@ -471,7 +481,7 @@ class ParticleSetClosure(FeatureClosure):
                 f"this {type(self).__name__} has no layers yet; call build first"
             )
 
-    def _check_input(self, x):
+    def _check_input(self, x, keep_grad=False):
         self._check_built()
         x = torch.as_tensor(x)
         if x.ndim != 2:
@@ -479,7 +489,7 @@ class ParticleSetClosure(FeatureClosure):
         self.check_n_features(x.shape[1])
         if not x.is_floating_point():
             x = x.to(self.head.feature_mean.dtype)
-        return x.detach()
+        return x if keep_grad else x.detach()
 
     def _pairs_per_state(self, n):
         centres = min(n, self.pool_atoms or n)
@@ -553,8 +563,10 @@ class ParticleSetClosure(FeatureClosure):
         state.pop("_verlet", None)
         return state
 
-    def _environments(self, x):
-        """Environments, descriptors and features of the rows of ``x``."""
+    def _environments(self, x, differentiable=False):
+        """Environments, descriptors and features of the rows of ``x``
+        (with torch operations autograd follows if ``differentiable``)."""
+        take = _index if differentiable else _take
         B, m = len(x), self.particle_dim
         K, C = self.n_radial, self._n_channels
         n = x.shape[1] // m
@@ -562,12 +574,12 @@ class ParticleSetClosure(FeatureClosure):
         atoms = x.reshape(B * n, m)
         pool = self.pooled(n)
         s = len(pool)
-        positions = atoms[:, :3].cpu().numpy().reshape(B, n, 3)
+        positions = atoms[:, :3].detach().cpu().numpy().reshape(B, n, 3)
         row, other = self._neighbours(positions, box, pool.numpy())
         centre_atoms = (pool + n * torch.arange(B)[:, None]).reshape(-1)
         centre = centre_atoms.numpy()[row]
         # Both ends' position and velocity at once.
-        diff = _take(atoms[:, : self._n_in], centre) - _take(
+        diff = take(atoms[:, : self._n_in], centre) - take(
             atoms[:, : self._n_in], other
         )
         d = diff[:, :3]
@@ -581,7 +593,7 @@ class ParticleSetClosure(FeatureClosure):
         other = torch.as_tensor(other[keep], device=device)
         d, diff = d[inside], diff[inside]
         u = diff[:, 3:6] if self._velocity else None
-        r = r2[inside].sqrt_().clamp_min_(1e-12)
+        r = r2[inside].sqrt().clamp_min(1e-12)
         atom_row = torch.full((B * n,), -1, dtype=torch.long)
         atom_row[centre_atoms] = torch.arange(B * s)
         h = (self.r_cut - self.r_min) / (K + 1)
@@ -608,7 +620,9 @@ class ParticleSetClosure(FeatureClosure):
             w=weights[:, :4],
             dw=weights[:, 4:] / h,
         )
-        env.sums = _PairSums(row, interval, env.w, env.dw, B * s, K)
+        env.sums = _PairSums(
+            row, interval, env.w, env.dw, B * s, K, sparse=not differentiable
+        )
         env.channels = self._channels(env)
         sums = env.sums(env.channels)  # (B * s, K, channels)
         env.radial = sums[:, :, :C]
@@ -1091,13 +1105,16 @@ class _PairSums:
     w, dw : torch.Tensor of shape (P, 4)
         The weights and their derivatives in ``r``.
     n_rows, K : int
+    sparse : bool, default=True
+        Whether to use the SciPy matrix on the CPU (False: ``index_add_``,
+        which autograd follows).
     """
 
-    def __init__(self, rows, interval, w, dw, n_rows, K):
+    def __init__(self, rows, interval, w, dw, n_rows, K, sparse=True):
         self.n_rows, self.K = n_rows, K
         self.rows, self.interval, self.w, self.dw = rows, interval, w, dw
         self.matrices = None
-        if w.device.type == "cpu":
+        if sparse and w.device.type == "cpu":
             basis = _basis(interval, K)
             index = torch.where(basis < K, rows[:, None] * K + basis, n_rows * K)
             index = index.reshape(-1).numpy()
@@ -1145,6 +1162,11 @@ def _take(t, index):
     if t.device.type == "cpu":
         index = index.numpy() if isinstance(index, torch.Tensor) else index
         return torch.from_numpy(np.take(t.numpy(), index, axis=0))
+    return t[torch.as_tensor(index, device=t.device)]
+
+
+def _index(t, index):
+    """``t[index]`` along the first dimension with torch (autograd follows)."""
     return t[torch.as_tensor(index, device=t.device)]
 
 
