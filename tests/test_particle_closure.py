@@ -147,6 +147,15 @@ def test_local_jacobian_matches_autograd(dim, angular):
     v = torch.randn(2, X.shape[1], 3, dtype=X.dtype)
     torch.testing.assert_close(J.matvec(v), dense @ v)
     torch.testing.assert_close(J.matvec(v[..., 0]), (dense @ v[..., :1])[..., 0])
+    # Outside gradient recording J's rows are formed once from F^T rho'^T.
+    with torch.no_grad():
+        J = closure.jacobian(X)
+        torch.testing.assert_close(
+            J.columns(index), torch.gather(dense, 2, index[:, None].expand(-1, 4, -1))
+        )
+        torch.testing.assert_close(J.gram(), dense @ dense.transpose(1, 2))
+        torch.testing.assert_close(J.matvec(v), dense @ v)
+        torch.testing.assert_close(J.matvec(v[..., 0]), (dense @ v[..., :1])[..., 0])
 
 
 def test_pooled_subset_jacobian_is_exact_and_gram_backpropagates():
@@ -185,9 +194,11 @@ def test_sampled_gram_is_unbiased():
     X = _states(1, seed=4)
     dense = _dense_jacobian(closure, X)
     exact = (dense @ dense.transpose(1, 2))[0]
-    # Every row draws its own atoms: 150 independent estimates in one call.
-    estimates = closure.jacobian(X.repeat(150, 1)).detach().gram()
-    assert not estimates.requires_grad
+    # Every row draws its own atoms: 150 independent estimates in one call
+    # (the estimate serves where J J^T must stay differentiable in the head).
+    estimates = closure.jacobian(X.repeat(150, 1)).gram()
+    assert estimates.requires_grad
+    estimates = estimates.detach()
     assert not torch.allclose(estimates[0], exact, rtol=0.05)
     error = (estimates.mean(0) - exact).abs()
     standard_error = estimates.std(0) / np.sqrt(len(estimates))

@@ -57,12 +57,15 @@ width P, may say so by offering, beyond the members above:
     ``columns(index)`` (B, P, m), ``gram(left=None)`` (``F F^T``, (B, P, P),
     or ``L F F^T L^T`` for ``left`` ``L`` of shape (B, q, P)),
     ``matvec(v)`` ((B, N) -> (B, P); (B, N, r) -> (B, P, r)), ``outputs``
-    (the features ``s`` at the same rows), ``to`` and ``detach``.
+    (the features ``s`` at the same rows), ``to`` and ``detach``, and
+    optionally ``rmatvec(w)`` (``F^T w``, (B, P, r) -> (B, N, r)).
 
 The closure's Jacobian is then ``rho'(s) F`` with ``rho'`` the head's own
 (P-wide, cheap) Jacobian: :class:`FeatureClosureJacobian` forms its products
-for any feature closure, and :class:`FeatureClosure` implements the members
-that follow from ``features``, ``head`` and ``feature_jacobian``.
+for any feature closure (with ``rmatvec``, outside gradient recording, as
+the k rows ``(F^T rho'^T)^T`` formed once: exact and O(k N) per state),
+and :class:`FeatureClosure` implements the members that follow from
+``features``, ``head`` and ``feature_jacobian``.
 :class:`~skmacro.ClosureAutoencoder` trains a feature closure on its
 features computed once (:func:`is_feature_closure`), so an epoch does not
 depend on N.
@@ -517,35 +520,58 @@ class FeatureClosureJacobian:
         The closure variables at the same rows.
     """
 
-    def __init__(self, head_jacobian, features, outputs=None):
+    def __init__(self, head_jacobian, features, outputs=None, rows=None):
         self.head_jacobian, self.features, self.outputs = (
             head_jacobian,
             features,
             outputs,
         )
+        self._rows = rows
 
     def to(self, *args, **kwargs):
         """The factors moved or cast like ``torch.Tensor.to``."""
         outputs = None if self.outputs is None else self.outputs.to(*args, **kwargs)
+        rows = None if self._rows is None else self._rows.to(*args, **kwargs)
         return FeatureClosureJacobian(
             self.head_jacobian.to(*args, **kwargs),
             self.features.to(*args, **kwargs),
             outputs,
+            rows,
         )
 
     def detach(self):
         """The factors detached from the autograd graph."""
         outputs = None if self.outputs is None else self.outputs.detach()
         return FeatureClosureJacobian(
-            self.head_jacobian.detach(), self.features.detach(), outputs
+            self.head_jacobian.detach(), self.features.detach(), outputs, self._rows
         )
+
+    def rows(self):
+        """``J`` itself, (B, k, N), formed once as ``(F^T rho'^T)^T`` when the
+        features offer ``rmatvec`` and no gradient to the head is needed;
+        None otherwise (the products then go through ``F``'s structure)."""
+        A = self.head_jacobian
+        if self._rows is None and not (
+            A.requires_grad or not hasattr(self.features, "rmatvec")
+        ):
+            with torch.no_grad():
+                self._rows = self.features.rmatvec(A.transpose(1, 2)).transpose(1, 2)
+            self._rows = self._rows.to(A)
+        return self._rows
 
     def columns(self, index):
         """``J[b, :, index[b]]``: index (B, m) int64 -> (B, k, m)."""
+        J = self.rows()
+        if J is not None:
+            return torch.gather(J, 2, index[:, None].expand(-1, J.shape[1], -1))
         return self.head_jacobian @ self.features.columns(index)
 
     def matvec(self, v):
         """``J v``: (B, N) -> (B, k), or (B, N, r) -> (B, k, r)."""
+        J = self.rows()
+        if J is not None:
+            out = J @ (v[..., None] if v.ndim == 2 else v).to(J)
+            return out[..., 0] if v.ndim == 2 else out
         Fv = self.features.matvec(v)
         if v.ndim == 2:
             return (self.head_jacobian @ Fv.unsqueeze(-1)).squeeze(-1)
@@ -559,6 +585,9 @@ class FeatureClosureJacobian:
         otherwise ``rho'`` enters the sum over particles directly, which is
         cheaper when k < P.
         """
+        J = self.rows()
+        if J is not None:
+            return J @ J.transpose(1, 2)
         A = self.head_jacobian
         if A.requires_grad:
             G = self.features.gram().to(A)

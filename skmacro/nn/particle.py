@@ -425,9 +425,11 @@ class ParticleSetClosure(FeatureClosure):
 
     def floats_per_row(self, n_features):
         """Floats a state's Jacobian holds: its pooled particles' pairs and
-        their terms."""
+        their terms, and the k dense rows of the closure's Jacobian with the
+        pair cotangents that form them."""
         n = n_features // self.particle_dim
-        return int(40 * self._pairs_per_state(n))
+        k = self.n_outputs or 0
+        return int((40 + 12 * k) * self._pairs_per_state(n) + 2 * k * n_features)
 
     def features(self, x):
         """The pooled descriptors.
@@ -903,6 +905,32 @@ class ParticleFeatureJacobian:
         result = torch.cat(out)
         return self._result(result[..., 0] if single else result)
 
+    @torch.no_grad()
+    def rmatvec(self, w):
+        """``F^T w`` per state: the gradient in ``x`` of ``w . s(x)``, for
+        ``r`` vectors ``w`` at once, in one pass over the pooled particles'
+        pairs (O(pooled particles * neighbours * r)).
+
+        Parameters
+        ----------
+        w : torch.Tensor of shape (batch, P, r)
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, N, r)
+        """
+        w = torch.as_tensor(w)
+        B, P = self._batch, self.closure.feature_width
+        if w.ndim != 3 or w.shape[:2] != (B, P):
+            raise ValueError(f"w must have shape ({B}, {P}, r), got {tuple(w.shape)}")
+        out = [
+            _transposed(self.closure, env, part.to(env.x))
+            for env, part in zip(self.envs, self._per_group(w), strict=True)
+        ]
+        if not out:
+            return self._result(torch.zeros(0, 0, w.shape[2]))
+        return self._result(torch.cat(out))
+
     # ----------------------------------------------------------- internals
 
     def _gram_atoms(self, env):
@@ -1022,6 +1050,78 @@ def _column_blocks(closure, env, atoms):
     return blocks * scale
 
 
+def _transposed(closure, env, w):
+    """``F^T w`` (B, N, r) for cotangents ``w`` (B, P, r) of the group: the
+    chain rule of the features run backwards by hand (pooled means, squares
+    and products of vector moments, the sparse pair sums, the pair channels,
+    and the pairs' two particles)."""
+    K, C = closure.n_radial, closure._n_channels
+    B, s, n = env.n_configs, env.s, env.n
+    r = w.shape[2]
+    n_scalar = closure._n_scalar
+    w = w / s
+    # Cotangents of each pooled particle's descriptors (B s, ., r).
+    per_config = torch.repeat_interleave(torch.arange(B, device=w.device), s)
+    w_first, w_second = w[:, :n_scalar][per_config], w[:, n_scalar : 2 * n_scalar]
+    scalars_bar = w_first + 2.0 * env.scalars[:, :, None] * w_second[per_config]
+    radial_bar = scalars_bar[:, : C * K].view(B * s, C, K, r).transpose(1, 2)
+    own_bar = scalars_bar[:, C * K :]
+    channel_bars = [radial_bar]
+    if closure.angular:
+        iu = torch.triu_indices(K, K, device=w.device)
+        sym = w.new_zeros(B, K, K, r)
+        sym[:, iu[0], iu[1]] = w[:, 2 * n_scalar :]
+        sym = sym + sym.transpose(1, 2)  # the diagonal counts twice
+        vectors = env.vectors.view(B, s, K, 3)
+        channel_bars.append(
+            torch.einsum("bklr,bslc->bskcr", sym, vectors).reshape(B * s, K, 3, r)
+        )
+    sums_bar = torch.cat(channel_bars, dim=2)  # (B s, K, channels, r)
+    # Through the pair sums: each pair's channels and distance.
+    c_bar = env.sums.transpose(sums_bar)  # (pairs, channels, r)
+    dist_bar = (
+        env.sums.transpose(sums_bar, derivative=True) * env.channels[:, :, None]
+    ).sum(1)  # (pairs, r)
+    # Through the channels [1, (rdot, |u|^2), (rhat)] to d and u:
+    # d_bar = rhat a + (rdot_bar u + v_bar) / r with
+    # a = dist_bar - (rdot rdot_bar + rhat . v_bar) / r, and
+    # u_bar = rdot_bar rhat + 2 speed_bar u.
+    inv_r = (1.0 / env.r)[:, None]  # (pairs, 1)
+    rhat = env.d * inv_r  # (pairs, 3)
+    along = dist_bar
+    across = None
+    if closure._velocity:
+        u = env.u
+        rdot_bar, speed_bar = c_bar[:, 1], c_bar[:, 2]  # (pairs, r)
+        along = along - env.channels[:, 1:2] * rdot_bar * inv_r
+        across = u[:, :, None] * rdot_bar[:, None]
+        u_bar = rhat[:, :, None] * rdot_bar[:, None]
+        u_bar.add_(u[:, :, None] * (2.0 * speed_bar)[:, None])
+    if closure.angular:
+        v_bar = c_bar[:, C:]  # (pairs, 3, r)
+        along = along - torch.einsum("pc,pcr->pr", rhat, v_bar) * inv_r
+        across = v_bar if across is None else across.add_(v_bar)
+    d_bar = rhat[:, :, None] * along[:, None]
+    if across is not None:
+        d_bar.add_(across * inv_r[:, :, None])
+    pair_bar = torch.cat([d_bar, u_bar], dim=1) if closure._velocity else d_bar
+    # Each pair's displacement is centre minus neighbour.
+    dim, n_in = closure.particle_dim, closure._n_in
+    out = w.new_zeros(B * n, dim, r)
+    out[:, :n_in].index_add_(0, env.centre, pair_bar)
+    out[:, :n_in].index_add_(0, env.other, pair_bar, alpha=-1)
+    col = 0
+    if closure._velocity:
+        velocity = env.x[env.centre_atoms, 3:6][:, :, None]
+        out[:, 3:6].index_add_(
+            0, env.centre_atoms, 2.0 * velocity * own_bar[:, None, 0]
+        )
+        col = 1
+    if closure._n_extra:
+        out[:, n_in:].index_add_(0, env.centre_atoms, own_bar[:, col:])
+    return out.view(B, n * dim, r)
+
+
 def _directional(closure, env, v):
     """``F v`` (B, P, r) for tangents ``v`` (B, N, r) of the group."""
     K, C = closure.n_radial, closure._n_channels
@@ -1128,6 +1228,28 @@ class _PairSums:
                 )
                 for data in (w, dw)
             )
+
+    def transpose(self, values, derivative=False):
+        """The adjoint of :meth:`__call__`: per pair, ``sum_a weight[p, a] *
+        values[rows[p], interval[p] - 3 + a]``, values (n_rows, K, ...) ->
+        (P, ...)."""
+        tail = values.shape[2:]
+        flat = values.reshape(self.n_rows * self.K, -1)
+        if self.matrices is not None:
+            padded = np.concatenate(
+                [flat.numpy(), np.zeros((1, flat.shape[1]), flat.numpy().dtype)]
+            )
+            out = self.matrices[int(derivative)].T @ padded
+            out = torch.from_numpy(np.ascontiguousarray(out, dtype=padded.dtype))
+            return out.view(len(self.w), *tail)
+        weight = self.dw if derivative else self.w
+        padded = torch.cat([flat, flat.new_zeros(1, flat.shape[1])])
+        basis = _basis(self.interval, self.K)
+        index = torch.where(
+            basis < self.K, self.rows[:, None] * self.K + basis, self.n_rows * self.K
+        )
+        out = (padded[index] * weight[:, :, None].to(flat)).sum(1)
+        return out.view(len(self.w), *tail)
 
     def __call__(self, values, derivative=False):
         """Sums of ``weight * values`` (with ``dw`` if ``derivative``):
