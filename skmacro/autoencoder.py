@@ -509,9 +509,9 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         so that an epoch costs the same whatever the number of particles.
 
         The condition-number loss uses the parameter-free Gram matrices of
-        ``[J_o; F]`` (``F = ds/dx``) of up to ``max(CONDITION_SAMPLE, 4 *
-        cond_batch_size)`` evenly spaced training states, computed once;
-        each training step draws ``cond_batch_size`` of them at random.
+        ``[J_o; F]`` (``F = ds/dx``) at up to ``4 * cond_batch_size`` evenly
+        spaced training states, computed once; each training step draws
+        ``cond_batch_size`` of them at random (validation uses the first).
         """
         closure, d = self.module_.closure, self.n_observables_
         Y = self._feature_rows(X)
@@ -524,7 +524,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
             self._store_latent_scaling(z.cpu())
         fit = None
         if self.lambda_cond:
-            pool = evenly_spaced(train, max(CONDITION_SAMPLE, 4 * self.cond_batch_size))
+            pool = evenly_spaced(train, 4 * self.cond_batch_size)
             fit = _FeatureFit(
                 self._feature_grams(X, pool),
                 Y[torch.as_tensor(pool), d:],
