@@ -9,7 +9,8 @@ For each size (``--sizes``, density 0.8), on relaxed independent states
 milliseconds per configuration, the best of ``--repeats`` runs:
 
 * statistics pass, in chunks of ``--chunk`` rows: the encoder's
-  ``jacobian(x)`` (particle: the features and the head's Jacobian; MLP:
+  ``jacobian(x)`` cast to float64 as the pass does (particle: the features
+  and the head's Jacobian; MLP:
   ``jacobian(x, frozen)`` of ``ClosureAutoencoderModule(observables=
   lj.observables, n_observables=1)`` with ``n_components=32``), then
   ``columns`` at the 6 coordinates of 50 random atoms (for the particle
@@ -107,6 +108,7 @@ def measure(n, args):
     index = index.reshape(len(chunk), -1)
     velocities = chunk.view(len(chunk), n, 6)[..., 3:]
     v = torch.cat([velocities, torch.zeros_like(velocities)], -1).reshape(len(chunk), N)
+    v = v.double()  # the statistics pass works in float64
     t = {}
 
     torch.manual_seed(0)
@@ -121,12 +123,14 @@ def measure(n, args):
     )
     with torch.no_grad():
         t["p features"] = best(lambda: closure.features(chunk), repeats)
-        J = module_p.jacobian(chunk)
-        t["p jacobian"] = best(lambda: module_p.jacobian(chunk), repeats)
+        J = module_p.jacobian(chunk).to(torch.float64)
+        t["p jacobian"] = best(
+            lambda: module_p.jacobian(chunk).to(torch.float64), repeats
+        )
 
         def columns():
             # The closure's k rows are formed at the first product.
-            module_p.jacobian(chunk).columns(index)
+            module_p.jacobian(chunk).to(torch.float64).columns(index)
 
         t["p columns"] = best(columns, repeats) - t["p jacobian"]
         J.columns(index)
@@ -165,8 +169,10 @@ def measure(n, args):
     with torch.no_grad():
         frozen = mlp.frozen()
         t["m features"] = best(lambda: module.encode(chunk), repeats)
-        F = module.jacobian(chunk, frozen)
-        t["m jacobian"] = best(lambda: module.jacobian(chunk, frozen), repeats)
+        F = module.jacobian(chunk, frozen).to(torch.float64)
+        t["m jacobian"] = best(
+            lambda: module.jacobian(chunk, frozen).to(torch.float64), repeats
+        )
         t["m columns"] = best(lambda: F.columns(index), repeats)
         t["m gram"] = best(lambda: F.gram(), repeats)
         t["m matvec"] = best(lambda: F.matvec(v), repeats)
