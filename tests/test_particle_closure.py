@@ -374,3 +374,27 @@ def test_closure_trained_at_n_atoms_transforms_8n_atoms(lj_pipeline):
     np.testing.assert_allclose(Z_big[:, 1:], Z[:, 1:], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(Z_big[:, 0], system.observables(big).numpy()[:, 0])
     assert np.all(np.isfinite(pipe.predict(big)))
+
+
+def test_condition_loss_on_features_is_the_encoders_gram(lj_pipeline):
+    """The Gram matrix the autoencoder penalises while training on features,
+    M G M^T from the Gram matrix G of [J_o; ds/dx], is the encoder's J J^T."""
+    system, X, pipe = lj_pipeline
+    module = pipe["ae"].module_
+    closure = module.closure
+    x = torch.as_tensor(X[:2])
+    P = closure.feature_width
+    with torch.no_grad():
+        F = closure.feature_jacobian(x)
+        rows = F.rmatvec(torch.eye(P).expand(2, P, P)).transpose(1, 2).double()
+        s = F.outputs
+    xg = x.clone().requires_grad_(True)
+    J_o = torch.autograd.grad(system.observables(xg).sum(), xg)[0][:, None].double()
+    both = torch.cat([J_o, rows], dim=1)
+    G = both @ both.transpose(1, 2)
+    got = module.gram_from_features(G, s.double()).detach()
+    with torch.no_grad():
+        expected = module.jacobian(x).to(torch.float64).gram()
+    torch.testing.assert_close(
+        got, expected, rtol=1e-4, atol=1e-6 * expected.abs().max()
+    )

@@ -139,8 +139,11 @@ class ParticleSetClosure(FeatureClosure):
     **Jacobians.** :meth:`feature_jacobian` keeps the neighbour structure
     (:class:`ParticleFeatureJacobian`): columns at ``m`` particles cost
     O(m * neighbours), ``F v`` one pass over the pooled particles' pairs,
-    and ``F F^T`` is exact up to ``gram_atoms`` particles and an unbiased
-    estimate from ``gram_atoms`` random particles above.
+    ``F^T w`` (:meth:`ParticleFeatureJacobian.rmatvec`) one backward pass
+    over them, and ``F F^T`` is exact up to ``gram_atoms`` particles and an
+    unbiased estimate from ``gram_atoms`` random particles above. Outside
+    gradient recording the closure's Jacobian forms its k rows once as
+    ``F^T rho'^T`` and its products with them are exact.
 
     Parameters
     ----------
@@ -754,7 +757,9 @@ class ParticleFeatureJacobian:
       ``gram_atoms`` particles drawn per state without replacement, with
       ``w_a`` the inverse of their inclusion probability: uniformly among
       all particles, or (when pooled over a subset) half among the pooled
-      particles and half among the others, whose columns are smaller.
+      particles and half among the others, whose columns are smaller;
+    * :meth:`rmatvec` (``F^T w`` for r vectors): exact,
+      O(pooled particles * neighbours * r).
 
     Created by :meth:`ParticleSetClosure.feature_jacobian`; parameter-free.
 
