@@ -21,7 +21,7 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
 from ._arrays import is_dask, n_rows, take_rows
-from ._chunking import EMBEDDING_FIT_BUDGET, index_chunks
+from ._chunking import EMBEDDING_FIT_BUDGET, FLOAT_BUDGET, index_chunks, row_chunks
 
 __all__ = [
     "NeighbourForceMeans",
@@ -173,13 +173,26 @@ def _dask_statistics(encoder, X, forces, loss, control):
     """The statistics pass mapped over the row blocks of a dask array: each
     block is reduced where it lives (on the workers of the active
     ``dask.distributed`` client, or dask's local scheduler) and only the
-    O(d^2) statistics per configuration come back. The encoder and the
-    control variate travel to each worker once."""
+    O(d^2) statistics per configuration come back.
+
+    Blocks hold about ``FLOAT_BUDGET`` floats of ``X`` (the array's own
+    chunks are merged or split to that size). On a distributed client the
+    encoder and the control variate are scattered to every worker once
+    instead of travelling inside the task graph, where a wide encoder (its
+    first layer alone is N x width) would make the graph itself gigabytes.
+    """
     import dask
 
-    X = X.rechunk({1: -1})
-    shared_encoder = dask.delayed(encoder, pure=True)
-    shared_control = dask.delayed(control, pure=True)
+    rows_per_block = row_chunks(len(X), X.shape[1], FLOAT_BUDGET)[0].stop
+    X = X.rechunk({0: rows_per_block, 1: -1})
+    client = _distributed_client()
+    if client is None:
+        shared_encoder = dask.delayed(encoder, pure=True)
+        shared_control = dask.delayed(control, pure=True)
+    else:
+        shared_encoder, shared_control = client.scatter(
+            [encoder, control], broadcast=True
+        )
     tasks, start = [], 0
     for block, size in zip(X.to_delayed().ravel(), X.chunks[0], strict=True):
         rows = slice(start, start + size)
@@ -196,6 +209,19 @@ def _dask_statistics(encoder, X, forces, loss, control):
         start += size
     parts = dask.compute(*tasks)
     return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
+def _distributed_client():
+    """The active ``dask.distributed`` client, or None (no client, or
+    distributed not installed)."""
+    try:
+        from distributed import get_client
+    except ImportError:
+        return None
+    try:
+        return get_client()
+    except ValueError:
+        return None
 
 
 def observable_velocities(encoder, X, forces, rows=None):
