@@ -8,25 +8,33 @@ For each size (``--sizes``, density 0.8), on relaxed independent states
 ``--cache-dir``; at 51,200 atoms each takes a few minutes to relax), in
 milliseconds per configuration, the best of ``--repeats`` runs:
 
-* statistics pass, in chunks of ``--chunk`` rows: the forward pass,
-  ``jacobian(x)`` (particle) or the encoder's ``jacobian(x, frozen)`` (MLP:
-  ``ClosureAutoencoderModule(observables=lj.observables, n_features=N,
-  n_observables=1, n_components=32)``), then ``columns`` at the 6
-  coordinates of 50 random atoms, ``gram()`` and ``matvec`` of one vector
-  (the velocities in the position slots, as free forces);
-* training: one step on ``--batch`` rows (forward, the decoder, an MSE
-  reconstruction loss, backward; the particle closure in training mode,
-  pooled over ``pool_atoms`` atoms, reconstructing its target, the MLP its
-  standardised input), and one condition-number row (the full encoder's
-  ``J J^T`` with the temperature's row, kappa, backward). An epoch is
-  counted as a step plus ``--cond-fraction`` condition-number rows per
-  configuration (the autoencoder's default: 32 of 256).
+* statistics pass, in chunks of ``--chunk`` rows: the encoder's
+  ``jacobian(x)`` cast to float64 as the pass does (particle: the features
+  and the head's Jacobian; MLP:
+  ``jacobian(x, frozen)`` of ``ClosureAutoencoderModule(observables=
+  lj.observables, n_observables=1)`` with ``n_components=32``), then
+  ``columns`` at the 6 coordinates of 50 random atoms (for the particle
+  closure this forms its k rows ``(F^T rho'^T)^T`` once), ``gram()`` and
+  ``matvec`` of one vector (the velocities in the position slots, as free
+  forces);
+* training: ``features`` is what the particle closure pays once per state
+  and fit (the MLP's row is its forward pass); a step on ``--batch`` rows
+  (particle: on the rows ``(T, s(x))``, head, decoder, reconstruction of
+  the standardised features, backward; MLP: its forward, decoder and
+  reconstruction of the standardised state, backward), and one
+  condition-number row (particle: from a precomputed Gram matrix of
+  ``[J_o; F]``; MLP: the encoder's ``J J^T``), kappa, backward. An epoch is
+  a step plus ``--cond-fraction`` condition-number rows per configuration
+  (the autoencoder's default: 32 of 256). ``pool gram`` is the particle
+  closure's one-time Gram matrix of ``[J_o; F]`` per pool state (128 pool
+  states per fit at the default ``cond_batch_size``).
 
 Ratios MLP / particle above 1 mean the particle closure is cheaper.
 
-Run (single thread, the three sizes of the issue)::
+Run (single thread, the three sizes of the issue, on cached trajectories)::
 
-    python benchmarks/particle_closure_cost.py --sizes 800 6400 51200 --threads 1
+    python benchmarks/particle_closure_cost.py --sizes 800 6400 51200 --threads 1 \
+        --trajectory traj_{n}.npy
 """
 
 import argparse
@@ -37,7 +45,7 @@ import time
 import numpy as np
 import torch
 
-from skmacro.nn import MLP, ClosureAutoencoderModule, MLPClosure
+from skmacro.nn import ClosureAutoencoderModule, MLPClosure
 from skmacro.nn.autoencoder import condition_number
 from skmacro.systems import LennardJones
 
@@ -56,7 +64,9 @@ def best(fn, repeats):
     return min(times)
 
 
-def states(n, count, cache_dir):
+def states(n, count, cache_dir, trajectory=None):
+    if trajectory:
+        return np.load(trajectory.format(n=n))[:count].astype(np.float32)
     path = os.path.join(cache_dir, f"lj_states_{n}.npy")
     if os.path.exists(path):
         X = np.load(path)
@@ -86,7 +96,7 @@ def condition_row_loss(J_closure_gram, J_closure_matvec, lj, x):
 
 
 def measure(n, args):
-    X = states(n, args.states, args.cache_dir)
+    X = states(n, args.states, args.cache_dir, args.trajectory)
     lj = LennardJones(n_atoms=n)
     N = 6 * n
     repeats = args.repeats if n <= 6400 else 1
@@ -98,30 +108,51 @@ def measure(n, args):
     index = index.reshape(len(chunk), -1)
     velocities = chunk.view(len(chunk), n, 6)[..., 3:]
     v = torch.cat([velocities, torch.zeros_like(velocities)], -1).reshape(len(chunk), N)
+    v = v.double()  # the statistics pass works in float64
     t = {}
 
     torch.manual_seed(0)
     closure = lj.particle_closure().build(N, N_COMPONENTS - 1)
     closure.prepare(lambda: iter([torch.as_tensor(X)]))
-    decoder = MLP(N_COMPONENTS, closure.target_width, (64, 64), "softplus")
+    module_p = ClosureAutoencoderModule(
+        observables=lj.observables,
+        n_observables=1,
+        closure=closure,
+        decoder_hidden=(64, 64),
+        activation="softplus",
+    )
     with torch.no_grad():
-        closure.eval()
-        t["p forward"] = best(lambda: closure(chunk), repeats)
-        J = closure.jacobian(chunk)
-        t["p jacobian"] = best(lambda: closure.jacobian(chunk), repeats)
-        t["p columns"] = best(lambda: J.columns(index), repeats)
+        t["p features"] = best(lambda: closure.features(chunk), repeats)
+        J = module_p.jacobian(chunk).to(torch.float64)
+        t["p jacobian"] = best(
+            lambda: module_p.jacobian(chunk).to(torch.float64), repeats
+        )
+
+        def columns():
+            # The closure's k rows are formed at the first product.
+            module_p.jacobian(chunk).to(torch.float64).columns(index)
+
+        t["p columns"] = best(columns, repeats) - t["p jacobian"]
+        J.columns(index)
         t["p gram"] = best(lambda: J.gram(), repeats)
         t["p matvec"] = best(lambda: J.matvec(v), repeats)
-    closure.train()
+        # One-time per pool state: the Gram matrix of [J_o; F].
+        F = closure.feature_jacobian(cond_rows)
+        t["p pool gram"] = best(lambda: F.gram(), repeats) * len(chunk) / len(cond_rows)
+        s_batch = closure.features(batch)
+        Y = torch.cat([lj.observables(batch), s_batch], dim=1)
+        G = torch.eye(1 + closure.feature_width).expand(len(cond_rows), -1, -1)
+        s_cond = s_batch[: len(cond_rows)]
 
     def particle_step():
-        z, target = closure.forward_with_target(batch)
-        z = torch.cat([lj.observables(batch), z], dim=1)
-        (decoder(z) - target).square().mean().backward()
+        target = closure.target_from_features(Y[:, 1:])
+        (
+            module_p.decode_target(module_p.encode_features(Y)) - target
+        ).square().mean().backward()
 
     def particle_cond():
-        J = closure.jacobian(cond_rows)
-        condition_row_loss(J.gram, J.matvec, lj, cond_rows).backward()
+        kappa = condition_number(module_p.gram_from_features(G, s_cond))
+        ((kappa - 1) ** 2).mean().backward()
 
     t["p step"] = best(particle_step, repeats) * len(chunk) / len(batch)
     t["p cond row"] = best(particle_cond, repeats) * len(chunk) / len(cond_rows)
@@ -137,9 +168,11 @@ def measure(n, args):
     )
     with torch.no_grad():
         frozen = mlp.frozen()
-        t["m forward"] = best(lambda: module.encode(chunk), repeats)
-        F = module.jacobian(chunk, frozen)
-        t["m jacobian"] = best(lambda: module.jacobian(chunk, frozen), repeats)
+        t["m features"] = best(lambda: module.encode(chunk), repeats)
+        F = module.jacobian(chunk, frozen).to(torch.float64)
+        t["m jacobian"] = best(
+            lambda: module.jacobian(chunk, frozen).to(torch.float64), repeats
+        )
         t["m columns"] = best(lambda: F.columns(index), repeats)
         t["m gram"] = best(lambda: F.gram(), repeats)
         t["m matvec"] = best(lambda: F.matvec(v), repeats)
@@ -163,10 +196,11 @@ def measure(n, args):
         f"\n{n} atoms (N = {N}), {torch.get_num_threads()} thread(s), ms/configuration"
     )
     print(f"{'':12s} {'particle':>10s} {'MLP':>10s} {'MLP/particle':>13s}")
-    for key in ["forward", "jacobian", "columns", "gram", "matvec", "stats"]:
+    per["m pool gram"] = 0.0
+    for key in ["features", "jacobian", "columns", "gram", "matvec", "stats"]:
         p, m = per["p " + key], per["m " + key]
         print(f"{key:12s} {1e3 * p:10.2f} {1e3 * m:10.2f} {m / p:13.3g}")
-    for key in ["step", "cond row", "epoch"]:
+    for key in ["step", "cond row", "epoch", "pool gram"]:
         p, m = per["p " + key], per["m " + key]
         print(f"{key:12s} {1e3 * p:10.2f} {1e3 * m:10.2f} {m / p:13.3g}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -187,6 +221,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--cache-dir", default="outputs")
+    parser.add_argument(
+        "--trajectory",
+        default=None,
+        help="states from a .npy file of shape (count, 6 n), '{n}' the size",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -27,7 +27,7 @@ from ._standardize import latent_moments
 from ._validation import check_choice, check_states
 from .encoders import LatentArray, latent_frame
 from .nn.autoencoder import ClosureAutoencoderModule, condition_number
-from .nn.closures import INPUT_SCALINGS, MLPClosure
+from .nn.closures import INPUT_SCALINGS, MLPClosure, batch_jacobian, is_feature_closure
 from .nn.losses import ClosureAutoencoderLoss
 from .nn.mlp import ACTIVATIONS
 
@@ -304,6 +304,13 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         return super().__getstate__()
 
     # -- skorch hooks -----------------------------------------------------
+    def _check_settable_attr(self, name, attr):
+        # skorch refuses torch modules as plain attributes; ``closure`` is a
+        # template that build_module deep-copies, never trained in place.
+        if name == "closure":
+            return
+        super()._check_settable_attr(name, attr)
+
     def build_module(self):
         closure = self._new_closure().build(
             self.n_features_in_, self.n_components_ - self.n_observables_
@@ -348,11 +355,22 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         return ([group for group in groups if group["params"]],), kwargs
 
     def infer(self, x, **fit_params):
-        return self.module_(x.to(self.device))
+        x = x.to(self.device)
+        if getattr(self, "_feature_fit", None) is not None:
+            return self.module_.decode_target(self.module_.encode_features(x))
+        return self.module_(x)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         module = self.module_
         x = X.to(self.device)
+        fit = getattr(self, "_feature_fit", None)
+        if fit is not None:
+            # Rows (phi*(x), s(x)) of a feature closure.
+            target = module.closure.target_from_features(x[:, self.n_observables_ :])
+            kappa = None
+            if self.lambda_cond:
+                kappa = condition_number(fit.gram(module, training))
+            return self.criterion_(y_pred, target, kappa)
         kappa = None
         if self.lambda_cond:
             kappa = condition_number(module.jacobian(x[: self.cond_batch_size]).gram())
@@ -392,9 +410,13 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
             if reset:
                 self._set_dimensions(X)
                 self.initialize()
-                self.module_.closure.prepare(lambda: self._batches(X, train))
-                self._set_latent_scaling(X, train)
-            self._train(X, train, valid)
+            if is_feature_closure(self.module_.closure):
+                self._fit_on_features(X, train, valid, reset)
+            else:
+                if reset:
+                    self.module_.closure.prepare(lambda: self._batches(X, train))
+                    self._set_latent_scaling(X, train)
+                self._train(X, train, valid)
             self.closure_explained_variance_, self.closure_pca_shift_ = 1.0, 0.0
             if self.closure_pca is not None and self.module_.closure.n_outputs:
                 self.closure_explained_variance_, self.closure_pca_shift_ = (
@@ -481,9 +503,89 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
                 f"{n_closure}."
             )
 
+    def _fit_on_features(self, X, train, valid, reset):
+        """Train a feature closure's head and the decoder on the features
+        ``s(x)`` computed once per state (with the observables beside them),
+        so that an epoch costs the same whatever the number of particles.
+
+        The condition-number loss uses the parameter-free Gram matrices of
+        ``[J_o; F]`` (``F = ds/dx``) at up to ``4 * cond_batch_size`` evenly
+        spaced training states, computed once; each training step draws
+        ``cond_batch_size`` of them at random (validation uses the first).
+        """
+        closure, d = self.module_.closure, self.n_observables_
+        Y = self._feature_rows(X)
+        if reset:
+            closure.prepare_features(Y[torch.as_tensor(train), d:])
+            with torch.no_grad():
+                z = self.module_.encode_features(
+                    Y[torch.as_tensor(np.sort(train))].to(self._module_device)
+                )
+            self._store_latent_scaling(z.cpu())
+        fit = None
+        if self.lambda_cond:
+            pool = evenly_spaced(train, 4 * self.cond_batch_size)
+            fit = _FeatureFit(
+                self._feature_grams(X, pool),
+                Y[torch.as_tensor(pool), d:],
+                self.cond_batch_size,
+                seed=self._seeds()[1] + 1,
+            )
+        self._feature_fit = fit or _FeatureFit(None, None, 0, 0)
+        try:
+            self._train(Y, train, valid)
+        finally:
+            del self._feature_fit
+
+    def _closure_floats(self, width):
+        """Floats of work the closure's Jacobian holds per state of ``width``."""
+        extra = getattr(self.module_.closure, "floats_per_row", None)
+        return extra(width) if extra is not None else width
+
+    def _feature_rows(self, X):
+        """``(phi*(x), s(x))`` of every row of ``X`` for a feature closure,
+        a float32 CPU tensor (n_samples, d* + P)."""
+        module, device = self.module_, self._module_device
+        per_row = X.shape[1] + self._closure_floats(X.shape[1])
+        parts = []
+        with torch.no_grad():
+            for chunk in index_chunks(slice(0, n_rows(X)), per_row):
+                x = torch.as_tensor(take_rows(X, chunk), device=device)
+                s = module.closure.features(x).to(torch.float32)
+                if self.n_observables_:
+                    s = torch.cat([module.observables(x).to(s), s], dim=1)
+                parts.append(s.cpu())
+        return torch.cat(parts)
+
+    def _feature_grams(self, X, rows):
+        """Gram matrices of ``[J_o; F]`` at the rows ``rows`` of ``X``,
+        (len(rows), d* + P, d* + P), float32 on the CPU (see
+        :meth:`_fit_on_features`)."""
+        module, device = self.module_, self._module_device
+        d = self.n_observables_
+        per_row = (d + 8) * X.shape[1] + self._closure_floats(X.shape[1])
+        parts = []
+        with torch.no_grad():
+            for chunk in index_chunks(rows, per_row):
+                x = torch.as_tensor(take_rows(X, chunk), device=device)
+                F = module.closure.feature_jacobian(x)
+                G = F.gram().to(torch.float64)
+                if d:
+                    J_o = batch_jacobian(module.observables, x).to(torch.float64)
+                    G_so = F.matvec(J_o.transpose(1, 2)).to(torch.float64)
+                    top = torch.cat(
+                        [J_o @ J_o.transpose(1, 2), G_so.transpose(1, 2)], 2
+                    )
+                    G = torch.cat([top, torch.cat([G_so, G], dim=2)], dim=1)
+                parts.append(G.to(torch.float32).cpu())
+        return torch.cat(parts)
+
     def _set_latent_scaling(self, X, rows):
         """The decoder's input standardisation, from the training rows."""
-        z = self._encode(X, np.sort(rows))
+        self._store_latent_scaling(self._encode(X, np.sort(rows)))
+
+    def _store_latent_scaling(self, z):
+        """Set the decoder's input standardisation from latent rows ``z``."""
         mean, scale = latent_moments(z)
         self.module_.z_mean.copy_(mean)
         self.module_.z_scale.copy_(scale)
@@ -575,7 +677,9 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
             frozen = closure.frozen()
         # The observables' dense rows plus room for the caller's per-row work
         # of a few N-vectors (forces, weights, control variate).
-        per_row = (self.n_observables_ + 8) * width
+        per_row = (self.n_observables_ + 8) * width + (
+            self._closure_floats(width) if closure.n_outputs else 0
+        )
         selection = slice(0, n_rows(X)) if rows is None else rows
         for chunk in self._chunks(selection, per_row):
             x = torch.as_tensor(take_rows(X, chunk), device=device)
@@ -691,3 +795,29 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
             f"closure_{i}" for i in range(self.n_components_ - self.n_observables_)
         ]
         return np.asarray([*self.observable_names_, *closure], dtype=object)
+
+
+class _FeatureFit:
+    """What training a feature closure on its features needs beyond the
+    rows: the parameter-free Gram matrices ``G`` of ``[J_o; F]`` and the
+    features ``s`` of a pool of training states (None without the
+    condition-number loss), and a generator drawing ``m`` of them per
+    training step (validation uses the first ``m``)."""
+
+    def __init__(self, grams, features, m, seed):
+        self.grams, self.features, self.m = grams, features, m
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def gram(self, module, training):
+        """The encoder's ``J J^T`` (m, d, d) at pool states, differentiable in
+        the closure head's parameters."""
+        n = len(self.grams)
+        m = min(self.m, n)
+        if training:
+            index = torch.randperm(n, generator=self.generator)[:m]
+        else:
+            index = torch.arange(m)
+        device = module.z_mean.device
+        return module.gram_from_features(
+            self.grams[index].to(device), self.features[index].to(device)
+        )

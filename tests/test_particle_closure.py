@@ -40,7 +40,7 @@ def _states(n_samples, side=4, seed=0, dim=6):
 
 def _closure(n, k=4, dim=6, rows=None, **params):
     """A prepared float64 closure for states of n particles, in eval mode."""
-    params = {"r_min": 0.5, "prepare_rows": 8, **params}
+    params = {"r_min": 0.5, **params}
     closure = ParticleSetClosure(R_CUT, dim, density=DENSITY, **params)
     closure = closure.build(n * dim, k).double()
     rows = (
@@ -147,16 +147,26 @@ def test_local_jacobian_matches_autograd(dim, angular):
     v = torch.randn(2, X.shape[1], 3, dtype=X.dtype)
     torch.testing.assert_close(J.matvec(v), dense @ v)
     torch.testing.assert_close(J.matvec(v[..., 0]), (dense @ v[..., :1])[..., 0])
+    # Outside gradient recording J's rows are formed once from F^T rho'^T.
+    with torch.no_grad():
+        J = closure.jacobian(X)
+        torch.testing.assert_close(
+            J.columns(index), torch.gather(dense, 2, index[:, None].expand(-1, 4, -1))
+        )
+        torch.testing.assert_close(J.gram(), dense @ dense.transpose(1, 2))
+        torch.testing.assert_close(J.matvec(v), dense @ v)
+        torch.testing.assert_close(J.matvec(v[..., 0]), (dense @ v[..., :1])[..., 0])
 
 
-def test_training_mode_pools_a_subset_and_its_jacobian_is_exact():
-    closure = _closure(125, pool_atoms=30).train()
+def test_pooled_subset_jacobian_is_exact_and_gram_backpropagates():
+    """Pooled over a fixed subset of 30 of 125 atoms: a deterministic
+    function of the state whose local Jacobian is still autograd's, and the
+    condition-number loss reaches the head's parameters through the Gram
+    matrix."""
+    closure = _closure(125, pool_atoms=30)
     X = _states(2, side=5, seed=3)
-    first, second = closure(X), closure(X)
-    assert not torch.allclose(first, second)  # a new subset per call
-    torch.manual_seed(7)
-    dense = _dense_jacobian(closure, X, create_graph=True)
-    torch.manual_seed(7)  # the same subsets
+    torch.testing.assert_close(closure(X), closure(X), rtol=0, atol=0)
+    dense = _dense_jacobian(closure, X)
     J = closure.jacobian(X)
     index = torch.stack([torch.randperm(X.shape[1])[:40] for _ in range(2)])
     torch.testing.assert_close(
@@ -166,26 +176,29 @@ def test_training_mode_pools_a_subset_and_its_jacobian_is_exact():
     torch.testing.assert_close(gram, dense_gram)
     # The condition-number loss backpropagates through the Gram matrix.
     params = list(closure.parameters())
+    dense = _dense_jacobian(closure, X, create_graph=True)
+    dense_gram = dense @ dense.transpose(1, 2)
     loss, dense_loss = gram.sin().sum(), dense_gram.sin().sum()
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     dense_grads = torch.autograd.grad(dense_loss, params, allow_unused=True)
+    assert any(g is not None and torch.any(g != 0) for g in grads)
     for got, expected in zip(grads, dense_grads, strict=True):
         if expected is None:
             assert got is None or torch.all(got == 0)
         else:
             torch.testing.assert_close(got, expected)
-    closure.eval()
-    torch.testing.assert_close(closure(X), closure(X))
 
 
 def test_sampled_gram_is_unbiased():
-    closure = _closure(64, gram_atoms=1)  # 64 > 32 * 1 atoms: sampled
+    closure = _closure(64, gram_atoms=1)  # one atom per state: sampled
     X = _states(1, seed=4)
     dense = _dense_jacobian(closure, X)
     exact = (dense @ dense.transpose(1, 2))[0]
-    # Every row draws its own atoms: 150 independent estimates in one call.
-    estimates = closure.jacobian(X.repeat(150, 1)).detach().gram()
-    assert not estimates.requires_grad
+    # Every row draws its own atoms: 150 independent estimates in one call
+    # (the estimate serves where J J^T must stay differentiable in the head).
+    estimates = closure.jacobian(X.repeat(150, 1)).gram()
+    assert estimates.requires_grad
+    estimates = estimates.detach()
     assert not torch.allclose(estimates[0], exact, rtol=0.05)
     error = (estimates.mean(0) - exact).abs()
     standard_error = estimates.std(0) / np.sqrt(len(estimates))
@@ -213,13 +226,13 @@ def test_target_is_standardised_and_maps_back_to_descriptor_moments():
     closure = _closure(64, rows=rows)
     t = closure.target(rows)
     assert t.shape == (8, closure.target_width)
-    assert len(closure.target_names) == closure.target_width
+    assert len(closure.feature_names) == closure.target_width
     torch.testing.assert_close(t.mean(0), torch.zeros_like(t[0]), atol=1e-5, rtol=0)
     user = closure.target_to_user(t)
     speed2 = _atoms(rows, 64)[..., 3:].square().sum(-1)
-    column = closure.target_names.index("mean speed^2")
+    column = closure.feature_names.index("mean speed^2")
     torch.testing.assert_close(user[:, column], speed2.mean(1), rtol=1e-5, atol=1e-5)
-    column = closure.target_names.index("mean square speed^2")
+    column = closure.feature_names.index("mean square speed^2")
     torch.testing.assert_close(
         user[:, column], speed2.square().mean(1), rtol=1e-4, atol=1e-4
     )
@@ -237,7 +250,7 @@ def test_target_is_standardised_and_maps_back_to_descriptor_moments():
         ({"box": 3.0}, ValueError, "must exceed 2\\*r_cut"),
         ({"density": 0.5, "r_min": 2.0}, ValueError, "r_min"),
         ({"density": 0.5, "activation": "tahn"}, ValueError, "did you mean 'tanh'"),
-        ({"density": 0.5, "psi_hidden": (64, 0)}, ValueError, "psi_hidden"),
+        ({"density": 0.5, "hidden": (64, 0)}, ValueError, "hidden"),
         ({"density": 0.5, "angular": 1}, TypeError, "angular"),
         ({"density": 0.5, "pool_atoms": 0}, ValueError, "pool_atoms"),
     ],
@@ -290,3 +303,98 @@ def test_jacobian_outputs_are_the_closure_variables(closure, X):
     J = closure.jacobian(X)
     torch.testing.assert_close(J.outputs, closure(X))
     assert not J.detach().outputs.requires_grad
+
+
+# ------------------------------------------------- through the estimators
+
+
+@pytest.fixture(scope="module")
+def lj_pipeline():
+    """A 64-atom Lennard-Jones closure autoencoder and latent dynamics fitted
+    in a Pipeline on two short trajectories with partial forces."""
+    from sklearn.pipeline import Pipeline
+
+    from skmacro import ClosureAutoencoder, PartialForceDynamics
+    from skmacro.sampling import sample_partial_forces
+    from skmacro.systems import LennardJones
+
+    system = LennardJones(n_atoms=64, density=0.3)
+    X0 = system.sample_initial(2, random_state=0)
+    X = system.simulate(X0, t_end=0.05, dt=0.002, stride=2).reshape(-1, 6 * 64)
+    F = sample_partial_forces(system, X, p=0.25, random_state=0)
+    ae = ClosureAutoencoder(
+        observables=system.observables,
+        closure=system.particle_closure(n_radial=6),
+        n_components=3,
+        max_epochs=3,
+        random_state=0,
+    )
+    pipe = Pipeline([("ae", ae), ("dyn", PartialForceDynamics(max_epochs=2))])
+    return system, X, pipe.fit(X, F)
+
+
+def test_particle_closure_runs_through_the_pipeline(lj_pipeline):
+    system, X, pipe = lj_pipeline
+    ae = pipe["ae"]
+    assert ae.size_agnostic_ and ae.n_components_ == 3
+    Z = ae.transform(X)
+    np.testing.assert_allclose(
+        Z[:, 0], system.observables(X).numpy()[:, 0], rtol=1e-5
+    )  # the observable stays the first coordinate, exactly
+    assert np.all(np.isfinite(pipe.predict(X[:4])))
+    # The statistics pass used the local Jacobian: it equals autograd's.
+    x = torch.as_tensor(X[:2])
+    (_, _, J) = next(ae.iter_jacobians(X[:2]))
+    dense = _dense_jacobian(ae.module_.closure.double(), x.double())
+    ae.module_.closure.float()
+    index = torch.stack([torch.randperm(x.shape[1])[:30] for _ in range(2)])
+    torch.testing.assert_close(
+        J.columns(index)[:, 1:].double(),
+        torch.gather(dense, 2, index[:, None].expand(-1, 2, -1)),
+        rtol=1e-3,
+        atol=1e-4 * dense.abs().max().item(),
+    )
+    # The decoder reconstructs the pooled descriptors.
+    t = ae.inverse_transform(Z[:4])
+    assert t.shape == (4, ae.module_.closure.feature_width)
+
+
+def test_closure_trained_at_n_atoms_transforms_8n_atoms(lj_pipeline):
+    system, X, pipe = lj_pipeline
+    ae = pipe["ae"]
+    L = system.box_length
+    atoms = X[:3].reshape(3, 64, 6)
+    shifts = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1)
+    copies = np.repeat(atoms[:, None], 8, axis=1)
+    copies[..., :3] += L * shifts.reshape(1, 8, 1, 3)
+    big = copies.reshape(3, -1)
+    Z_big, Z = ae.transform(big), ae.transform(X[:3])
+    # The closure sees the same environments; the temperature counts 3(n - 1)
+    # degrees of freedom at either size.
+    np.testing.assert_allclose(Z_big[:, 1:], Z[:, 1:], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(Z_big[:, 0], system.observables(big).numpy()[:, 0])
+    assert np.all(np.isfinite(pipe.predict(big)))
+
+
+def test_condition_loss_on_features_is_the_encoders_gram(lj_pipeline):
+    """The Gram matrix the autoencoder penalises while training on features,
+    M G M^T from the Gram matrix G of [J_o; ds/dx], is the encoder's J J^T."""
+    system, X, pipe = lj_pipeline
+    module = pipe["ae"].module_
+    closure = module.closure
+    x = torch.as_tensor(X[:2])
+    P = closure.feature_width
+    with torch.no_grad():
+        F = closure.feature_jacobian(x)
+        rows = F.rmatvec(torch.eye(P).expand(2, P, P)).transpose(1, 2).double()
+        s = F.outputs
+    xg = x.clone().requires_grad_(True)
+    J_o = torch.autograd.grad(system.observables(xg).sum(), xg)[0][:, None].double()
+    both = torch.cat([J_o, rows], dim=1)
+    G = both @ both.transpose(1, 2)
+    got = module.gram_from_features(G, s.double()).detach()
+    with torch.no_grad():
+        expected = module.jacobian(x).to(torch.float64).gram()
+    torch.testing.assert_close(
+        got, expected, rtol=1e-4, atol=1e-6 * expected.abs().max()
+    )

@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from ..autoencoder import ClosureAutoencoder
+from ..metrics import mean_relative_error
 from ..sampling import sample_partial_forces
 from ..systems import LennardJones
 from ..systems.lammps_engine import lammps_available
@@ -29,6 +30,10 @@ __all__ = [
     "data_settings",
     "dynamics_settings",
     "TORCH_ADAM",
+    "temperature_curves",
+    "mean_curve_error",
+    "invariant_latent",
+    "invariant_latent_error",
 ]
 
 #: PyTorch's own Adam settings, which ClosureAutoencoder replaces by the
@@ -62,6 +67,7 @@ def simulate_cached(
     n_jobs=None,
     cache=None,
     log=print,
+    microstates="shared",
 ):
     """Training and test trajectories of the paper's protocol (T0 ~
     U(0.5, 1.5), test drawn with seed + 1), float32, cached in an ``.npz``
@@ -79,22 +85,29 @@ def simulate_cached(
     cache : str or None
         Directory of the cache (see :func:`data_dir`).
     log : callable, default=print
+    microstates : {"shared", "independent"}, default="shared"
+        The paper's protocol (every state shares one placement and velocity
+        pattern; only T0 varies), or a fresh placement and velocity draw per
+        trajectory (see ``LennardJones.sample_initial``).
 
     Returns
     -------
     train : ndarray of shape (n_train, steps + 1, N), float32
     test : ndarray of shape (n_test, steps + 1, N), float32
     """
-    # The paper's protocol: every state shares one placement and velocity
-    # pattern; only T0 varies.
-    X0_train = system.sample_initial(n_train, random_state=seed, microstates="shared")
-    X0_test = system.sample_initial(n_test, random_state=seed + 1, microstates="shared")
+    X0_train = system.sample_initial(
+        n_train, random_state=seed, microstates=microstates, n_jobs=n_jobs
+    )
+    X0_test = system.sample_initial(
+        n_test, random_state=seed + 1, microstates=microstates, n_jobs=n_jobs
+    )
     digest = hashlib.sha1(X0_train.tobytes() + X0_test.tobytes())
     digest.update(json.dumps(dict(n_steps=steps, dt=dt, engine=system.engine)).encode())
     folder = data_dir(cache)
     path = os.path.join(
         folder,
         f"lj_temperature_{system.n_atoms}at_{n_train}+{n_test}traj_{steps}steps_"
+        f"{'' if microstates == 'shared' else microstates + '_'}"
         f"{digest.hexdigest()[:8]}.npz",
     )
     if os.path.exists(path):
@@ -459,6 +472,139 @@ def force_computations(
         ]
         for loss, counts in sizes.items()
     }
+
+
+# ------------------------------------------- baselines for new microstates
+
+
+def temperature_curves(system, trajectories):
+    """Temperature along each trajectory.
+
+    Parameters
+    ----------
+    system : LennardJones
+    trajectories : ndarray of shape (n_traj, T, N)
+
+    Returns
+    -------
+    ndarray of shape (n_traj, T)
+    """
+    n_traj, T, N = trajectories.shape
+    Z = system.observables(trajectories.reshape(-1, N)).numpy()
+    return Z[:, system.observable_names.index("temperature")].reshape(n_traj, T)
+
+
+def mean_curve_error(train_T, test_T):
+    """Eq. 43 error (unsquared) on T of predicting each test curve by its
+    initial temperature times the training mean of ``T(t) / T(0)``.
+
+    Parameters
+    ----------
+    train_T, test_T : ndarray of shape (n_traj, T)
+
+    Returns
+    -------
+    error : float
+    predicted : ndarray of shape (n_test, T)
+    """
+    ratio = np.mean(train_T / train_T[:, :1], axis=0)
+    predicted = test_T[:, :1] * ratio
+    error = mean_relative_error(test_T[..., None], predicted[..., None], squared=False)
+    return error, predicted
+
+
+def invariant_latent(system, X):
+    """The hand-made invariant latent ``(T, U/n, (dU/dt)/n)`` of states,
+    with ``dU/dt = -sum_i f_i . v_i`` from the full forces (unit mass).
+
+    Parameters
+    ----------
+    system : LennardJones
+    X : ndarray of shape (n_samples, N)
+
+    Returns
+    -------
+    ndarray of shape (n_samples, 3), float64
+    """
+    n = system.n_atoms
+    T = system.observables(X).numpy()[:, system.observable_names.index("temperature")]
+    U = system.potential_energy(X) / n
+    forces = system.forces(X).reshape(len(X), n, 6)
+    velocities = np.asarray(X, dtype=np.float64).reshape(len(X), n, 6)[..., 3:]
+    dU = -np.sum(forces[..., 3:] * velocities, axis=(1, 2)) / n
+    return np.stack([T, U, dU], axis=1)
+
+
+def invariant_latent_error(
+    system, train, test, dt, *, hidden=(64, 64), steps=3000, random_state=0
+):
+    """Eq. 43 error (unsquared) on T of a latent ODE in the hand-made
+    invariant latent ``(T, U/n, (dU/dt)/n)`` (:func:`invariant_latent`).
+
+    The vector field, an MLP on standardised coordinates, is fitted by
+    least squares to the time derivatives of the training trajectories'
+    latent curves (second-order finite differences at spacing ``dt``) and
+    rolled out with RK4 from each test trajectory's initial latent state.
+
+    Parameters
+    ----------
+    system : LennardJones
+    train, test : ndarray of shape (n_traj, T, N)
+        States at spacing ``dt``.
+    dt : float
+    hidden : sequence of int, default=(64, 64)
+    steps : int, default=3000
+        Full-batch Adam steps.
+    random_state : int, default=0
+
+    Returns
+    -------
+    float
+    """
+    import torch
+
+    from ..nn.mlp import MLP
+
+    def latent(trajectories):
+        n_traj, T, N = trajectories.shape
+        return invariant_latent(system, trajectories.reshape(-1, N)).reshape(
+            n_traj, T, 3
+        )
+
+    z_train, z_test = latent(train), latent(test)
+    dz = np.gradient(z_train, dt, axis=1, edge_order=2)
+    z, dz = z_train.reshape(-1, 3), dz.reshape(-1, 3)
+    mu, sigma = z.mean(0), z.std(0)
+    dsigma = dz.std(0)
+    torch.manual_seed(random_state)
+    net = MLP(3, 3, tuple(hidden), "tanh").double()
+    inputs = torch.as_tensor((z - mu) / sigma)
+    outputs = torch.as_tensor(dz / dsigma)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = torch.mean((net(inputs) - outputs) ** 2)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    mu_t, sigma_t, dsigma_t = (torch.as_tensor(a) for a in (mu, sigma, dsigma))
+
+    def field(state):
+        return net((state - mu_t) / sigma_t) * dsigma_t
+
+    state = torch.as_tensor(z_test[:, 0])
+    path = [state]
+    with torch.no_grad():
+        for _ in range(z_test.shape[1] - 1):
+            k1 = field(state)
+            k2 = field(state + 0.5 * dt * k1)
+            k3 = field(state + 0.5 * dt * k2)
+            k4 = field(state + dt * k3)
+            state = state + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+            path.append(state)
+    predicted = torch.stack(path, dim=1).numpy()
+    return mean_relative_error(z_test[..., :1], predicted[..., :1], squared=False)
 
 
 def ensembles(

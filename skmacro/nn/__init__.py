@@ -3,11 +3,18 @@ and the particle-set closure), the closure autoencoder, losses and latent
 vector fields."""
 
 from .autoencoder import ClosureAutoencoderModule, EncoderJacobian, condition_number
-from .closures import MLPClosure, MLPJacobian
+from .closures import (
+    FeatureClosure,
+    FeatureClosureJacobian,
+    FeatureHead,
+    MLPClosure,
+    MLPJacobian,
+    is_feature_closure,
+)
 from .ensemble import VectorFieldEnsemble
 from .losses import ClosureAutoencoderLoss, QuadraticFormLoss
 from .mlp import MLP
-from .particle import ParticleSetClosure, ParticleSetJacobian
+from .particle import ParticleFeatureJacobian, ParticleSetClosure
 from .scaling import ScaledVectorField
 from .vector_fields import (
     GFINN,
@@ -21,12 +28,16 @@ __all__ = [
     "MLP",
     "MLPClosure",
     "MLPJacobian",
+    "FeatureClosure",
+    "FeatureClosureJacobian",
+    "FeatureHead",
+    "is_feature_closure",
     "ClosureAutoencoderModule",
     "EncoderJacobian",
     "ClosureAutoencoderLoss",
     "QuadraticFormLoss",
     "ParticleSetClosure",
-    "ParticleSetJacobian",
+    "ParticleFeatureJacobian",
     "ScaledVectorField",
     "VectorFieldEnsemble",
     "MLPVectorField",

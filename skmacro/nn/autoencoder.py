@@ -67,6 +67,47 @@ class ClosureAutoencoderModule(nn.Module):
     def forward(self, x):
         return self.decode_target(self.encode(x))
 
+    # -- a feature closure trained on its features computed once ------------
+    def encode_features(self, y):
+        """Latent coordinates from rows ``y = (phi*(x), s(x))`` of the
+        observables and a feature closure's features (see
+        :mod:`skmacro.nn.closures`), (batch, d* + P) -> (batch, d)."""
+        d = self.n_observables
+        parts = [y[:, :d]] if d else []
+        if self.closure.n_outputs:
+            parts.append(self.closure.head(y[:, d:]))
+        return torch.cat(parts, dim=-1)
+
+    def gram_from_features(self, G, s):
+        """Encoder Gram matrices ``J J^T`` of a feature closure from the
+        parameter-free Gram matrices of ``[J_o; F]`` (``F = ds/dx``): with
+        ``M = diag(I, rho'(s))``, ``J J^T = M G M^T``; differentiable in the
+        head's parameters.
+
+        Parameters
+        ----------
+        G : torch.Tensor of shape (batch, d* + P, d* + P)
+        s : torch.Tensor of shape (batch, P)
+            The features at the same rows.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, d, d)
+        """
+        d, k = self.n_observables, self.closure.n_outputs
+        B, P = s.shape
+        if not k:
+            return G[:, :d, :d]
+        A = batch_jacobian(self.closure.head, s).to(G)  # (B, k, P)
+        bottom = torch.cat([A.new_zeros(B, k, d), A], dim=2)
+        if d:
+            eye = torch.eye(d, dtype=G.dtype, device=G.device).expand(B, d, d)
+            top = torch.cat([eye, G.new_zeros(B, d, P)], dim=2)
+            M = torch.cat([top, bottom], dim=1)
+        else:
+            M = bottom
+        return M @ G @ M.transpose(1, 2)
+
     def jacobian(self, x, closure=None):
         """Encoder Jacobians ``phi'(x)`` at the rows of ``x`` as an
         :class:`EncoderJacobian`.

@@ -30,6 +30,45 @@ Every closure network satisfies one protocol, which is all that
     recording is on.
 ``parameter_groups(lr)`` (optional)
     Extra optimiser groups, e.g. a scaled rate for a wide first layer.
+``floats_per_row(n_features)`` (optional)
+    Floats of work one state's Jacobian holds, so that the autoencoder
+    sizes its chunks by it (default: ``n_features``).
+
+**Feature closures.** A closure whose learned part reads the state only
+through parameter-free features, ``phi_hat(x) = head(s(x))`` with ``s`` of
+width P, may say so by offering, beyond the members above:
+
+``features(x)``
+    (B, N) -> (B, P), parameter-free (the same function before and after
+    training, no gradient to any parameter).
+``feature_width``
+    P.
+``head``
+    The learned map, a module (B, P) -> (B, k); ``forward(x) =
+    head(features(x))``.
+``prepare_features(s)``
+    Data-dependent set-up from the features (n_rows, P) of the training
+    rows, in place of ``prepare``.
+``target_from_features(s)``
+    The reconstruction target from the features, (B, P) -> (B, T), so
+    ``target(x) = target_from_features(features(x))``.
+``feature_jacobian(x)``
+    ``F = ds/dx`` at the rows of ``x``, parameter-free, as a batch offering
+    ``columns(index)`` (B, P, m), ``gram(left=None)`` (``F F^T``, (B, P, P),
+    or ``L F F^T L^T`` for ``left`` ``L`` of shape (B, q, P)),
+    ``matvec(v)`` ((B, N) -> (B, P); (B, N, r) -> (B, P, r)), ``outputs``
+    (the features ``s`` at the same rows), ``to`` and ``detach``, and
+    optionally ``rmatvec(w)`` (``F^T w``, (B, P, r) -> (B, N, r)).
+
+The closure's Jacobian is then ``rho'(s) F`` with ``rho'`` the head's own
+(P-wide, cheap) Jacobian: :class:`FeatureClosureJacobian` forms its products
+for any feature closure (with ``rmatvec``, outside gradient recording, as
+the k rows ``(F^T rho'^T)^T`` formed once: exact and O(k N) per state),
+and :class:`FeatureClosure` implements the members that follow from
+``features``, ``head`` and ``feature_jacobian``.
+:class:`~skmacro.ClosureAutoencoder` trains a feature closure on its
+features computed once (:func:`is_feature_closure`), so an epoch does not
+depend on N.
 
 :class:`MLPClosure` is the closure on the raw state, right for grids whose
 coordinates have a fixed meaning.
@@ -295,3 +334,262 @@ def batch_jacobian(fn, x):
     one ``torch.func.jacrev`` of the batch sum (``out`` vector-Jacobian
     products over the whole batch) rather than a vmapped per-row one."""
     return torch.func.jacrev(lambda rows: fn(rows).sum(0))(x).movedim(0, 1)
+
+
+#: What makes a closure a feature closure (see the module docstring).
+FEATURE_CLOSURE_MEMBERS = (
+    "features",
+    "feature_width",
+    "head",
+    "prepare_features",
+    "target_from_features",
+    "feature_jacobian",
+)
+
+
+def is_feature_closure(closure):
+    """Whether ``closure`` offers the feature-closure members (module
+    docstring), so that it may be trained on its features computed once.
+
+    Parameters
+    ----------
+    closure : torch.nn.Module
+
+    Returns
+    -------
+    bool
+    """
+    return all(hasattr(closure, name) for name in FEATURE_CLOSURE_MEMBERS)
+
+
+class FeatureHead(nn.Module):
+    """The learned map of a feature closure: an MLP on standardised features,
+    ``head(s) = MLP((s - mean) / scale)``.
+
+    Parameters
+    ----------
+    n_features : int
+        Width P of the features.
+    n_outputs : int
+        Number k of closure variables (0: no layers, empty outputs).
+    hidden : sequence of int
+    activation : str
+
+    Attributes
+    ----------
+    feature_mean, feature_scale : torch.Tensor of shape (P,)
+        Buffers set by :meth:`set_scales`.
+    net : MLP or None
+    """
+
+    def __init__(self, n_features, n_outputs, hidden, activation):
+        super().__init__()
+        self.n_features, self.n_outputs = int(n_features), int(n_outputs)
+        self.net = (
+            MLP(self.n_features, self.n_outputs, tuple(hidden), activation)
+            if self.n_outputs
+            else None
+        )
+        self.register_buffer("feature_mean", torch.zeros(self.n_features))
+        self.register_buffer("feature_scale", torch.ones(self.n_features))
+
+    def standardize(self, s):
+        """``(s - mean) / scale``, shape (B, P)."""
+        return (s - self.feature_mean) / self.feature_scale
+
+    def unstandardize(self, t):
+        """The inverse of :meth:`standardize`, shape (B, P)."""
+        return t * self.feature_scale + self.feature_mean
+
+    def forward(self, s):
+        s = s.to(self.feature_mean.dtype)
+        if self.net is None:
+            return s.new_zeros(len(s), 0)
+        return self.net(self.standardize(s))
+
+    @torch.no_grad()
+    def set_scales(self, s, groups=None, floor=1e-2):
+        """Centre and scale each feature by its mean and standard deviation
+        over the rows of ``s``.
+
+        A feature that barely varies would be magnified without bound, and
+        with it whatever noise it shows on new data; its scale is therefore
+        kept above ``floor`` times the root-mean-square standard deviation
+        of its group (features of a group share units).
+
+        Parameters
+        ----------
+        s : torch.Tensor of shape (n_rows, P)
+        groups : torch.Tensor of shape (P,), int, optional
+            Group of each feature; None puts all in one group.
+        floor : float, default=1e-2
+        """
+        s = torch.as_tensor(s, dtype=torch.float64)
+        mean, std = s.mean(0), s.std(0, correction=0)
+        groups = (
+            torch.zeros(len(mean), dtype=torch.long)
+            if groups is None
+            else torch.as_tensor(groups, dtype=torch.long)
+        )
+        count = torch.bincount(groups).clamp_min(1).double()
+        typical = torch.sqrt(torch.bincount(groups, std.square()) / count)
+        scale = torch.sqrt(std.square() + (floor * typical[groups]) ** 2)
+        self.feature_mean.copy_(mean)
+        self.feature_scale.copy_(nonzero_scale(scale, mean))
+
+
+class FeatureClosure(nn.Module):
+    """Base class of feature closures ``phi_hat(x) = head(s(x))`` (see the
+    module docstring).
+
+    Subclasses implement ``build`` (creating ``self.head``, a
+    :class:`FeatureHead`, with :meth:`make_head`), ``check_n_features``,
+    ``features``, ``feature_width`` and ``feature_jacobian``, and may set
+    ``feature_groups`` (a (P,) int tensor, the groups of
+    :meth:`FeatureHead.set_scales`). The reconstruction target is the
+    standardised features, and ``inverse_transform`` gives back the
+    features in their own units.
+    """
+
+    size_agnostic = False
+    feature_groups = None
+
+    def make_head(self, n_outputs, hidden, activation):
+        """Create ``self.head`` for ``n_outputs`` closure variables."""
+        self.n_outputs = int(n_outputs)
+        self.head = FeatureHead(self.feature_width, self.n_outputs, hidden, activation)
+        return self.head
+
+    @property
+    def target_width(self):
+        """Width of the reconstruction target: P."""
+        return self.feature_width
+
+    def forward(self, x):
+        """Closure variables ``head(features(x))``, (B, N) -> (B, k)."""
+        s = self.features(x)
+        return self.head(s)
+
+    def target(self, x):
+        """The standardised features, (B, N) -> (B, P)."""
+        return self.target_from_features(self.features(x))
+
+    def target_from_features(self, s):
+        """The standardised features, (B, P) -> (B, P)."""
+        return self.head.standardize(s)
+
+    def target_to_user(self, t):
+        """Standardised features back in their own units, (B, P) -> (B, P)."""
+        return self.head.unstandardize(torch.as_tensor(t))
+
+    @torch.no_grad()
+    def prepare(self, batches):
+        """Feature scales from the training rows streamed by ``batches()``
+        (see :meth:`prepare_features`)."""
+        self.prepare_features(torch.cat([self.features(x) for x in batches()]))
+
+    def prepare_features(self, s):
+        """Set the head's standardisation from the features (n_rows, P) of
+        the training rows."""
+        self.head.set_scales(s, self.feature_groups)
+
+    def jacobian(self, x):
+        """``d head(s(x)) / dx`` at the rows of ``x`` as a
+        :class:`FeatureClosureJacobian`; its ``outputs`` are the closure
+        variables."""
+        F = self.feature_jacobian(x)
+        s = F.outputs
+        if self.n_outputs:
+            A = batch_jacobian(self.head, s)
+        else:
+            A = s.new_zeros(len(s), 0, s.shape[1])
+        return FeatureClosureJacobian(A, F, self.head(s))
+
+
+class FeatureClosureJacobian:
+    """Jacobians ``rho'(s) F`` of a feature closure, kept as the head's
+    Jacobian and the features' structured Jacobian.
+
+    Parameters
+    ----------
+    head_jacobian : torch.Tensor of shape (B, k, P)
+        ``rho'(s)`` at the rows' features.
+    features : feature Jacobian batch
+        ``F = ds/dx`` (see the module docstring).
+    outputs : torch.Tensor of shape (B, k), optional
+        The closure variables at the same rows.
+    """
+
+    def __init__(self, head_jacobian, features, outputs=None, rows=None):
+        self.head_jacobian, self.features, self.outputs = (
+            head_jacobian,
+            features,
+            outputs,
+        )
+        self._rows = rows
+
+    def to(self, *args, **kwargs):
+        """The factors moved or cast like ``torch.Tensor.to``."""
+        outputs = None if self.outputs is None else self.outputs.to(*args, **kwargs)
+        rows = None if self._rows is None else self._rows.to(*args, **kwargs)
+        return FeatureClosureJacobian(
+            self.head_jacobian.to(*args, **kwargs),
+            self.features.to(*args, **kwargs),
+            outputs,
+            rows,
+        )
+
+    def detach(self):
+        """The factors detached from the autograd graph."""
+        outputs = None if self.outputs is None else self.outputs.detach()
+        return FeatureClosureJacobian(
+            self.head_jacobian.detach(), self.features.detach(), outputs, self._rows
+        )
+
+    def rows(self):
+        """``J`` itself, (B, k, N), formed once as ``(F^T rho'^T)^T`` when the
+        features offer ``rmatvec`` and no gradient to the head is needed;
+        None otherwise (the products then go through ``F``'s structure)."""
+        A = self.head_jacobian
+        if self._rows is None and not (
+            A.requires_grad or not hasattr(self.features, "rmatvec")
+        ):
+            with torch.no_grad():
+                self._rows = self.features.rmatvec(A.transpose(1, 2)).transpose(1, 2)
+            self._rows = self._rows.to(A)
+        return self._rows
+
+    def columns(self, index):
+        """``J[b, :, index[b]]``: index (B, m) int64 -> (B, k, m)."""
+        J = self.rows()
+        if J is not None:
+            return torch.gather(J, 2, index[:, None].expand(-1, J.shape[1], -1))
+        return self.head_jacobian @ self.features.columns(index)
+
+    def matvec(self, v):
+        """``J v``: (B, N) -> (B, k), or (B, N, r) -> (B, k, r)."""
+        J = self.rows()
+        if J is not None:
+            out = J @ (v[..., None] if v.ndim == 2 else v).to(J)
+            return out[..., 0] if v.ndim == 2 else out
+        Fv = self.features.matvec(v)
+        if v.ndim == 2:
+            return (self.head_jacobian @ Fv.unsqueeze(-1)).squeeze(-1)
+        return self.head_jacobian @ Fv
+
+    def gram(self):
+        """``J J^T = rho' (F F^T) rho'^T``, shape (B, k, k).
+
+        Differentiable in the head's parameters when ``rho'`` is: ``F F^T``
+        (parameter-free) is then formed first and multiplied on both sides;
+        otherwise ``rho'`` enters the sum over particles directly, which is
+        cheaper when k < P.
+        """
+        J = self.rows()
+        if J is not None:
+            return J @ J.transpose(1, 2)
+        A = self.head_jacobian
+        if A.requires_grad:
+            G = self.features.gram().to(A)
+            return A @ G @ A.transpose(1, 2)
+        return self.features.gram(left=A)

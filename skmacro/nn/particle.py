@@ -1,89 +1,85 @@
-"""A closure network for particle systems: pooled functions of local
-environments, invariant to permutation, translation and rotation."""
+r"""A closure network for particle systems: a learned map of parameter-free
+pooled descriptors of the particles' local environments, invariant to
+permutation, translation and rotation."""
 
 import math
 import numbers
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 import torch
-from torch import nn
-from torch.func import jacrev, jvp, vjp, vmap
 
 from .._validation import check_choice
-from ..systems.neighbours import CellList, batch_pairs_within
-from .mlp import ACTIVATIONS, MLP
+from ..systems.neighbours import CellList, pairs_within
+from .closures import FeatureClosure
+from .mlp import ACTIVATIONS
 
-__all__ = ["ParticleSetClosure", "ParticleSetJacobian"]
+__all__ = ["ParticleSetClosure", "ParticleFeatureJacobian"]
 
-# Floors of the scales that standardise pooled statistics across
-# configurations, relative to the spread of the per-atom quantity pooled. A
-# statistic that only fluctuates by finite-size noise gets a weight of
-# order one instead of being blown up; the learned features get a larger
-# floor because dividing by a small spread would multiply the learning rate
-# of the per-atom network by the same factor.
-_FIXED_FLOOR = 1e-2
-_LEARNED_FLOOR = 1e-1
-# Variance added before the square root of per-atom scales (constant channels).
-_EPS = 1e-12
-# Neighbour pairs handled at once by one pass over configurations, and
-# pairs whose terms are formed at once (temporaries of a few MB).
-_PAIR_BUDGET = 2_000_000
-_PAIR_CHUNK = 32_768
-_JACOBIAN_CHUNK = 4_096
-# Largest B (centres x sum_width x k values) kept between requests.
-_B_CACHE = 2**25
-# Rows of per-atom derivative work (centres) handled at once.
-_ROW_BUDGET = 16_384
+# Directed neighbour pairs handled by one group of configurations, and
+# incidences (pair, selected particle) handled at once by the column blocks:
+# temporaries of some tens of MB.
+_PAIR_BUDGET = 500_000
+_INCIDENCE_BUDGET = 60_000
+# Neighbours per particle assumed when the pair count of a configuration is
+# estimated before its neighbour list exists (the density inside r_cut).
+_SPHERE = 4.0 / 3.0 * math.pi
+# Verlet skin of the neighbour lists, relative to r_cut.
+_SKIN = 0.12
 
 
 @dataclass
 class _Environments:
-    """Local environments of some atoms ("centres") of a batch of
-    configurations, all with ``n`` atoms in a cubic box of side ``box``.
+    """Local environments of the pooled particles ("centres") of a group of
+    configurations, all with ``n`` particles in a cubic box of side ``box``.
 
-    Atoms are indexed in the flattened batch (atom ``a`` of configuration
-    ``b`` is ``b * n + a``). Every configuration has the same number of
-    centres, stored configuration by configuration. ``first``, ``second``
-    list neighbour pairs: if ``symmetric`` each pair stands for both
-    directions (every atom is a centre), otherwise it is directed from the
-    centre ``first`` to its neighbour ``second``.
+    Particles are indexed in the flattened group (particle ``a`` of
+    configuration ``b`` is ``b * n + a``); centres are stored configuration
+    by configuration, ``s`` per configuration. Every pair is directed from a
+    centre (row ``row`` of the centres, particle ``centre``) to a neighbour
+    ``other`` within ``r_cut``.
     """
 
-    positions: torch.Tensor  # (B * n, 3)
-    velocities: torch.Tensor | None  # (B * n, 3)
-    extras: torch.Tensor | None  # (B * n, n_extra)
-    box: float
     n: int
+    s: int
     n_configs: int
-    centres: torch.Tensor  # (B * n_centres,) atom indices
-    row_of_atom: torch.Tensor  # (B * n,) centre row of each atom, -1 if none
-    first: torch.Tensor  # (n_pairs,)
-    second: torch.Tensor  # (n_pairs,)
-    symmetric: bool
-    sums: torch.Tensor | None = None  # (B * n_centres, sum_width)
+    box: float
+    x: torch.Tensor  # (B * n, particle_dim)
+    centre_atoms: torch.Tensor  # (B * s,)
+    atom_row: torch.Tensor  # (B * n,), the centre row of a particle or -1
+    row: torch.Tensor  # (n_pairs,)
+    centre: torch.Tensor  # (n_pairs,)
+    other: torch.Tensor  # (n_pairs,)
+    d: torch.Tensor  # (n_pairs, 3), minimum image
+    u: torch.Tensor | None  # (n_pairs, 3), relative velocities
+    r: torch.Tensor  # (n_pairs,)
+    interval: torch.Tensor  # (n_pairs,), spline interval + 2 (K + 3: none)
+    w: torch.Tensor  # (n_pairs, 4), spline weights
+    dw: torch.Tensor  # (n_pairs, 4), their derivatives in r
+    sums: "_PairSums" = None  # sums of pair terms per centre and radial function
+    channels: torch.Tensor = None  # (n_pairs, channels)
+    radial: torch.Tensor = None  # (B * s, K, C) sums of the scalar pair channels
+    vectors: torch.Tensor = None  # (B * s, K, 3) vector moments
+    own: torch.Tensor = None  # (B * s, n_own)
+    scalars: torch.Tensor = None  # (B * s, n_scalar)
+    features: torch.Tensor = None  # (B, P)
 
-    @property
-    def centres_per_config(self):
-        return len(self.centres) // self.n_configs
 
-
-class ParticleSetClosure(nn.Module):
-    r"""Closure variables pooled over the local environments of the particles.
+class ParticleSetClosure(FeatureClosure):
+    r"""Closure variables from pooled descriptors of the particles' local
+    environments.
 
     The closure part :math:`\hat z` of the latent coordinates of a state of
-    ``n`` identical particles is
-
-    .. math::
-
-        \hat z = \rho\Big(\frac{1}{n} \sum_{i=1}^{n} \phi(S_i)\Big),
-
-    where :math:`S_i` sums smooth functions of particle ``i``'s neighbours
-    within ``r_cut``, :math:`\phi` maps it to invariant features and
-    :math:`\rho` is a small MLP with ``n_outputs`` outputs. It is invariant
-    to relabelling the particles, to translations and to rotations and
-    reflections of the periodic cube, and one closure serves every system
-    size when the box follows from a number ``density``.
+    ``n`` identical particles is :math:`\hat z = \rho(s(x))`: :math:`s` is a
+    fixed (parameter-free) vector of pooled descriptors, P numbers, and only
+    the head :math:`\rho`, an MLP from P numbers to ``n_outputs``, is
+    learned. It is invariant to relabelling the particles, to translations
+    and to rotations and reflections of the periodic cube, and one closure
+    serves every system size when the box follows from a number ``density``.
+    It is a feature closure (:mod:`skmacro.nn.closures`), so
+    :class:`~skmacro.ClosureAutoencoder` computes :math:`s` once per state
+    and trains :math:`\rho` at a cost per epoch that does not depend on n.
 
     **Scope.** One species of particles in a cubic periodic box (side from
     ``density`` or fixed by ``box``); every displacement uses the minimum
@@ -96,49 +92,58 @@ class ParticleSetClosure(nn.Module):
     ``particle_dim`` is 4 or 5) are read as rotation-invariant scalars of
     the particle.
 
-    **Environment.** With cubic B-splines :math:`b_k` (``n_radial`` of them,
-    centred from ``r_min`` on, each twice continuously differentiable and
-    zero beyond ``r_cut``, so that the features vanish smoothly at the
-    cutoff), :math:`d_{ij} = r_i - r_j`, :math:`r = |d_{ij}|`,
-    :math:`\hat d = d_{ij} / r`, :math:`u = v_i - v_j` and the radial
-    relative velocity :math:`\dot r = \hat d \cdot u`:
+    **Descriptors.** With cubic B-splines :math:`b_k` (``n_radial`` of them,
+    centred from ``r_min`` on, twice continuously differentiable and zero
+    beyond ``r_cut``), :math:`d_{ij} = r_i - r_j` (minimum image),
+    :math:`r = |d_{ij}|`, :math:`\hat d = d_{ij} / r`, :math:`u = v_i - v_j`
+    and :math:`\dot r = \hat d \cdot u`, particle ``i`` has
 
-    * density :math:`\sum_j b_k(r_{ij})` (a smooth radial distribution);
-    * radial velocity :math:`\sum_j b_k(r_{ij}) \dot r_{ij}` (the per-atom
-      share of the rate of change of pair energies, :math:`dU/dt`);
-    * relative kinetic term :math:`\sum_j b_k(r_{ij}) |u_{ij}|^2`;
-    * kinetic term :math:`|v_i|^2`, and the particle's extra scalars;
-    * with ``angular``, the vector moments :math:`V_{ik} = \sum_j b_k(r_{ij})
-      \hat d_{ij}`, through the invariants :math:`|V_{ik}|^2` and the norms
-      of ``n_angular`` learned combinations :math:`|\sum_k M_{qk} V_{ik}|^2`
-      (a force on particle ``i`` is such a combination).
+    * the density :math:`\sum_j b_k(r_{ij})` (a smooth radial distribution);
+    * the radial velocity :math:`\sum_j b_k(r_{ij}) \dot r_{ij}` (its share
+      of the rate of change of pair energies, :math:`dU/dt`);
+    * the relative kinetic term :math:`\sum_j b_k(r_{ij}) |u_{ij}|^2`;
+    * its kinetic term :math:`|v_i|^2` and its extra scalars;
+    * with ``angular``, the vector moments :math:`V_{ik} = \sum_j
+      b_k(r_{ij}) \hat d_{ij}` (a force on particle ``i`` is a combination of
+      them).
 
-    Each scalar is standardised over particles (scales from :meth:`prepare`)
-    into :math:`e_i`. The pooled vector is the first and second moments
-    :math:`\frac1n\sum_i e_i`, :math:`\frac1n\sum_i e_i^2` and the mean of
-    learned features :math:`\psi(e_i, |MV_i|^2)` (an MLP), standardised
-    across configurations; :math:`\rho` maps it to :math:`\hat z`.
+    **Features.** :math:`s` is the mean over the pooled particles of each
+    scalar descriptor, of its square, and (with ``angular``) of every
+    product :math:`V_{ik} \cdot V_{il}`, :math:`k \le l`, whose
+    combinations include :math:`|F_i|^2` for any pair force :math:`F`:
+    P = ``2 * n_scalar + n_radial * (n_radial + 1) / 2``
+    (:attr:`feature_names`). These hold the potential energy and its rate of
+    change (sums of pair terms), the temperature and the spread of local
+    environments and forces, which is what the temperature of a fluid
+    exchanges energy with.
 
     **Reconstruction target.** A permutation-invariant code cannot give
-    back the microscopic state, so :meth:`target` is the standardised
-    vector of the first and second moments of the descriptors: a smooth
-    radial distribution function, its velocity-weighted versions, the
-    distribution of kinetic energies and of local asymmetry. These hold the
-    potential energy and its rate of change (sums of pair terms), the
-    temperature and the spread of local environments, which is what the
-    temperature of a fluid exchanges energy with; reconstructing them keeps
-    :math:`\hat z` informative about the structure without reference to
-    particle labels. :meth:`target_to_user` returns them in the units of the
-    descriptors (:attr:`target_names`).
+    back the microscopic state, so the decoder reconstructs the standardised
+    features; :meth:`target_to_user` (and so ``inverse_transform``) returns
+    them in their own units.
 
-    **Sampling atoms.** In training mode (``module.train()``) a
-    configuration with more than ``pool_atoms`` particles is pooled over
-    ``pool_atoms`` particles drawn uniformly without replacement, per call
-    (an unbiased estimate of the pooled mean; :math:`\hat z` then has a bias
-    of order ``1 / pool_atoms`` from the curvature of :math:`\rho`), so that
-    training costs O(``pool_atoms``) per configuration instead of O(n).
-    :meth:`jacobian` then differentiates that subsampled encoder. In
-    evaluation mode every particle is pooled.
+    **Pooling over a subset.** A state with more than ``pool_atoms``
+    particles is pooled over a fixed subset of ``pool_atoms`` of them (the
+    same particle labels for every state of that size, drawn once from
+    ``seed``), so that features and Jacobians cost O(``pool_atoms`` *
+    neighbours) whatever n. The encoder is then still a smooth,
+    deterministic function of the state, exactly differentiated by
+    :meth:`feature_jacobian`, but invariant to relabelling the particles
+    only in distribution: each pooled mean is an unbiased estimate of the
+    mean over all particles of an exchangeable state, with a standard
+    deviation of about ``sigma * sqrt((1 - pool_atoms / n) / pool_atoms)``
+    for a per-particle spread ``sigma``, and the head, which is nonlinear,
+    sees it with a bias of the order of that variance. Up to ``pool_atoms``
+    particles every particle is pooled and the invariances are exact.
+
+    **Jacobians.** :meth:`feature_jacobian` keeps the neighbour structure
+    (:class:`ParticleFeatureJacobian`): columns at ``m`` particles cost
+    O(m * neighbours), ``F v`` one pass over the pooled particles' pairs,
+    ``F^T w`` (:meth:`ParticleFeatureJacobian.rmatvec`) one backward pass
+    over them, and ``F F^T`` is exact up to ``gram_atoms`` particles and an
+    unbiased estimate from ``gram_atoms`` random particles above. Outside
+    gradient recording the closure's Jacobian forms its k rows once as
+    ``F^T rho'^T`` and its products with them are exact.
 
     Parameters
     ----------
@@ -159,30 +164,21 @@ class ParticleSetClosure(nn.Module):
     n_radial : int, default=16
         Number of radial functions.
     angular : bool, default=True
-        Whether to include the vector moments (three-body information).
-    n_angular : int, default=8
-        Number of learned combinations of vector moments (with ``angular``).
-    psi_hidden : sequence of int, default=(64,)
-        Hidden widths of the per-particle network :math:`\psi`.
-    n_pooled : int, default=32
-        Number of learned pooled features (outputs of :math:`\psi`).
-    rho_hidden : sequence of int, default=(64,)
-        Hidden widths of :math:`\rho`.
+        Whether to include the products of vector moments (three-body
+        information).
+    hidden : sequence of int, default=(64, 64)
+        Hidden widths of the head :math:`\rho`.
     activation : str, default="tanh"
-        Activation of :math:`\psi` and :math:`\rho`, one of
-        ``skmacro.nn.mlp.ACTIVATIONS``; a smooth one keeps Jacobians
-        continuous.
-    pool_atoms : int or None, default=1024
-        Particles pooled per configuration in training mode (see Sampling
-        atoms); None pools all of them.
-    gram_atoms : int or None, default=64
-        Particles whose Jacobian columns estimate :math:`J J^T` in
-        evaluation mode when there are more than ``32 * gram_atoms``
-        particles (an unbiased estimate); below that, or with None, it is
-        exact.
-    prepare_rows : int, default=128
-        Configurations, drawn at random from the training rows, from which
-        :meth:`prepare` takes its scales.
+        Activation of the head, one of ``skmacro.nn.mlp.ACTIVATIONS``; a
+        smooth one keeps Jacobians continuous.
+    pool_atoms : int or None, default=2048
+        Largest number of particles pooled per state (see Pooling over a
+        subset); None pools all of them.
+    gram_atoms : int or None, default=256
+        Particles whose Jacobian columns estimate ``F F^T`` in states of
+        more particles (see :class:`ParticleFeatureJacobian`); None: exact.
+    seed : int, default=0
+        Seeds the pooled subsets and the particles drawn for ``F F^T``.
 
     Attributes
     ----------
@@ -190,10 +186,12 @@ class ParticleSetClosure(nn.Module):
         Number ``k`` of closure variables, set by :meth:`build`.
     n_features : int
         Width ``N`` given to :meth:`build`.
-    target_width : int
-        Width of :meth:`target`.
-    target_names : list of str
-        What each column of :meth:`target_to_user` is.
+    feature_width : int
+        P.
+    feature_names : list of str
+        What each feature is.
+    head : FeatureHead
+        The learned map (set by :meth:`build`).
 
     Examples
     --------
@@ -201,9 +199,10 @@ class ParticleSetClosure(nn.Module):
     >>> from skmacro.nn import ParticleSetClosure
     >>> closure = ParticleSetClosure(2.0, 6, density=0.5).build(6 * 64, 3)
     >>> x = torch.rand(5, 64, 6) * torch.tensor([5.0] * 3 + [1.0] * 3)
-    >>> closure.prepare(lambda: iter([x.reshape(5, -1)]))
-    >>> closure.eval()(x.reshape(5, -1)).shape
-    torch.Size([5, 3])
+    >>> x = x.reshape(5, -1)
+    >>> closure.prepare(lambda: iter([x]))
+    >>> closure(x).shape, closure.features(x).shape
+    (torch.Size([5, 3]), torch.Size([5, 234]))
     """
 
     def __init__(
@@ -216,14 +215,11 @@ class ParticleSetClosure(nn.Module):
         r_min=0.0,
         n_radial=16,
         angular=True,
-        n_angular=8,
-        psi_hidden=(64,),
-        n_pooled=32,
-        rho_hidden=(64,),
+        hidden=(64, 64),
         activation="tanh",
-        pool_atoms=1024,
-        gram_atoms=64,
-        prepare_rows=128,
+        pool_atoms=2048,
+        gram_atoms=256,
+        seed=0,
     ):
         super().__init__()
         self.r_cut = _positive_real("r_cut", r_cut)
@@ -249,10 +245,7 @@ class ParticleSetClosure(nn.Module):
         if not isinstance(angular, bool):
             raise TypeError(f"angular must be a bool, got {angular!r}")
         self.angular = angular
-        self.n_angular = _integer("n_angular", n_angular, 1)
-        self.psi_hidden = _widths("psi_hidden", psi_hidden)
-        self.n_pooled = _integer("n_pooled", n_pooled, 1)
-        self.rho_hidden = _widths("rho_hidden", rho_hidden)
+        self.hidden = _widths("hidden", hidden)
         self.activation = check_choice("activation", activation, ACTIVATIONS)
         self.pool_atoms = (
             None if pool_atoms is None else _integer("pool_atoms", pool_atoms, 1)
@@ -260,9 +253,11 @@ class ParticleSetClosure(nn.Module):
         self.gram_atoms = (
             None if gram_atoms is None else _integer("gram_atoms", gram_atoms, 1)
         )
-        self.prepare_rows = _integer("prepare_rows", prepare_rows, 1)
+        self.seed = _integer("seed", seed, 0)
         self.n_outputs = None
         self.n_features = None
+        # Calls of F F^T so far: each draws its particles from its own seed.
+        self._gram_draws = 0
 
     # ----------------------------------------------------------------- layout
 
@@ -276,12 +271,17 @@ class ParticleSetClosure(nn.Module):
         return self.particle_dim >= 6
 
     @property
+    def _n_in(self):
+        """Coordinates a pair term reads: position, and velocity if any."""
+        return 6 if self._velocity else 3
+
+    @property
     def _n_extra(self):
-        return self.particle_dim - (6 if self._velocity else 3)
+        return self.particle_dim - self._n_in
 
     @property
     def _n_channels(self):
-        """Pair channels per radial function: density (and the velocity ones)."""
+        """Scalar pair channels per radial function."""
         return 3 if self._velocity else 1
 
     @property
@@ -290,51 +290,80 @@ class ParticleSetClosure(nn.Module):
 
     @property
     def _n_scalar(self):
-        """Width of the scalar part of the sums: pair channels and own terms."""
+        """Scalar descriptors per particle: pair channels and own terms."""
         return self._n_channels * self.n_radial + self._n_own
 
     @property
-    def _sum_width(self):
-        """Width of a centre's sums ``S_i``: scalars, then vector moments."""
-        return self._n_scalar + (3 * self.n_radial if self.angular else 0)
+    def _n_angular(self):
+        K = self.n_radial
+        return K * (K + 1) // 2 if self.angular else 0
 
     @property
-    def _n_invariants(self):
-        return self._n_scalar + (self.n_radial if self.angular else 0)
+    def feature_width(self):
+        """P: means and mean squares of the scalar descriptors, and means of
+        the products of vector moments."""
+        return 2 * self._n_scalar + self._n_angular
 
     @property
-    def target_width(self):
-        """Width ``T`` of :meth:`target`: first and second moments."""
-        return 2 * self._n_invariants
+    def _centres(self):
+        h = (self.r_cut - self.r_min) / (self.n_radial + 1)
+        return [self.r_min + k * h for k in range(self.n_radial)]
 
     @property
     def descriptor_names(self):
-        """Names of the per-particle invariants ``e_i``, list of str."""
-        h = (self.r_cut - self.r_min) / (self.n_radial + 1)
-        centres = [self.r_min + k * h for k in range(self.n_radial)]
+        """Names of the scalar per-particle descriptors, list of str."""
         channels = ["density"]
         if self._velocity:
             channels += ["radial velocity", "relative speed^2"]
-        names = [f"{c}[r={r:.3g}]" for c in channels for r in centres]
+        names = [f"{c}[r={r:.3g}]" for c in channels for r in self._centres]
         if self._velocity:
             names.append("speed^2")
-        first_extra = 6 if self._velocity else 3
+        first_extra = self._n_in
         names += [f"coordinate {first_extra + e}" for e in range(self._n_extra)]
-        if self.angular:
-            names += [f"|vector moment|^2[r={r:.3g}]" for r in centres]
         return names
 
     @property
-    def target_names(self):
-        """What each column of :meth:`target_to_user` is, list of str."""
+    def feature_names(self):
+        """What each feature (and each column of ``target_to_user``) is,
+        list of str."""
         names = self.descriptor_names
-        return [f"mean {s}" for s in names] + [f"mean square {s}" for s in names]
+        out = [f"mean {s}" for s in names] + [f"mean square {s}" for s in names]
+        if self.angular:
+            r = self._centres
+            out += [
+                f"mean V[r={r[k]:.3g}].V[r={r[m]:.3g}]"
+                for k, m in zip(*np.triu_indices(self.n_radial), strict=True)
+            ]
+        return out
+
+    @property
+    def feature_groups(self):
+        """Group of each feature for the head's scale floor: one per channel
+        and moment, one per own term and moment, one for the angular
+        products; (P,) int64."""
+        K, C = self.n_radial, self._n_channels
+        one = [c for c in range(C) for _ in range(K)] + [
+            C + e for e in range(self._n_own)
+        ]
+        width = C + self._n_own
+        groups = one + [g + width for g in one] + [2 * width] * self._n_angular
+        return torch.tensor(groups, dtype=torch.long)
 
     def box_side(self, n_atoms):
         """Box side of a state of ``n_atoms`` particles, float."""
         if self.box is not None:
             return self.box
         return float(n_atoms / self.density) ** (1.0 / 3.0)
+
+    def pooled(self, n_atoms):
+        """The particles pooled in states of ``n_atoms`` particles: all of
+        them, or the fixed subset of ``pool_atoms`` (see Pooling over a
+        subset), sorted; int64 tensor."""
+        if self.pool_atoms is None or n_atoms <= self.pool_atoms:
+            return torch.arange(n_atoms)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + n_atoms)
+        chosen = torch.randperm(n_atoms, generator=generator)[: self.pool_atoms]
+        return chosen.sort().values
 
     # -------------------------------------------------------------- protocol
 
@@ -376,7 +405,7 @@ class ParticleSetClosure(nn.Module):
             )
 
     def build(self, n_features, n_outputs):
-        """Create the layers for states of width ``n_features`` and
+        """Create the head for states of width ``n_features`` and
         ``n_outputs`` closure variables.
 
         Parameters
@@ -394,77 +423,46 @@ class ParticleSetClosure(nn.Module):
         self.n_features = None
         self.check_n_features(n_features)
         self.n_features = int(n_features)
-        self.n_outputs = n_outputs
-        self.atom = _AtomFeatures(self)
-        pooled = 2 * self._n_invariants + self.n_pooled
-        # No layers to make for k = 0: forward then returns (batch, 0).
-        self.rho = (
-            MLP(pooled, n_outputs, self.rho_hidden, self.activation)
-            if n_outputs
-            else None
-        )
-        self.register_buffer("pool_mean", torch.zeros(pooled))
-        self.register_buffer("pool_scale", torch.ones(pooled))
+        self.make_head(n_outputs, self.hidden, self.activation)
         return self
 
+    def floats_per_row(self, n_features):
+        """Floats a state's Jacobian holds: its pooled particles' pairs and
+        their terms, and the k dense rows of the closure's Jacobian with the
+        pair cotangents that form them."""
+        n = n_features // self.particle_dim
+        k = self.n_outputs or 0
+        return int((40 + 12 * k) * self._pairs_per_state(n) + 2 * k * n_features)
+
+    def features(self, x):
+        """The pooled descriptors.
+
+        Parameter-free: no gradient reaches the closure's parameters. When
+        ``x`` requires a gradient (and gradients are being recorded) the
+        features are computed with differentiable torch operations, so
+        autograd differentiates them in ``x`` (slower; for checks and small
+        systems); otherwise the sparse sums run without recording.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, n_features)
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, feature_width)
+        """
+        x = self._check_input(x, keep_grad=True)
+        differentiable = torch.is_grad_enabled() and x.requires_grad
+        with torch.set_grad_enabled(differentiable):
+            parts = [
+                self._environments(group, differentiable).features
+                for group in self._groups(x)
+            ]
+        return torch.cat(parts) if parts else x.new_zeros(0, self.feature_width)
+
     @torch.no_grad()
-    def prepare(self, batches):
-        """Set the scales of the descriptors and of the pooled statistics.
-
-        Streams the training rows twice: once to count them, once to compute
-        the environments of ``prepare_rows`` random rows (pooled over
-        ``pool_atoms`` random particles each, as in training). Per-particle
-        scalars are standardised by their mean and spread over particles,
-        vector moments by their root-mean-square norm, and the pooled
-        statistics by their mean and spread over configurations (with a
-        floor, see the module source). The learned features are scaled as
-        they come out of the freshly initialised network.
-
-        Parameters
-        ----------
-        batches : callable
-            ``batches()`` returns a fresh iterator of tensors of shape
-            (chunk, n_features).
-        """
-        self._check_built()
-        n_rows = 0
-        for chunk in batches():
-            self._check_input(chunk)
-            n_rows += len(chunk)
-        if n_rows == 0:
-            raise ValueError("prepare needs at least one training row")
-        picked = torch.randperm(n_rows)[: self.prepare_rows].sort().values
-        sums, per_config = [], None
-        start = 0
-        for chunk in batches():
-            chunk = self._check_input(chunk)
-            stop = start + len(chunk)
-            rows = picked[(picked >= start) & (picked < stop)] - start
-            start = stop
-            if len(rows) == 0:
-                continue
-            x = chunk[rows]
-            n = x.shape[1] // self.particle_dim
-            subset = self.pool_atoms is not None and self.pool_atoms < n
-            for group in self._groups(x, subset):
-                env = self._environments(group, subset)
-                sums.append(env.sums)
-                per_config = env.centres_per_config
-        sums = torch.cat(sums)
-        self.atom.set_scales(sums)
-        features = self.atom(sums)
-        pooled = features.view(-1, per_config, features.shape[1])
-        mean = pooled.mean(1)
-        spread = features.std(0, correction=0)
-        floor = torch.full_like(spread, _FIXED_FLOOR)
-        floor[2 * self._n_invariants :] = _LEARNED_FLOOR
-        self.pool_mean.copy_(mean.mean(0))
-        self.pool_scale.copy_(
-            torch.sqrt(mean.var(0, correction=0) + (floor * spread) ** 2 + _EPS)
-        )
-
-    def forward(self, x):
-        """Closure variables.
+    def feature_jacobian(self, x):
+        """``ds/dx`` at the rows of ``x`` in the neighbour structure.
 
         Parameters
         ----------
@@ -472,113 +470,15 @@ class ParticleSetClosure(nn.Module):
 
         Returns
         -------
-        torch.Tensor of shape (batch, n_outputs)
-        """
-        return self.forward_with_target(x)[0]
-
-    def target(self, x):
-        """What the decoder reconstructs: the standardised first and second
-        moments of the per-particle descriptors.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (batch, n_features)
-
-        Returns
-        -------
-        torch.Tensor of shape (batch, target_width)
-        """
-        with torch.no_grad():
-            return self._pooled(x)[1][:, : self.target_width]
-
-    def forward_with_target(self, x):
-        """:meth:`forward` and :meth:`target` from one pass, which in training
-        mode pools both over the same particles.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (batch, n_features)
-
-        Returns
-        -------
-        z : torch.Tensor of shape (batch, n_outputs)
-        target : torch.Tensor of shape (batch, target_width)
-            Without gradient.
-        """
-        _, standardised = self._pooled(x)
-        target = standardised[:, : self.target_width].detach()
-        if self.rho is None:
-            return standardised.new_zeros(len(standardised), 0), target
-        return self.rho(standardised), target
-
-    def target_to_user(self, t):
-        """Targets in the units of the descriptors (:attr:`target_names`):
-        the mean and the mean square over particles of each one.
-
-        Parameters
-        ----------
-        t : torch.Tensor of shape (batch, target_width)
-            Standardised targets (as :meth:`target` returns).
-
-        Returns
-        -------
-        torch.Tensor of shape (batch, target_width)
-        """
-        self._check_built()
-        width = self.target_width
-        t = torch.as_tensor(t)
-        if t.ndim != 2 or t.shape[1] != width:
-            raise ValueError(
-                f"t must have shape (batch, {width}), got {tuple(t.shape)}"
-            )
-        moments = t * self.pool_scale[:width].to(t) + self.pool_mean[:width].to(t)
-        first, second = moments[:, : width // 2], moments[:, width // 2 :]
-        mean, scale = self.atom.invariant_mean.to(t), self.atom.invariant_scale.to(t)
-        return torch.cat(
-            [
-                mean + scale * first,
-                mean**2 + 2 * mean * scale * first + scale**2 * second,
-            ],
-            dim=1,
-        )
-
-    def jacobian(self, x):
-        """Jacobians of the closure variables with respect to the states,
-        kept structured (see :class:`ParticleSetJacobian`).
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (batch, n_features)
-
-        Returns
-        -------
-        ParticleSetJacobian
-            Differentiable with respect to the parameters when grad is
-            enabled; its ``outputs`` are the closure variables at ``x``. In
-            training mode (see Sampling atoms) it is the Jacobian of the
-            encoder pooled over the random particles of this call.
+        ParticleFeatureJacobian
+            Its ``outputs`` are the features at ``x``.
         """
         x = self._check_input(x)
-        subset = self._subsampled(x.shape[1] // self.particle_dim)
-        envs, pooled = [], []
-        for group in self._groups(x, subset):
-            env = self._environments(group, subset)
-            envs.append(env)
-            features = self.atom(env.sums)
-            pooled.append(features.view(env.n_configs, -1, features.shape[1]).mean(1))
-        pooled = torch.cat(pooled)
-        if self.n_outputs:
-            A = vmap(jacrev(self._head))(pooled)
-            outputs = self._head(pooled)
-        else:
-            A = pooled.new_zeros(len(pooled), 0, pooled.shape[1])
-            outputs = pooled.new_zeros(len(pooled), 0)
-        return ParticleSetJacobian(self, envs, A, exact_gram=subset, outputs=outputs)
+        return ParticleFeatureJacobian(
+            self, [self._environments(group) for group in self._groups(x)]
+        )
 
     # -------------------------------------------------------------- internals
-
-    def _head(self, pooled):
-        return self.rho((pooled - self.pool_mean) / self.pool_scale)
 
     def _check_built(self):
         if self.n_outputs is None:
@@ -586,262 +486,225 @@ class ParticleSetClosure(nn.Module):
                 f"this {type(self).__name__} has no layers yet; call build first"
             )
 
-    def _check_input(self, x):
+    def _check_input(self, x, keep_grad=False):
         self._check_built()
         x = torch.as_tensor(x)
         if x.ndim != 2:
             raise ValueError(f"x must be 2-D (batch, n_features), got {tuple(x.shape)}")
         self.check_n_features(x.shape[1])
-        return x.to(self.pool_mean.dtype)
+        if not x.is_floating_point():
+            x = x.to(self.head.feature_mean.dtype)
+        return x if keep_grad else x.detach()
 
-    def _subsampled(self, n):
-        return self.training and self.pool_atoms is not None and self.pool_atoms < n
+    def _pairs_per_state(self, n):
+        centres = min(n, self.pool_atoms or n)
+        return max(centres * _SPHERE * self.r_cut**3 * n / self.box_side(n) ** 3, 1.0)
 
-    def _pooled(self, x):
-        """Pooled statistics (batch, pooled width), raw and standardised."""
-        x = self._check_input(x)
-        subset = self._subsampled(x.shape[1] // self.particle_dim)
-        pooled = []
-        for group in self._groups(x, subset):
-            env = self._environments(group, subset)
-            features = self.atom(env.sums)
-            pooled.append(features.view(env.n_configs, -1, features.shape[1]).mean(1))
-        pooled = torch.cat(pooled)
-        return pooled, (pooled - self.pool_mean) / self.pool_scale
-
-    def _groups(self, x, subset):
+    def _groups(self, x):
         """Row groups of ``x`` whose neighbour pairs fit the pair budget."""
         n = x.shape[1] // self.particle_dim
-        centres = min(self.pool_atoms, n) if subset else n
-        volume = 4.0 / 3.0 * math.pi * self.r_cut**3
-        pairs = max(centres * volume * n / self.box_side(n) ** 3, 1.0)
-        size = max(int(_PAIR_BUDGET // pairs), 1)
+        size = max(int(_PAIR_BUDGET // self._pairs_per_state(n)), 1)
         return torch.split(x, size)
 
-    def _environments(self, x, subset):
-        """Environments (and their sums) of the rows of ``x``: all particles,
-        or (``subset``) ``pool_atoms`` random ones per configuration."""
+    def _skin(self, box):
+        """Verlet skin of the neighbour lists: pairs are listed within
+        ``r_cut + skin`` and the list serves every later state of a call
+        whose particles all moved less than ``skin / 2`` (the pairs beyond
+        ``r_cut`` are then dropped per state)."""
+        return min(_SKIN * self.r_cut, 0.5 * (box / 2 - self.r_cut))
+
+    def _neighbours(self, positions, box, pool):
+        """Directed candidate pairs (centre row, neighbour) of each state.
+
+        A Verlet list: pairs within ``r_cut + skin`` of a reference state
+        contain every pair within ``r_cut`` of any state whose particles all
+        moved less than ``skin / 2`` from it, so consecutive states of a
+        trajectory share one list (checked state by state, O(n)); the last
+        list is kept for the next call. Pairs beyond ``r_cut`` are dropped
+        later.
+
+        Parameters
+        ----------
+        positions : ndarray of shape (B, n, 3)
+        box : float
+        pool : ndarray of int of shape (s,)
+
+        Returns
+        -------
+        rows : ndarray of int64, the centre row ``b * s + q``
+        others : ndarray of int64, the neighbour ``b * n + j``
+        """
+        B, n, _ = positions.shape
+        s = len(pool)
+        skin = self._skin(box)
+        reach = self.r_cut + skin
+        key = (n, box, s, self.seed, reach)
+        cache = getattr(self, "_verlet", None)
+        if cache is not None and cache[0] != key:
+            cache = None
+        rows, others = [], []
+        for b in range(B):
+            fresh = cache is None or (
+                float(np.max(np.sum((positions[b] - cache[1]) ** 2, axis=1)))
+                > (skin / 2) ** 2
+            )
+            if fresh:
+                reference = np.array(positions[b])
+                if s == n:
+                    i, j = pairs_within(reference, box, reach)
+                    query = np.concatenate([i, j]).astype(np.int64)
+                    neighbour = np.concatenate([j, i]).astype(np.int64)
+                else:
+                    query, neighbour = CellList(reference, box, reach).within(pool)
+                cache = (key, reference, query, neighbour)
+            rows.append(cache[2] + b * s)
+            others.append(cache[3] + b * n)
+        self._verlet = cache
+        return np.concatenate(rows), np.concatenate(others)
+
+    def __getstate__(self):
+        # The last neighbour list is a cache, not part of the closure.
+        state = super().__getstate__()
+        state.pop("_verlet", None)
+        return state
+
+    def _environments(self, x, differentiable=False):
+        """Environments, descriptors and features of the rows of ``x``
+        (with torch operations autograd follows if ``differentiable``)."""
+        take = _index if differentiable else _take
         B, m = len(x), self.particle_dim
+        K, C = self.n_radial, self._n_channels
         n = x.shape[1] // m
         box = self.box_side(n)
         atoms = x.reshape(B * n, m)
-        positions = atoms[:, :3]
-        velocities = atoms[:, 3:6] if self._velocity else None
-        extras = atoms[:, m - self._n_extra :] if self._n_extra else None
-        wrapped = positions.detach().cpu().numpy().astype(np.float64)
-        wrapped = wrapped.reshape(B, n, 3)
-        device = x.device
-        if subset:
-            s = self.pool_atoms
-            chosen = torch.stack([torch.randperm(n)[:s] for _ in range(B)])
-            chosen = chosen.sort(dim=1).values
-            first, second = [], []
-            for b in range(B):
-                cells = CellList(wrapped[b], box, self.r_cut)
-                query, neighbour = cells.within(chosen[b].numpy())
-                first.append(torch.as_tensor(query, dtype=torch.long) + b * s)
-                second.append(torch.as_tensor(neighbour, dtype=torch.long) + b * n)
-            centres = (chosen + n * torch.arange(B)[:, None]).reshape(-1)
-            row_of_atom = torch.full((B * n,), -1, dtype=torch.long)
-            row_of_atom[centres] = torch.arange(B * s)
-            # Pairs are stored by atom; ``first`` held the centre rows.
-            first = centres[torch.cat(first)]
-            second = torch.cat(second)
-            symmetric = False
-        else:
-            i, j = batch_pairs_within(wrapped, box, self.r_cut)
-            first, second = torch.as_tensor(i), torch.as_tensor(j)
-            centres = torch.arange(B * n)
-            row_of_atom = centres
-            symmetric = True
-        env = _Environments(
-            positions=positions,
-            velocities=velocities,
-            extras=extras,
-            box=box,
-            n=n,
-            n_configs=B,
-            centres=centres.to(device),
-            row_of_atom=row_of_atom.to(device),
-            first=first.to(device),
-            second=second.to(device),
-            symmetric=symmetric,
+        pool = self.pooled(n)
+        s = len(pool)
+        positions = atoms[:, :3].detach().cpu().numpy().reshape(B, n, 3)
+        row, other = self._neighbours(positions, box, pool.numpy())
+        centre_atoms = (pool + n * torch.arange(B)[:, None]).reshape(-1)
+        centre = centre_atoms.numpy()[row]
+        # Both ends' position and velocity at once.
+        diff = take(atoms[:, : self._n_in], centre) - take(
+            atoms[:, : self._n_in], other
         )
-        d, u = self._pair_inputs(env, env.first, env.second)
-        env.sums = self._sums(env, d, u, self._own_terms(env))
+        d = diff[:, :3]
+        d = d - box * torch.round(d / box)
+        r2 = (d * d).sum(1)
+        inside = torch.nonzero(r2 < self.r_cut**2).reshape(-1)
+        device = x.device
+        keep = inside.cpu().numpy()
+        row = torch.as_tensor(row[keep], device=device)
+        centre = torch.as_tensor(centre[keep], device=device)
+        other = torch.as_tensor(other[keep], device=device)
+        d, diff = d[inside], diff[inside]
+        u = diff[:, 3:6] if self._velocity else None
+        r = r2[inside].sqrt().clamp_min(1e-12)
+        atom_row = torch.full((B * n,), -1, dtype=torch.long)
+        atom_row[centre_atoms] = torch.arange(B * s)
+        h = (self.r_cut - self.r_min) / (K + 1)
+        t = (r - self.r_min) / h
+        k0 = torch.floor(t)
+        weights = _spline_table(t - k0)
+        k0 = k0.long()
+        interval = torch.where((k0 >= -2) & (k0 <= K), k0 + 2, K + 3)
+        env = _Environments(
+            n=n,
+            s=s,
+            n_configs=B,
+            box=box,
+            x=atoms,
+            centre_atoms=centre_atoms.to(device),
+            atom_row=atom_row.to(device),
+            row=row,
+            centre=centre,
+            other=other,
+            d=d,
+            u=u,
+            r=r,
+            interval=interval,
+            w=weights[:, :4],
+            dw=weights[:, 4:] / h,
+        )
+        env.sums = _PairSums(
+            row, interval, env.w, env.dw, B * s, K, sparse=not differentiable
+        )
+        env.channels = self._channels(env)
+        sums = env.sums(env.channels)  # (B * s, K, channels)
+        env.radial = sums[:, :, :C]
+        env.vectors = sums[:, :, C:] if self.angular else None
+        env.own = self._own(env)
+        env.scalars = torch.cat(
+            [env.radial.transpose(1, 2).reshape(B * s, C * K), env.own], dim=1
+        )
+        per_centre = [env.scalars, env.scalars.square()]
+        if self.angular:
+            iu = torch.triu_indices(K, K, device=device)
+            products = env.vectors @ env.vectors.transpose(1, 2)
+            per_centre.append(products[:, iu[0], iu[1]])
+        env.features = torch.cat(per_centre, dim=1).view(B, s, -1).mean(1)
         return env
 
-    def _pair_inputs(self, env, first, second):
-        """Displacements (minimum image) and relative velocities of pairs."""
-        d = env.positions[first] - env.positions[second]
-        d = d - env.box * torch.round(d / env.box)
-        u = None
-        if self._velocity:
-            u = env.velocities[first] - env.velocities[second]
-        return d, u
-
-    def _own_terms(self, env):
+    def _own(self, env):
+        """Own terms (B * s, n_own) of the centres: ``|v|^2`` and extras."""
+        atoms = env.x[env.centre_atoms]
         parts = []
         if self._velocity:
-            v = env.velocities[env.centres]
-            parts.append(v.square().sum(-1, keepdim=True))
+            parts.append(atoms[:, 3:6].square().sum(1, keepdim=True))
         if self._n_extra:
-            parts.append(env.extras[env.centres])
+            parts.append(atoms[:, self._n_in :])
         if not parts:
-            return env.positions.new_zeros(len(env.centres), 0)
+            return atoms.new_zeros(len(atoms), 0)
         return torch.cat(parts, dim=1)
 
-    def _sums(self, env, d, u, own):
-        """Sums ``S`` (n_centres, sum_width) of the centres' pair terms, from
-        the pairs' ``d`` (n_pairs, 3), ``u`` (n_pairs, 3) and the centres'
-        own terms ``own``."""
-        return self._accumulate(
-            env,
-            own,
-            lambda part, table: self._pair_values(
-                d[part], None if u is None else u[part], table
-            ),
-        )
+    def _n_pair_channels(self):
+        return self._n_channels + (3 if self.angular else 0)
 
-    def _sum_tangents(self, env, d, u, d_dot, u_dot, own_dot):
-        """Directional derivatives of :meth:`_sums` along ``(d_dot, u_dot,
-        own_dot)``."""
-        return self._accumulate(
-            env,
-            own_dot,
-            lambda part, table: self._pair_tangents(
-                d[part],
-                None if u is None else u[part],
-                d_dot[part],
-                None if u is None else u_dot[part],
-                table,
-            ),
-        )
-
-    def _accumulate(self, env, own, chunk_values):
-        """Add pair values ``chunk_values(slice, table) -> (values, columns)``
-        into each centre's sums, in chunks of pairs that keep every temporary
-        small, through one buffer whose last column takes the values of
-        absent basis functions."""
-        K, C = self.n_radial, self._n_channels
-        width = C * K + (3 * K if self.angular else 0) + 1
-        n_rows = len(env.centres)
-        table, sign = self._column_table(own.device)
-        rows = env.row_of_atom[env.first].to(torch.int32) * width
-        back = env.row_of_atom[env.second].to(torch.int32) * width
-        buffer = own.new_zeros(n_rows * width)
-        for lo in range(0, len(env.first), _PAIR_CHUNK):
-            part = slice(lo, lo + _PAIR_CHUNK)
-            values, cols = chunk_values(part, table)
-            buffer.index_add_(
-                0, (rows[part, None] + cols).reshape(-1), values.reshape(-1)
-            )
-            if env.symmetric:
-                # Each pair also counts for its second atom, seen the other way.
-                buffer.index_add_(
-                    0,
-                    (back[part, None] + cols).reshape(-1),
-                    (values * sign.to(values.dtype)).reshape(-1),
-                )
-        buffer = buffer.view(n_rows, width)
-        parts = [buffer[:, : C * K], own]
+    def _channels(self, env):
+        """Each pair's channels (n_pairs, channels), which its radial
+        weights multiply: 1 (density), the radial velocity, the relative
+        speed^2 and the unit vector."""
+        channels = [torch.ones_like(env.r)[:, None]]
+        rhat = env.d / env.r[:, None]
+        if self._velocity:
+            u = env.u
+            channels += [(rhat * u).sum(1, keepdim=True), (u * u).sum(1, keepdim=True)]
         if self.angular:
-            parts.append(buffer[:, C * K : width - 1])
-        return torch.cat(parts, dim=1)
+            channels.append(rhat)
+        return torch.cat(channels, dim=1)
 
-    def _pair_tangents(self, d, u, d_dot, u_dot, table):
-        """Directional derivatives (P, n_values) of :meth:`_pair_values`."""
-        K = self.n_radial
-        h = (self.r_cut - self.r_min) / (K + 1)
-        r = torch.linalg.vector_norm(d, dim=1).clamp_min(1e-12)
-        x = (r - self.r_min) / h
-        k0 = torch.floor(x)
-        t = x - k0
-        w, dw = _spline(t), _spline_derivative(t) / h
-        rhat = d / r[:, None]
-        r_dot = (rhat * d_dot).sum(1)
-        w_dot = dw * r_dot[:, None]
-        values = [w_dot]
-        if u is not None:
-            rdot = (rhat * u).sum(1)
-            rdot_dot = ((d_dot * u).sum(1) - rdot * r_dot) / r + (rhat * u_dot).sum(1)
-            s2 = u.square().sum(1)
-            values += [
-                w_dot * rdot[:, None] + w * rdot_dot[:, None],
-                w_dot * s2[:, None] + 2.0 * w * (u * u_dot).sum(1)[:, None],
-            ]
+    def _pair_tangents(self, env, t):
+        """Directional derivatives of the pairs' distances (n_pairs, r) and
+        channels (n_pairs, channels, r) along the tangent ``t``
+        (B * n, particle_dim, r) of the states."""
+        r = env.r[:, None]
+        rhat = env.d / r
+        diff = _take(t[:, : self._n_in], env.centre) - _take(
+            t[:, : self._n_in], env.other
+        )  # (P, n_in, r)
+        dd = diff[:, :3]
+        dr = (rhat[:, :, None] * dd).sum(1)  # (P, r)
+        parts = [torch.zeros_like(dr)[:, None]]
+        if self._velocity:
+            u = env.u[:, :, None]
+            du = diff[:, 3:6]
+            rdot = env.channels[:, 1:2]
+            drdot = ((dd * u).sum(1) - rdot * dr) / r + (rhat[:, :, None] * du).sum(1)
+            parts += [drdot[:, None], 2.0 * (u * du).sum(1, keepdim=True)]
         if self.angular:
-            rhat_dot = (d_dot - rhat * r_dot[:, None]) / r[:, None]
-            vec = (
-                w_dot[:, :, None] * rhat[:, None, :]
-                + w[:, :, None] * rhat_dot[:, None, :]
-            )
-            values.append(vec.reshape(len(d), 12))
-        cols = table[k0.long().clamp(-3, K + 1) + 3]
-        return torch.cat(values, dim=1), cols
+            parts.append((dd - rhat[:, :, None] * dr[:, None, :]) / r[:, :, None])
+        return dr, torch.cat(parts, dim=1)
 
-    def _pair_values(self, d, u, table):
-        """Values (P, n_values) of pairs' terms and their buffer columns."""
-        K = self.n_radial
-        h = (self.r_cut - self.r_min) / (K + 1)
-        r = torch.linalg.vector_norm(d, dim=1).clamp_min(1e-12)
-        x = (r - self.r_min) / h
-        k0 = torch.floor(x)
-        w = _spline(x - k0)
-        values = [w]
-        if u is not None:
-            rdot = (d * u).sum(1) / r
-            s2 = u.square().sum(1)
-            values += [w * rdot[:, None], w * s2[:, None]]
-        if self.angular:
-            rhat = d / r[:, None]
-            values.append((w[:, :, None] * rhat[:, None, :]).reshape(len(d), 12))
-        cols = table[k0.detach().long().clamp(-3, K + 1) + 3]
-        return torch.cat(values, dim=1), cols
-
-    def _column_table(self, device):
-        """Buffer columns of a pair's values for each ``floor(x)`` from -3
-        to ``n_radial + 1`` (clamped outside), and the sign of each value for
-        the reverse pair (vector moments flip)."""
-        K, C = self.n_radial, self._n_channels
-        trash = C * K + (3 * K if self.angular else 0)
-        idx = torch.arange(-3, K + 2)[:, None] + torch.arange(-1, 3)  # (K + 5, 4)
-        valid = (idx >= 0) & (idx < K)
-        parts = [torch.where(valid, c * K + idx, trash) for c in range(C)]
-        signs = [torch.ones(4 * C)]
-        if self.angular:
-            vec = C * K + 3 * idx[:, :, None] + torch.arange(3)
-            parts.append(
-                torch.where(valid[:, :, None], vec, trash).reshape(len(idx), 12)
-            )
-            signs.append(-torch.ones(12))
-        table = torch.cat(parts, dim=1).to(device=device, dtype=torch.int32)
-        return table, torch.cat(signs).to(device)
-
-    def _buffer_to_sums(self, device):
-        """Column of the sums ``S`` of each pair-buffer column, -1 for the
-        discarded one (int64, buffer width)."""
-        K, C = self.n_radial, self._n_channels
-        scalars = torch.arange(C * K)
-        vectors = torch.arange(3 * K if self.angular else 0) + C * K + self._n_own
-        return torch.cat([scalars, vectors, torch.tensor([-1])]).to(device)
-
-    def _pair_jacobian(self, d, u, table):
-        """Derivatives (P, 6 or 3, n_values) of pairs' values (as
-        :meth:`_pair_values` orders them) in ``(d, u)``, and their buffer
-        columns."""
-        K = self.n_radial
-        h = (self.r_cut - self.r_min) / (K + 1)
-        r = torch.linalg.vector_norm(d, dim=1).clamp_min(1e-12)
-        x = (r - self.r_min) / h
-        k0 = torch.floor(x)
-        t = x - k0
-        w, dw = _spline(t), _spline_derivative(t) / h
-        rhat = d / r[:, None]
+    def _pair_jacobian(self, env, pairs):
+        """Derivatives (n_pairs, n_in, 4, channels) of the pair terms in the
+        pair's displacement (and relative velocity)."""
+        w, dw = env.w[pairs], env.dw[pairs]
+        r = env.r[pairs]
+        rhat = env.d[pairs] / r[:, None]
         radial = rhat[:, :, None]  # (P, 3, 1)
-        d_rows = [dw[:, None, :] * radial]
-        u_rows = [torch.zeros_like(d_rows[0])]
-        if u is not None:
+        d_rows = [dw[:, None, :] * radial]  # (P, 3, 4)
+        u_rows = []
+        if self._velocity:
+            u = env.u[pairs]
             rdot = (rhat * u).sum(1)
             s2 = u.square().sum(1)
             across = ((u - rdot[:, None] * rhat) / r[:, None])[:, :, None]
@@ -849,188 +712,104 @@ class ParticleSetClosure(nn.Module):
                 (dw * rdot[:, None])[:, None, :] * radial + w[:, None, :] * across,
                 (dw * s2[:, None])[:, None, :] * radial,
             ]
-            u_rows += [w[:, None, :] * radial, 2.0 * w[:, None, :] * u[:, :, None]]
+            zero = torch.zeros_like(d_rows[0])
+            u_rows = [zero, w[:, None, :] * radial, 2.0 * w[:, None, :] * u[:, :, None]]
+        J = torch.stack(d_rows, dim=-1)  # (P, 3, 4, C)
+        if u_rows:
+            J = torch.cat([J, torch.stack(u_rows, dim=-1)], dim=1)  # (P, 6, 4, C)
         if self.angular:
-            # d(w_a rhat_c)/d d_i = rhat_i rhat_c (w_a' - w_a / r) + w_a delta_ic / r
+            # d(w rhat_c)/d d_i = rhat_i rhat_c (w' - w / r) + w delta_ic / r
             outer = rhat[:, :, None] * rhat[:, None, :]  # (P, i, c)
-            eye = torch.eye(3, dtype=d.dtype, device=d.device)
+            eye = torch.eye(3, dtype=r.dtype, device=r.device)
             vec = outer[:, :, None, :] * (dw - w / r[:, None])[:, None, :, None]
             vec = vec + (w / r[:, None])[:, None, :, None] * eye[None, :, None, :]
-            d_rows.append(vec.reshape(len(d), 3, 12))
-            u_rows.append(torch.zeros_like(d_rows[-1]))
-        Jv = torch.cat(d_rows, dim=2)
-        if u is not None:
-            Jv = torch.cat([Jv, torch.cat(u_rows, dim=2)], dim=1)
-        cols = table[k0.long().clamp(-3, K + 1) + 3]
-        return Jv, cols
+            if self._velocity:
+                vec = torch.cat([vec, torch.zeros_like(vec)], dim=1)
+            J = torch.cat([J, vec], dim=-1)
+        return J
 
 
-class _AtomFeatures(nn.Module):
-    """The per-particle map ``phi``: sums ``S_i`` (n, sum_width) to the
-    pooled features (n, 2 * n_invariants + n_pooled)."""
-
-    def __init__(self, closure):
-        super().__init__()
-        self.n_scalar = closure._n_scalar
-        self.n_radial = closure.n_radial
-        self.angular = closure.angular
-        n_inv = closure._n_invariants
-        self.register_buffer("scalar_mean", torch.zeros(self.n_scalar))
-        self.register_buffer("scalar_scale", torch.ones(self.n_scalar))
-        inputs = n_inv
-        if self.angular:
-            K = self.n_radial
-            self.register_buffer("vector_scale", torch.ones(K))
-            self.register_buffer("moment_mean", torch.zeros(K))
-            self.register_buffer("moment_scale", torch.ones(K))
-            self.mix = nn.Parameter(torch.randn(closure.n_angular, K) / math.sqrt(K))
-            inputs += closure.n_angular
-        self.psi = MLP(inputs, closure.n_pooled, closure.psi_hidden, closure.activation)
-
-    @property
-    def invariant_mean(self):
-        """Per-particle mean of each invariant, before standardisation."""
-        if self.angular:
-            return torch.cat([self.scalar_mean, self.moment_mean])
-        return self.scalar_mean
-
-    @property
-    def invariant_scale(self):
-        """Per-particle spread of each invariant, before standardisation.
-
-        The vector-moment invariants are in units of ``vector_scale**2``.
-        """
-        if self.angular:
-            return torch.cat([self.scalar_scale, self.moment_scale])
-        return self.scalar_scale
-
-    def _vectors(self, S):
-        K = self.n_radial
-        return S[:, self.n_scalar :].reshape(len(S), K, 3) / self.vector_scale[:, None]
-
-    def invariants(self, S):
-        """Standardised invariants ``e`` (n, n_invariants)."""
-        e = (S[:, : self.n_scalar] - self.scalar_mean) / self.scalar_scale
-        if not self.angular:
-            return e
-        moments = self._vectors(S).square().sum(-1)
-        return torch.cat([e, (moments - self.moment_mean) / self.moment_scale], dim=1)
-
-    def forward(self, S):
-        e = self.invariants(S)
-        inputs = e
-        if self.angular:
-            mixed = torch.einsum("qk,nkc->nqc", self.mix, self._vectors(S))
-            inputs = torch.cat([e, mixed.square().sum(-1)], dim=1)
-        return torch.cat([e, e * e, self.psi(inputs)], dim=1)
-
-    @torch.no_grad()
-    def set_scales(self, S):
-        """Standardisation from sums ``S`` (n, sum_width) of sample particles."""
-        scalars = S[:, : self.n_scalar]
-        self.scalar_mean.copy_(scalars.mean(0))
-        self.scalar_scale.copy_(torch.sqrt(scalars.var(0, correction=0) + _EPS))
-        if self.angular:
-            K = self.n_radial
-            norms = S[:, self.n_scalar :].reshape(len(S), K, 3).square().sum(-1)
-            self.vector_scale.copy_(torch.sqrt(norms.mean(0) + _EPS))
-            moments = self._vectors(S).square().sum(-1)
-            self.moment_mean.copy_(moments.mean(0))
-            self.moment_scale.copy_(torch.sqrt(moments.var(0, correction=0) + _EPS))
+def _scatter_basis(rows, basis, values, n_rows, K):
+    """``out[rows[p], basis[p, a]] += values[p, a]`` with ``basis == K``
+    dropped: (n_pairs, 4, ...) into (n_rows, K, ...)."""
+    tail = values.shape[2:]
+    width = int(np.prod(tail)) if tail else 1
+    out = values.new_zeros(n_rows * (K + 1), width)
+    index = (rows[:, None] * (K + 1) + basis).reshape(-1)
+    out.index_add_(0, index, values.reshape(-1, width))
+    return out.view(n_rows, K + 1, *tail)[:, :K]
 
 
-def _spline(t):
-    """Uniform cubic B-spline weights (P, 4) of the basis functions centred
-    at ``floor(x) - 1 ... floor(x) + 2`` for ``t = x - floor(x)`` (P,)."""
-    t = t[:, None]
-    t2 = t * t
-    t3 = t2 * t
-    s = 1.0 - t
-    w0 = s * s * s / 6.0
-    w1 = 0.5 * t3 - t2 + 2.0 / 3.0
-    w3 = t3 / 6.0
-    return torch.cat([w0, w1, 1.0 - w0 - w1 - w3, w3], dim=1)
+class ParticleFeatureJacobian:
+    """Jacobians ``F = ds/dx`` (P x N) of a :class:`ParticleSetClosure`'s
+    features at a batch of states, kept in the neighbour structure.
 
-
-def _spline_derivative(t):
-    """Derivatives in ``t`` of :func:`_spline`'s weights, (P, 4)."""
-    t = t[:, None]
-    s = 1.0 - t
-    d0 = -0.5 * s * s
-    d1 = 1.5 * t * t - 2.0 * t
-    d3 = 0.5 * t * t
-    return torch.cat([d0, d1, -d0 - d1 - d3, d3], dim=1)
-
-
-class ParticleSetJacobian:
-    """Jacobians ``J`` (k x N) of a :class:`ParticleSetClosure` at a batch of
-    states, kept in the neighbour structure.
-
-    Column block ``i`` (the particle's ``particle_dim`` coordinates) of
-    :math:`J = \\sum_c B_c \\, \\partial S_c / \\partial x` gathers the
-    contributions of the environments that contain particle ``i``: its own
-    and its neighbours'. ``B_c`` (k x sum_width), the derivative of the
-    closure variables in centre ``c``'s sums, is computed only for the
-    centres a request needs, by vector-Jacobian products of the per-particle
-    network, and the pair derivatives in closed form:
+    A feature is a mean over the pooled particles ``c`` of a function of
+    their descriptors ``S_c``, each a sum of pair terms, so column block
+    ``a`` (the particle's ``particle_dim`` coordinates) gathers the terms of
+    the pairs that particle ``a`` belongs to, times the derivative of the
+    feature in the pooled particle's descriptors, all in closed form:
 
     * :meth:`columns` at particles ``I``: O(|I| * neighbours);
-    * :meth:`gram`: exact (every column) when the closure was pooled over a
-      subset (training mode) or has at most ``32 * gram_atoms`` particles,
-      O(n * neighbours); otherwise the unbiased estimate
-      ``(n / s) * sum over s random particles of J_i J_i^T``, with
-      ``s = gram_atoms``;
-    * :meth:`matvec`: exact, O(n * neighbours): the pairs' directional
-      derivatives in closed form, added into the centres' sums, then a
-      forward-mode product through the per-particle network.
+    * :meth:`matvec`: exact, O(pooled particles * neighbours);
+    * :meth:`gram`: exact (every column) up to ``gram_atoms`` particles;
+      above, the unbiased estimate ``sum_a w_a F_a F_a^T`` over
+      ``gram_atoms`` particles drawn per state without replacement, with
+      ``w_a`` the inverse of their inclusion probability: uniformly among
+      all particles, or (when pooled over a subset) half among the pooled
+      particles and half among the others, whose columns are smaller;
+    * :meth:`rmatvec` (``F^T w`` for r vectors): exact,
+      O(pooled particles * neighbours * r).
 
-    The object reads the closure's parameters when a method is called: use
-    it before they change. Created by :meth:`ParticleSetClosure.jacobian`.
+    Created by :meth:`ParticleSetClosure.feature_jacobian`; parameter-free.
 
     Attributes
     ----------
-    outputs : torch.Tensor of shape (batch, k)
-        The closure variables at the states, pooled as the Jacobian is (so a
-        caller that needs both need not call the closure again).
+    outputs : torch.Tensor of shape (batch, P)
+        The features at the states.
     """
 
-    def __init__(self, closure, envs, A, exact_gram, grad=True, out=None, outputs=None):
+    def __init__(self, closure, envs, out=None):
         self.closure = closure
         self.envs = envs
-        self.A = A
-        self.outputs = outputs
-        self.exact_gram = exact_gram
-        self._grad = grad
         self._out = out or {}
-        self._cache = {}
-
-    # ------------------------------------------------------------ protocol
+        self.outputs = self._result(
+            torch.cat([env.features for env in envs])
+            if envs
+            else torch.zeros(0, closure.feature_width)
+        )
 
     def to(self, *args, **kwargs):
         """A view whose results are moved or cast like ``torch.Tensor.to``."""
-        probe = torch.empty(0, dtype=self.A.dtype, device=self.A.device)
+        probe = torch.empty(0, dtype=self.outputs.dtype, device=self.outputs.device)
         probe = probe.to(*args, **kwargs)
         out = {"dtype": probe.dtype, "device": probe.device}
-        outputs = None if self.outputs is None else self.outputs.to(*args, **kwargs)
-        return ParticleSetJacobian(
-            self.closure, self.envs, self.A, self.exact_gram, self._grad, out, outputs
-        )
+        return ParticleFeatureJacobian(self.closure, self.envs, out)
 
     def detach(self):
-        """A view whose results carry no autograd graph."""
-        outputs = None if self.outputs is None else self.outputs.detach()
-        return ParticleSetJacobian(
-            self.closure,
-            self.envs,
-            self.A.detach(),
-            self.exact_gram,
-            False,
-            self._out,
-            outputs,
-        )
+        """The batch itself: it carries no autograd graph."""
+        return self
 
+    def _result(self, t):
+        return t.to(**self._out) if self._out else t
+
+    @property
+    def _batch(self):
+        return sum(env.n_configs for env in self.envs)
+
+    @property
+    def _n_features(self):
+        return self.envs[0].n * self.closure.particle_dim if self.envs else 0
+
+    def _per_group(self, t):
+        """Split a per-row tensor over the groups of environments."""
+        return torch.split(t, [env.n_configs for env in self.envs])
+
+    # ------------------------------------------------------------ protocol
+
+    @torch.no_grad()
     def columns(self, index):
-        """Selected columns ``J[b, :, index[b]]``.
+        """Selected columns ``F[b, :, index[b]]``.
 
         Parameters
         ----------
@@ -1039,61 +818,73 @@ class ParticleSetJacobian:
 
         Returns
         -------
-        torch.Tensor of shape (batch, k, m)
+        torch.Tensor of shape (batch, P, m)
         """
-        index = torch.as_tensor(index, device=self.A.device)
-        B, k = self.A.shape[0], self.A.shape[1]
+        index = torch.as_tensor(index)
+        B = self._batch
         if index.ndim != 2 or index.shape[0] != B:
             raise ValueError(
                 f"index must have shape ({B}, m), got {tuple(index.shape)}"
             )
-        dim = self.closure.particle_dim
+        dim, P = self.closure.particle_dim, self.closure.feature_width
         out = []
-        with self._context():
-            for env, A, idx in self._per_group(index):
-                n = env.n
-                atoms = (
-                    idx // dim
-                    + n * torch.arange(env.n_configs, device=idx.device)[:, None]
-                )
-                unique, inverse = torch.unique(atoms, return_inverse=True)
-                blocks = self._blocks(env, A, unique)  # (U, k, dim)
-                picked = blocks[inverse.reshape(-1), :, (idx % dim).reshape(-1)]
-                out.append(picked.view(env.n_configs, idx.shape[1], k).transpose(1, 2))
-        return self._result(torch.cat(out) if out else self.A.new_zeros(0, k, 0))
+        for env, idx in zip(self.envs, self._per_group(index), strict=True):
+            idx = idx.to(env.x.device)
+            atoms = (
+                idx // dim
+                + env.n * torch.arange(env.n_configs, device=idx.device)[:, None]
+            )
+            unique, inverse = torch.unique(atoms, return_inverse=True)
+            blocks = _column_blocks(self.closure, env, unique)  # (U, P, dim)
+            picked = blocks[inverse.reshape(-1), :, (idx % dim).reshape(-1)]
+            out.append(picked.view(env.n_configs, idx.shape[1], P).transpose(1, 2))
+        dtype = self.outputs.dtype if not self.envs else self.envs[0].x.dtype
+        return self._result(
+            torch.cat(out) if out else torch.zeros(0, P, 0, dtype=dtype)
+        )
 
-    def gram(self):
-        """``J J^T`` per state, shape (batch, k, k) (see the class notes)."""
+    @torch.no_grad()
+    def gram(self, left=None):
+        """``F F^T`` per state, or ``L F F^T L^T`` (see the class notes).
+
+        Parameters
+        ----------
+        left : torch.Tensor of shape (batch, q, P), optional
+            ``L``; its products are formed before the sum over particles,
+            which is cheaper when q < P.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, P, P) or (batch, q, q)
+        """
+        closure = self.closure
         parts = []
-        with self._context():
-            for env, A, _ in self._per_group():
-                n = env.n
-                gram_atoms = self.closure.gram_atoms
-                sampled = not (
-                    self.exact_gram or gram_atoms is None or n <= 32 * gram_atoms
+        lefts = [None] * len(self.envs) if left is None else self._per_group(left)
+        for env, L in zip(self.envs, lefts, strict=True):
+            atoms, weight = self._gram_atoms(env)
+            per_config = atoms.shape[1]
+            # Configurations at once whose incidences fit the budget.
+            step = max(1, _INCIDENCE_BUDGET // max(1, per_config * _incidences(env)))
+            for lo in range(0, env.n_configs, step):
+                hi = min(lo + step, env.n_configs)
+                flat = atoms[lo:hi].reshape(-1)
+                blocks = _column_blocks(closure, env, flat)  # (M, P, dim)
+                blocks = blocks * weight[lo:hi].reshape(-1, 1, 1).sqrt()
+                blocks = blocks.view(hi - lo, per_config, *blocks.shape[1:])
+                flat_cols = blocks.permute(0, 2, 1, 3).reshape(
+                    hi - lo, blocks.shape[2], -1
                 )
-                if sampled:
-                    chosen = torch.stack(
-                        [torch.randperm(n)[:gram_atoms] for _ in range(env.n_configs)]
-                    ).to(A.device)
-                    atoms = (
-                        chosen
-                        + n * torch.arange(env.n_configs, device=A.device)[:, None]
-                    )
-                    weight = n / gram_atoms
-                elif env.symmetric:
-                    atoms = torch.arange(env.n_configs * n, device=A.device).view(
-                        env.n_configs, n
-                    )
-                    weight = 1.0
-                else:
-                    atoms = None  # every atom some centre touches
-                    weight = 1.0
-                parts.append(self._gram_of(env, A, atoms, weight))
+                if L is not None:
+                    flat_cols = L[lo:hi] @ flat_cols.to(L.dtype)
+                parts.append(flat_cols @ flat_cols.transpose(1, 2))
+        if not parts:
+            width = closure.feature_width if left is None else left.shape[1]
+            return self._result(torch.zeros(0, width, width))
         return self._result(torch.cat(parts))
 
+    @torch.no_grad()
     def matvec(self, v):
-        """``J v`` per state.
+        """``F v`` per state.
 
         Parameters
         ----------
@@ -1101,11 +892,10 @@ class ParticleSetJacobian:
 
         Returns
         -------
-        torch.Tensor of shape (batch, k) or (batch, k, r)
+        torch.Tensor of shape (batch, P) or (batch, P, r)
         """
         v = torch.as_tensor(v)
-        B = self.A.shape[0]
-        N = self.envs[0].n * self.closure.particle_dim if self.envs else 0
+        B, N = self._batch, self._n_features
         if v.ndim not in (2, 3) or v.shape[0] != B or v.shape[1] != N:
             raise ValueError(
                 f"v must have shape ({B}, {N}) or ({B}, {N}, r), got {tuple(v.shape)}"
@@ -1113,283 +903,398 @@ class ParticleSetJacobian:
         single = v.ndim == 2
         if single:
             v = v[..., None]
-        v = v.to(self.A)
-        out = []
-        with self._context():
-            start = 0
-            for env, A in zip(self.envs, self._A_groups(), strict=True):
-                stop = start + env.n_configs
-                columns = [
-                    self._directional(env, A, v[start:stop, :, j])
-                    for j in range(v.shape[2])
-                ]
-                out.append(torch.stack(columns, dim=-1))
-                start = stop
+        out = [
+            _directional(self.closure, env, part.to(env.x))
+            for env, part in zip(self.envs, self._per_group(v), strict=True)
+        ]
         result = torch.cat(out)
         return self._result(result[..., 0] if single else result)
 
+    @torch.no_grad()
+    def rmatvec(self, w):
+        """``F^T w`` per state: the gradient in ``x`` of ``w . s(x)``, for
+        ``r`` vectors ``w`` at once, in one pass over the pooled particles'
+        pairs (O(pooled particles * neighbours * r)).
+
+        Parameters
+        ----------
+        w : torch.Tensor of shape (batch, P, r)
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, N, r)
+        """
+        w = torch.as_tensor(w)
+        B, P = self._batch, self.closure.feature_width
+        if w.ndim != 3 or w.shape[:2] != (B, P):
+            raise ValueError(f"w must have shape ({B}, {P}, r), got {tuple(w.shape)}")
+        out = [
+            _transposed(self.closure, env, part.to(env.x))
+            for env, part in zip(self.envs, self._per_group(w), strict=True)
+        ]
+        if not out:
+            return self._result(torch.zeros(0, 0, w.shape[2]))
+        return self._result(torch.cat(out))
+
     # ----------------------------------------------------------- internals
 
-    def _context(self):
-        return torch.enable_grad() if self._grad else torch.no_grad()
-
-    def _result(self, t):
-        return t.to(**self._out) if self._out else t
-
-    def _A_groups(self):
-        sizes = [env.n_configs for env in self.envs]
-        return torch.split(self.A, sizes)
-
-    def _per_group(self, index=None):
-        start = 0
-        for env, A in zip(self.envs, self._A_groups(), strict=True):
-            stop = start + env.n_configs
-            yield env, A, None if index is None else index[start:stop]
-            start = stop
-
-    def _B(self, env, A, rows):
-        """``B_c`` (len(rows), sum_width, k) at centre rows ``rows``.
-
-        When a request needs most centres of a small batch, ``B`` is made
-        for all of them once and kept for the next request (columns then
-        Gram).
-        """
-        n_rows, k = len(env.centres), A.shape[1]
-        grad = torch.is_grad_enabled()
-        if 2 * len(rows) >= n_rows and n_rows * env.sums.shape[1] * k <= _B_CACHE:
-            cached = self._cache.get(id(env))
-            if cached is None or cached[0] != grad:
-                everything = torch.arange(n_rows, device=rows.device)
-                cached = (grad, self._make_B(env, A, everything))
-                self._cache[id(env)] = cached
-            return cached[1][rows]
-        return self._make_B(env, A, rows)
-
-    def _make_B(self, env, A, rows):
+    def _gram_atoms(self, env):
+        """Particles (B, g) whose columns make ``F F^T`` and their weights
+        (B, g): every particle with weight 1, or a random draw (see the
+        class notes)."""
         closure = self.closure
-        k = A.shape[1]
-        per_config = env.centres_per_config
-        S = env.sums[rows]
-        if k == 0:
-            return S.new_zeros(len(rows), S.shape[1], 0)
-        cotangent = A[rows // per_config] / per_config  # (R, k, pooled)
-        _, pullback = vjp(closure.atom, S)
-        (B,) = vmap(pullback)(cotangent.transpose(0, 1))  # (k, R, sum_width)
-        return B.permute(1, 2, 0)
-
-    def _directed(self, env, atoms_mask):
-        """Directed pairs (centre atom, neighbour atom) with an end selected."""
-        first, second = env.first, env.second
-        if atoms_mask is not None:
-            keep = atoms_mask[first] | atoms_mask[second]
-            first, second = first[keep], second[keep]
-        if env.symmetric:
-            first, second = torch.cat([first, second]), torch.cat([second, first])
-        return first, second
-
-    def _plan(self, env, atoms):
-        """The parameter-free part of the column blocks at distinct ``atoms``:
-        which pairs and centres contribute, and the pair geometry."""
-        closure = self.closure
-        mask = torch.zeros(env.n_configs * env.n, dtype=torch.bool, device=atoms.device)
-        mask[atoms] = True
-        slot = torch.full_like(env.row_of_atom, -1)
-        slot[atoms] = torch.arange(len(atoms), device=atoms.device)
-        first, second = self._directed(env, mask)
-        own_atoms = torch.nonzero(mask & (env.row_of_atom >= 0)).reshape(-1)
-        needed, inverse = torch.unique(
-            torch.cat([env.row_of_atom[first], env.row_of_atom[own_atoms]]),
-            return_inverse=True,
+        B, n, s = env.n_configs, env.n, env.s
+        device = env.x.device
+        offsets = n * torch.arange(B)[:, None]
+        g = closure.gram_atoms
+        if g is None or n <= g:
+            atoms = torch.arange(n).expand(B, n) + offsets
+            return atoms.to(device), torch.ones(B, n, dtype=env.x.dtype, device=device)
+        generator = torch.Generator().manual_seed(
+            closure.seed * 1_000_003 + 7919 * closure._gram_draws + 1
         )
-        with torch.no_grad():
-            d, u = closure._pair_inputs(env, first, second)
-        return _Plan(
-            n_slots=len(atoms),
-            needed=needed,
-            pair_rows=inverse[: len(first)],
-            own_rows=inverse[len(first) :],
-            to_first=slot[first],
-            to_second=slot[second],
-            own_slots=slot[own_atoms],
-            own_velocities=None
-            if env.velocities is None
-            else env.velocities[own_atoms],
-            d=d,
-            u=u,
-        )
-
-    def _blocks(self, env, A, atoms):
-        """Column blocks (len(atoms), k, particle_dim) at distinct ``atoms``."""
-        plan = self._plan(env, atoms)
-        if A.shape[1] == 0:
-            return A.new_zeros(plan.n_slots, 0, self.closure.particle_dim)
-        return _assemble(self.closure, plan, self._B(env, A, plan.needed))
-
-    def _gram_of(self, env, A, atoms, weight):
-        """``weight * sum of block block^T`` over ``atoms`` (B, n_sel) or,
-        if None, over every particle the centres touch; per configuration."""
-        k = A.shape[1]
-        B = env.n_configs
-        if k == 0:
-            return A.new_zeros(B, 0, 0)
-        if atoms is None:
-            touched = torch.unique(torch.cat([env.centres, env.second]))
+        closure._gram_draws += 1
+        keys = torch.rand(B, n, generator=generator)
+        if s == n:
+            chosen = keys.argsort(dim=1)[:, :g]
+            weight = torch.full((B, g), n / g)
         else:
-            touched = atoms.reshape(-1)
-        grams = A.new_zeros(B, k, k)
-        # Derivative work in bounded groups of configurations.
-        per = max(1, _ROW_BUDGET // max(env.centres_per_config, 1))
-        config_of = touched // env.n
-        for lo in range(0, B, per):
-            sel = touched[(config_of >= lo) & (config_of < lo + per)]
-            plan = self._plan(env, sel)
-            Bt = self._B(env, A, plan.needed)
-            # The blocks are linear in Bt: a custom backward recomputes them
-            # instead of keeping (pairs x k x dim) terms alive until it.
-            configs = sel // env.n
-            counts = torch.bincount(configs - lo, minlength=min(per, B - lo))
-            products = _BlockGram.apply(Bt, self.closure, plan, counts.tolist())
-            grams = grams.index_add(0, torch.arange(lo, lo + len(counts)), products)
-        return weight * grams
-
-    def _directional(self, env, A, v):
-        """``J v`` (B, k) for one direction ``v`` (B, N)."""
-        closure = self.closure
-        k = A.shape[1]
-        if k == 0:
-            return A.new_zeros(env.n_configs, 0)
-        dim = closure.particle_dim
-        tangent = v.reshape(-1, dim)
-        dpos = tangent[:, :3]
-        d_dot = dpos[env.first] - dpos[env.second]
-        d, u = closure._pair_inputs(env, env.first, env.second)
-        own = closure._own_terms(env)
-        u_dot = own_dot = None
-        parts = []
-        if closure._velocity:
-            dvel = tangent[:, 3:6]
-            u_dot = dvel[env.first] - dvel[env.second]
-            vel = env.velocities[env.centres]
-            parts.append(2.0 * (vel * dvel[env.centres]).sum(-1, keepdim=True))
-        if closure._n_extra:
-            parts.append(tangent[env.centres][:, dim - closure._n_extra :])
-        own_dot = torch.cat(parts, 1) if parts else own.new_zeros(own.shape)
-
-        sums_dot = closure._sum_tangents(env, d, u, d_dot, u_dot, own_dot)
-
-        def pooled_features(sums):
-            features = closure.atom(sums)
-            return features.view(env.n_configs, -1, features.shape[1]).mean(1)
-
-        _, pooled_dot = jvp(pooled_features, (env.sums,), (sums_dot,))
-        return torch.einsum("bkp,bp->bk", A, pooled_dot)
-
-
-@dataclass
-class _Plan:
-    """Which pairs and centres make the column blocks of some particles."""
-
-    n_slots: int
-    needed: torch.Tensor  # centre rows whose B is needed
-    pair_rows: torch.Tensor  # row in ``needed`` of each directed pair's centre
-    own_rows: torch.Tensor  # row in ``needed`` of each selected centre
-    to_first: torch.Tensor  # block of each pair's centre, -1 if not selected
-    to_second: torch.Tensor  # block of each pair's neighbour, -1 if not selected
-    own_slots: torch.Tensor  # block of each selected centre
-    own_velocities: torch.Tensor | None
-    d: torch.Tensor
-    u: torch.Tensor | None
-
-
-def _assemble(closure, plan, Bt):
-    """Column blocks (n_slots, k, particle_dim), linear in ``Bt``.
-
-    A directed pair (c, j) adds ``B_c dv/d(d, u)`` to the block of ``c`` and
-    its negative to the block of ``j``, with ``v`` the pair's values in
-    ``c``'s sums; only the (at most 24) entries of ``B_c`` that the pair
-    touches are gathered, and the products are batched matrix products.
-    """
-    dim = closure.particle_dim
-    R, width, k = Bt.shape
-    flat = torch.cat([Bt.reshape(R * width, k), Bt.new_zeros(1, k)])
-    table, _ = closure._column_table(Bt.device)
-    to_sums = closure._buffer_to_sums(Bt.device)
-    n_in = 6 if closure._velocity else 3
-    blocks = Bt.new_zeros(plan.n_slots, n_in, k)
-    for lo in range(0, len(plan.d), _JACOBIAN_CHUNK):
-        chunk = slice(lo, lo + _JACOBIAN_CHUNK)
-        with torch.no_grad():
-            d = plan.d[chunk]
-            u = None if plan.u is None else plan.u[chunk]
-            Jv, cols = closure._pair_jacobian(d, u, table)  # (P, n_in, nv), (P, nv)
-            columns = to_sums[cols.long()]
-            index = torch.where(
-                columns >= 0, plan.pair_rows[chunk, None] * width + columns, R * width
+            pooled = torch.zeros(n, dtype=torch.bool)
+            pooled[closure.pooled(n)] = True
+            # Pooled particles first, each half drawn at random.
+            g_in = min(max(g // 2, 1), s)
+            g_out = min(g - g_in, n - s)
+            order = (keys + 2.0 * (~pooled).float()).argsort(dim=1)
+            chosen = torch.cat([order[:, :g_in], order[:, s : s + g_out]], dim=1)
+            weight = torch.cat(
+                [
+                    torch.full((B, g_in), s / g_in),
+                    torch.full((B, g_out), (n - s) / max(g_out, 1)),
+                ],
+                dim=1,
             )
-        beta = flat.index_select(0, index.reshape(-1)).view(len(d), -1, k)
-        W = torch.bmm(Jv.to(beta.dtype), beta)  # (P, n_in, k)
-        first, second = plan.to_first[chunk], plan.to_second[chunk]
-        keep = first >= 0
-        blocks.index_add_(0, first[keep], W[keep])
-        keep = second >= 0
-        blocks.index_add_(0, second[keep], -W[keep])
-    blocks = torch.nn.functional.pad(blocks.transpose(1, 2), (0, dim - n_in))
-    own = _own_pullback(closure, Bt[plan.own_rows], plan.own_velocities)
-    return blocks.index_add(0, plan.own_slots, own)
+        return (chosen + offsets).to(device), weight.to(env.x)
 
 
-class _BlockGram(torch.autograd.Function):
-    """Per-configuration sums of ``block block^T``, (n_configs, k, k), of the
-    blocks :func:`_assemble` makes from ``Bt``; ``counts`` blocks (in order)
-    belong to each configuration. The backward pass rebuilds the blocks."""
+def _incidences(env):
+    """Mean number of (pair, particle) incidences of one particle."""
+    pairs = len(env.row) / max(env.n_configs, 1)
+    return max(1, round(pairs * (1 + env.s / env.n) / env.n) + 2)
 
-    @staticmethod
-    def forward(ctx, Bt, closure, plan, counts):
-        with torch.no_grad():
-            blocks = _assemble(closure, plan, Bt)
-        ctx.closure, ctx.plan, ctx.counts = closure, plan, counts
-        ctx.save_for_backward(Bt)
-        return torch.stack(
-            [
-                torch.einsum("akm,alm->kl", part, part)
-                for part in torch.split(blocks, counts)
-            ]
+
+def _column_blocks(closure, env, atoms):
+    """Column blocks ``ds / dx_a`` (len(atoms), P, particle_dim) at the
+    distinct flat particles ``atoms`` of ``env``."""
+    K, C = closure.n_radial, closure._n_channels
+    n_in, dim = closure._n_in, closure.particle_dim
+    M = len(atoms)
+    x = env.x
+    slot = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+    slot[atoms] = torch.arange(M, device=x.device)
+    as_centre, as_other = slot[env.centre], slot[env.other]
+    pairs = torch.nonzero((as_centre >= 0) | (as_other >= 0)).reshape(-1)
+    # A pair touches its centre's block with +d(terms)/d(d, u) and its
+    # neighbour's with the opposite sign; a pair with both ends selected
+    # counts twice.
+    first, second = as_centre[pairs], as_other[pairs]
+    keep_first, keep_second = first >= 0, second >= 0
+    inc_pairs = torch.cat([pairs[keep_first], pairs[keep_second]])
+    inc_slot = torch.cat([first[keep_first], second[keep_second]])
+    sign = torch.cat(
+        [
+            torch.ones(int(keep_first.sum()), dtype=x.dtype, device=x.device),
+            -torch.ones(int(keep_second.sum()), dtype=x.dtype, device=x.device),
+        ]
+    )
+    J = closure._pair_jacobian(env, inc_pairs) * sign[:, None, None, None]
+    rows = env.row[inc_pairs]
+    basis = _basis(env.interval[inc_pairs], K)
+    scale = 1.0 / env.s
+    # d(mean S)/dx and d(mean S^2)/dx = 2 S dS/dx of the pair channels.
+    radial = J[..., :C]  # (I, n_in, 4, C)
+    padded = torch.cat([env.radial, env.radial.new_zeros(len(env.radial), 1, C)], 1)
+    S_at = padded[rows[:, None], basis]  # (I, 4, C)
+    first_moment = _scatter_basis(
+        inc_slot, basis, radial.permute(0, 2, 3, 1), M, K
+    )  # (M, K, C, n_in)
+    second_moment = _scatter_basis(
+        inc_slot, basis, (2.0 * S_at[:, None] * radial).permute(0, 2, 3, 1), M, K
+    )
+    blocks = x.new_zeros(M, closure.feature_width, dim)
+    n_scalar = closure._n_scalar
+    blocks[:, : C * K, :n_in] = first_moment.permute(0, 2, 1, 3).reshape(M, C * K, n_in)
+    blocks[:, n_scalar : n_scalar + C * K, :n_in] = second_moment.permute(
+        0, 2, 1, 3
+    ).reshape(M, C * K, n_in)
+    if closure.angular:
+        dV = J[..., C:]  # (I, n_in, 4, 3)
+        V = env.vectors[rows]  # (I, K, 3)
+        T = torch.einsum("iqac,ilc->ialq", dV, V)  # (I, 4, K, n_in)
+        delta = _scatter_basis(inc_slot, basis, T, M, K)  # (M, K, K, n_in)
+        delta = delta + delta.transpose(1, 2)
+        iu = torch.triu_indices(K, K, device=x.device)
+        blocks[:, 2 * n_scalar :, :n_in] = delta[:, iu[0], iu[1]]
+    # Own terms of the selected particles that are pooled.
+    own_row = env.atom_row[atoms]
+    pooled = torch.nonzero(own_row >= 0).reshape(-1)
+    if len(pooled) and closure._n_own:
+        centre_rows = own_row[pooled]
+        own = env.own[centre_rows]  # (R, n_own)
+        own_blocks = x.new_zeros(len(pooled), closure._n_own, dim)
+        col = 0
+        if closure._velocity:
+            own_blocks[:, 0, 3:6] = 2.0 * x[atoms[pooled], 3:6]
+            col = 1
+        for e in range(closure._n_extra):
+            own_blocks[:, col + e, n_in + e] = 1.0
+        first = C * K
+        blocks[pooled, first : first + closure._n_own] += own_blocks
+        blocks[pooled, n_scalar + first : n_scalar + first + closure._n_own] += (
+            2.0 * own[:, :, None] * own_blocks
+        )
+    return blocks * scale
+
+
+def _transposed(closure, env, w):
+    """``F^T w`` (B, N, r) for cotangents ``w`` (B, P, r) of the group: the
+    chain rule of the features run backwards by hand (pooled means, squares
+    and products of vector moments, the sparse pair sums, the pair channels,
+    and the pairs' two particles)."""
+    K, C = closure.n_radial, closure._n_channels
+    B, s, n = env.n_configs, env.s, env.n
+    r = w.shape[2]
+    n_scalar = closure._n_scalar
+    w = w / s
+    # Cotangents of each pooled particle's descriptors (B s, ., r).
+    per_config = torch.repeat_interleave(torch.arange(B, device=w.device), s)
+    w_first, w_second = w[:, :n_scalar][per_config], w[:, n_scalar : 2 * n_scalar]
+    scalars_bar = w_first + 2.0 * env.scalars[:, :, None] * w_second[per_config]
+    radial_bar = scalars_bar[:, : C * K].view(B * s, C, K, r).transpose(1, 2)
+    own_bar = scalars_bar[:, C * K :]
+    channel_bars = [radial_bar]
+    if closure.angular:
+        iu = torch.triu_indices(K, K, device=w.device)
+        sym = w.new_zeros(B, K, K, r)
+        sym[:, iu[0], iu[1]] = w[:, 2 * n_scalar :]
+        sym = sym + sym.transpose(1, 2)  # the diagonal counts twice
+        vectors = env.vectors.view(B, s, K, 3)
+        channel_bars.append(
+            torch.einsum("bklr,bslc->bskcr", sym, vectors).reshape(B * s, K, 3, r)
+        )
+    sums_bar = torch.cat(channel_bars, dim=2)  # (B s, K, channels, r)
+    # Through the pair sums: each pair's channels and distance.
+    c_bar = env.sums.transpose(sums_bar)  # (pairs, channels, r)
+    dist_bar = (
+        env.sums.transpose(sums_bar, derivative=True) * env.channels[:, :, None]
+    ).sum(1)  # (pairs, r)
+    # Through the channels [1, (rdot, |u|^2), (rhat)] to d and u:
+    # d_bar = rhat a + (rdot_bar u + v_bar) / r with
+    # a = dist_bar - (rdot rdot_bar + rhat . v_bar) / r, and
+    # u_bar = rdot_bar rhat + 2 speed_bar u.
+    inv_r = (1.0 / env.r)[:, None]  # (pairs, 1)
+    rhat = env.d * inv_r  # (pairs, 3)
+    along = dist_bar
+    across = None
+    if closure._velocity:
+        u = env.u
+        rdot_bar, speed_bar = c_bar[:, 1], c_bar[:, 2]  # (pairs, r)
+        along = along - env.channels[:, 1:2] * rdot_bar * inv_r
+        across = u[:, :, None] * rdot_bar[:, None]
+        u_bar = rhat[:, :, None] * rdot_bar[:, None]
+        u_bar.add_(u[:, :, None] * (2.0 * speed_bar)[:, None])
+    if closure.angular:
+        v_bar = c_bar[:, C:]  # (pairs, 3, r)
+        along = along - torch.einsum("pc,pcr->pr", rhat, v_bar) * inv_r
+        across = v_bar if across is None else across.add_(v_bar)
+    d_bar = rhat[:, :, None] * along[:, None]
+    if across is not None:
+        d_bar.add_(across * inv_r[:, :, None])
+    pair_bar = torch.cat([d_bar, u_bar], dim=1) if closure._velocity else d_bar
+    # Each pair's displacement is centre minus neighbour.
+    dim, n_in = closure.particle_dim, closure._n_in
+    out = w.new_zeros(B * n, dim, r)
+    out[:, :n_in].index_add_(0, env.centre, pair_bar)
+    out[:, :n_in].index_add_(0, env.other, pair_bar, alpha=-1)
+    col = 0
+    if closure._velocity:
+        velocity = env.x[env.centre_atoms, 3:6][:, :, None]
+        out[:, 3:6].index_add_(
+            0, env.centre_atoms, 2.0 * velocity * own_bar[:, None, 0]
+        )
+        col = 1
+    if closure._n_extra:
+        out[:, n_in:].index_add_(0, env.centre_atoms, own_bar[:, col:])
+    return out.view(B, n * dim, r)
+
+
+def _directional(closure, env, v):
+    """``F v`` (B, P, r) for tangents ``v`` (B, N, r) of the group."""
+    K, C = closure.n_radial, closure._n_channels
+    B, s = env.n_configs, env.s
+    r = v.shape[2]
+    t = v.reshape(B * env.n, closure.particle_dim, r)
+    dr, d_channels = closure._pair_tangents(env, t)
+    # d(w c) = w' dr c + w dc, summed per centre and radial function.
+    d_sums = env.sums(d_channels) + env.sums(
+        dr[:, None, :] * env.channels[:, :, None], derivative=True
+    )  # (B s, K, channels, r)
+    d_radial = d_sums[:, :, :C]  # (B s, K, C, r)
+    own_parts = []
+    centre_t = t[env.centre_atoms]
+    if closure._velocity:
+        vel = env.x[env.centre_atoms, 3:6]
+        own_parts.append(
+            2.0 * (vel[:, :, None] * centre_t[:, 3:6]).sum(1, keepdim=True)
+        )
+    if closure._n_extra:
+        own_parts.append(centre_t[:, closure._n_in :])
+    d_scalars = torch.cat(
+        [d_radial.permute(0, 2, 1, 3).reshape(B * s, C * K, r), *own_parts], dim=1
+    )
+    parts = [d_scalars, 2.0 * env.scalars[:, :, None] * d_scalars]
+    if closure.angular:
+        dV = d_sums[:, :, C:]  # (B s, K, 3, r)
+        delta = torch.einsum("akcr,alc->aklr", dV, env.vectors)
+        delta = delta + delta.transpose(1, 2)
+        iu = torch.triu_indices(K, K, device=v.device)
+        parts.append(delta[:, iu[0], iu[1]])
+    return torch.cat(parts, dim=1).view(B, s, -1, r).mean(1)
+
+
+#: Coefficients of the cubic B-spline weights and of their derivatives in
+#: the powers (1, t, t^2, t^3) of the position ``t`` in the interval.
+_SPLINE = torch.tensor(
+    [
+        [1 / 6, 2 / 3, 1 / 6, 0.0, -0.5, 0.0, 0.5, 0.0],
+        [-0.5, 0.0, 0.5, 0.0, 1.0, -2.0, 1.0, 0.0],
+        [0.5, -1.0, 0.5, 0.0, -0.5, 1.5, -1.5, 0.5],
+        [-1 / 6, 0.5, -0.5, 1 / 6, 0.0, 0.0, 0.0, 0.0],
+    ],
+    dtype=torch.float64,
+)
+
+
+def _spline_table(t):
+    """Uniform cubic B-spline weights of the basis functions centred at
+    ``floor(x) - 1 ... floor(x) + 2`` and their derivatives in ``t``, for
+    ``t = x - floor(x)`` (P,): (P, 8), weights first."""
+    powers = torch.stack([torch.ones_like(t), t, t * t, t * t * t], dim=1)
+    return powers @ _SPLINE.to(t)
+
+
+def _basis(interval, K):
+    """Basis index (P, 4) of each of a pair's four weights from its
+    interval (see :class:`_PairSums`); ``K`` where there is none."""
+    basis = interval[:, None] - 3 + torch.arange(4, device=interval.device)
+    return torch.where((basis >= 0) & (basis < K), basis, K)
+
+
+class _PairSums:
+    """Sums of pair terms ``w_a(r_p) c_p`` per centre and radial function,
+    ``out[rows[p], interval[p] - 3 + a] += weight[p, a] * c[p]`` (weights
+    of absent radial functions dropped), as a product with a sparse matrix
+    of four entries per pair: the pairs' channels ``c`` are never multiplied
+    out by their four weights.
+
+    On the CPU the matrix is a SciPy CSC matrix (pair-major, so it is built
+    without sorting); elsewhere the products are scattered with
+    ``index_add_``.
+
+    Parameters
+    ----------
+    rows : torch.Tensor of shape (P,), int64
+        Centre row of each pair.
+    interval : torch.Tensor of shape (P,), int64
+        ``floor((r - r_min) / h) + 2`` in ``0 ... K + 2``, or ``K + 3`` for
+        a pair none of whose weights falls on a radial function.
+    w, dw : torch.Tensor of shape (P, 4)
+        The weights and their derivatives in ``r``.
+    n_rows, K : int
+    sparse : bool, default=True
+        Whether to use the SciPy matrix on the CPU (False: ``index_add_``,
+        which autograd follows).
+    """
+
+    def __init__(self, rows, interval, w, dw, n_rows, K, sparse=True):
+        self.n_rows, self.K = n_rows, K
+        self.rows, self.interval, self.w, self.dw = rows, interval, w, dw
+        self.matrices = None
+        if sparse and w.device.type == "cpu":
+            basis = _basis(interval, K)
+            index = torch.where(basis < K, rows[:, None] * K + basis, n_rows * K)
+            index = index.reshape(-1).numpy()
+            if n_rows * K < 2**31 - 1:
+                index = index.astype(np.int32)
+            pointers = np.arange(0, index.size + 1, 4, dtype=index.dtype)
+            shape = (n_rows * K + 1, len(w))
+            self.matrices = tuple(
+                scipy.sparse.csc_array(
+                    (data.reshape(-1).numpy(), index, pointers), shape=shape
+                )
+                for data in (w, dw)
+            )
+
+    def transpose(self, values, derivative=False):
+        """The adjoint of :meth:`__call__`: per pair, ``sum_a weight[p, a] *
+        values[rows[p], interval[p] - 3 + a]``, values (n_rows, K, ...) ->
+        (P, ...)."""
+        tail = values.shape[2:]
+        flat = values.reshape(self.n_rows * self.K, -1)
+        if self.matrices is not None:
+            padded = np.concatenate(
+                [flat.numpy(), np.zeros((1, flat.shape[1]), flat.numpy().dtype)]
+            )
+            out = self.matrices[int(derivative)].T @ padded
+            out = torch.from_numpy(np.ascontiguousarray(out, dtype=padded.dtype))
+            return out.view(len(self.w), *tail)
+        weight = self.dw if derivative else self.w
+        padded = torch.cat([flat, flat.new_zeros(1, flat.shape[1])])
+        basis = _basis(self.interval, self.K)
+        index = torch.where(
+            basis < self.K, self.rows[:, None] * self.K + basis, self.n_rows * self.K
+        )
+        out = (padded[index] * weight[:, :, None].to(flat)).sum(1)
+        return out.view(len(self.w), *tail)
+
+    def __call__(self, values, derivative=False):
+        """Sums of ``weight * values`` (with ``dw`` if ``derivative``):
+        values (P, ...) -> (n_rows, K, ...)."""
+        tail = values.shape[1:]
+        flat = values.reshape(len(values), -1)
+        if self.matrices is not None:
+            out = self.matrices[int(derivative)] @ flat.numpy()
+            out = torch.from_numpy(
+                np.ascontiguousarray(out[:-1], dtype=flat.numpy().dtype)
+            )
+            return out.view(self.n_rows, self.K, *tail)
+        weight = self.dw if derivative else self.w
+        K = self.K
+        bins = flat.new_zeros(self.n_rows * (K + 4), 4 * flat.shape[1])
+        products = (weight[:, :, None].to(flat) * flat[:, None, :]).reshape(
+            len(flat), -1
+        )
+        bins.index_add_(0, self.rows * (K + 4) + self.interval, products)
+        bins = bins.view(self.n_rows, K + 4, 4, *tail)
+        return (
+            bins[:, 3 : 3 + K, 0]
+            + bins[:, 2 : 2 + K, 1]
+            + bins[:, 1 : 1 + K, 2]
+            + bins[:, 0:K, 3]
         )
 
-    @staticmethod
-    def backward(ctx, grad):
-        (Bt,) = ctx.saved_tensors
-        symmetric = grad + grad.transpose(1, 2)
-        with torch.enable_grad():
-            Bt = Bt.detach().requires_grad_(True)
-            blocks = _assemble(ctx.closure, ctx.plan, Bt)
-            grad_blocks = torch.cat(
-                [
-                    torch.einsum("kl,alm->akm", g, part)
-                    for g, part in zip(
-                        symmetric, torch.split(blocks.detach(), ctx.counts), strict=True
-                    )
-                ]
-            )
-            (grad_Bt,) = torch.autograd.grad(blocks, Bt, grad_blocks)
-        return grad_Bt, None, None, None
+
+def _take(t, index):
+    """``t[index]`` along the first dimension; on the CPU through NumPy,
+    several times faster for narrow rows."""
+    if t.device.type == "cpu":
+        index = index.numpy() if isinstance(index, torch.Tensor) else index
+        return torch.from_numpy(np.take(t.numpy(), index, axis=0))
+    return t[torch.as_tensor(index, device=t.device)]
 
 
-def _own_pullback(closure, Bt, velocities):
-    """Column blocks (R, k, particle_dim) of centres' own terms, from their
-    ``Bt`` (R, sum_width, k) and velocities (R, 3)."""
-    dim = closure.particle_dim
-    k = Bt.shape[2]
-    parts = [Bt.new_zeros(len(Bt), k, 3)]
-    col = closure.n_radial * closure._n_channels
-    if closure._velocity:
-        parts.append(2.0 * Bt[:, col, :, None] * velocities[:, None, :])
-        col += 1
-    if closure._n_extra:
-        parts.append(Bt[:, col : col + closure._n_extra, :].transpose(1, 2))
-    block = torch.cat(parts, dim=2)
-    assert block.shape[2] == dim
-    return block
+def _index(t, index):
+    """``t[index]`` along the first dimension with torch (autograd follows)."""
+    return t[torch.as_tensor(index, device=t.device)]
 
 
 def _positive_real(name, value):
