@@ -169,7 +169,16 @@ def equal_budget_comparison(
     }
 
 
-def table2(sizes=(600, 1500, 3000), seeds=(0, 1, 2), n_test=100, log=print):
+def table2(
+    sizes=(600, 1500, 3000),
+    seeds=(0, 1, 2),
+    n_test=100,
+    log=print,
+    *,
+    ae_params=None,
+    dyn_params=None,
+    verbose=0,
+):
     """Table 2: the test error of L_z, L_x and L_x,p (p = 3/4, 1/2, 1/4, 1/5)
     over training sizes given as equivalent full-force samples
     (configurations x p).
@@ -183,6 +192,11 @@ def table2(sizes=(600, 1500, 3000), seeds=(0, 1, 2), n_test=100, log=print):
     seeds : sequence of int
     n_test : int, default=100
     log : callable, default=print
+    ae_params, dyn_params : dict, optional
+        Extra estimator parameters (e.g. ``{"max_epochs": 2}`` for a smoke
+        run, ``{"control_variate": None}`` for the paper's estimator).
+    verbose : int, default=0
+        The estimators' ``verbose``.
 
     Returns
     -------
@@ -195,7 +209,12 @@ def table2(sizes=(600, 1500, 3000), seeds=(0, 1, 2), n_test=100, log=print):
     results = {key: {size: [] for size in sizes} for key, _, _ in TABLE2_RUNS}
     for seed in seeds:
         X_pool = training_states(n_pool, random_state=100 + seed)
-        encoder = ClosureAutoencoder(observables=system.observables, random_state=seed)
+        encoder = ClosureAutoencoder(
+            observables=system.observables,
+            random_state=seed,
+            verbose=verbose,
+            **(ae_params or {}),
+        )
         encoder.fit(X_pool)
         for size in sizes:
             runs = []
@@ -218,7 +237,17 @@ def table2(sizes=(600, 1500, 3000), seeds=(0, 1, 2), n_test=100, log=print):
                     )
                 )
             done = compare_losses(
-                encoder, X_pool, runs, t, test, defaults={"random_state": seed}, log=log
+                encoder,
+                X_pool,
+                runs,
+                t,
+                test,
+                defaults={
+                    "random_state": seed,
+                    "verbose": verbose,
+                    **(dyn_params or {}),
+                },
+                log=log,
             )
             for key, result in done.items():
                 results[key][size].append(result.error)
