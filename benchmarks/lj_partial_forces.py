@@ -26,11 +26,8 @@ import time
 import numpy as np
 
 from skmacro.systems import lammps_engine
-from skmacro.systems.lennard_jones import (
-    LennardJones,
-    _partial_interatomic,
-    _verlet_trajectory,
-)
+from skmacro.systems.lennard_jones import LennardJones
+from skmacro.systems.md import partial_pair_forces, velocity_verlet
 from skmacro.systems.neighbours import CellList
 
 N_QUERY = 50
@@ -64,7 +61,7 @@ def _measure(n, repeats, has_lammps, rng):
     times = {"relax": time.perf_counter() - start}
     positions = np.ascontiguousarray(X.reshape(n, 6)[:, :3])
     velocities = np.ascontiguousarray(X.reshape(n, 6)[:, 3:])
-    box, potential = system.box_length, system._potential()
+    box, potential = system.box_length, system.pair_potential
     atoms = rng.choice(n, N_QUERY, replace=False)
     cells = CellList(positions, box, potential.r_cut)
 
@@ -72,12 +69,12 @@ def _measure(n, repeats, has_lammps, rng):
         lambda: CellList(positions, box, potential.r_cut), repeats
     )
     times["query"] = _best_time(
-        lambda: _partial_interatomic(cells, atoms, potential), repeats
+        lambda: partial_pair_forces(cells, atoms, potential), repeats
     )
     times["total"] = _best_time(lambda: system.partial_forces(X, atoms), repeats)
     times["full"] = _best_time(lambda: system.forces(X), max(repeats // 5, 1))
     times["md step"] = _step_time(
-        lambda steps: _verlet_trajectory(
+        lambda steps: velocity_verlet(
             positions, velocities, box, potential, 1.0, 0.001, steps, steps
         )
     )

@@ -47,7 +47,8 @@ def default_fit(system, test, seeds):
         print(
             f"  seed {seed}: Pipeline.fit {times[-1]:.1f} s, test error "
             f"{errors[-1]:.3e} (autoencoder {len(pipe[0].history_)} epochs, "
-            f"dynamics {len(pipe[1].history_)} epochs)",
+            f"dynamics {pipe[1].history_[-1]['epoch']} epochs, "
+            f"{pipe[1].history_[-1]['step']} steps)",
             flush=True,
         )
     print(

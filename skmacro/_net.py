@@ -8,6 +8,7 @@ import copy
 import functools
 import inspect
 import math
+import time
 import warnings
 from numbers import Integral, Real
 
@@ -90,9 +91,9 @@ class EpochProgress(Callback):
         self.description = description
 
     def on_train_begin(self, net, **kwargs):
-        self.bar_ = tqdm(
-            total=net.max_epochs, desc=self.description or type(net).__name__
-        )
+        # A net trained in steps plans its number of history rows itself.
+        total = getattr(net, "_planned_rows", None) or net.max_epochs
+        self.bar_ = tqdm(total=total, desc=self.description or type(net).__name__)
 
     def on_epoch_end(self, net, **kwargs):
         row = net.history[-1]
@@ -123,6 +124,85 @@ def resolve_device(device):
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+#: Rows of each chunk of a validation pass.
+VALIDATION_ROWS = 65536
+#: Fewest optimiser steps between two evaluations of the validation loss (one
+#: history row each): when an epoch is shorter, several epochs make a row.
+EVAL_STEPS = 25
+
+
+class _BestMembers:
+    """The best parameters of each member of an ensemble seen so far, by its
+    own monitored loss, and the epoch they were seen at.
+
+    Parameters
+    ----------
+    members : list of torch.nn.Module
+        The members' modules (one for a single model); their parameters and
+        buffers are saved and restored in place.
+    """
+
+    def __init__(self, members):
+        self.tensors = [[*m.parameters(), *m.buffers()] for m in members]
+        self.saved = [[t.detach().clone() for t in ts] for ts in self.tensors]
+        self.score = np.full(len(members), np.inf)
+        self.epoch = [None] * len(members)
+        self.row = np.full(len(members), -1)
+
+    def update(self, scores, epoch, row):
+        """Save the members whose ``scores`` (one per member) improved."""
+        with torch.no_grad():
+            for m, score in enumerate(scores):
+                if score < self.score[m]:
+                    self.score[m], self.epoch[m], self.row[m] = score, epoch, row
+                    pairs = zip(self.saved[m], self.tensors[m], strict=True)
+                    for saved, tensor in pairs:
+                        saved.copy_(tensor)
+
+    def restore(self):
+        with torch.no_grad():
+            for saved, tensors in zip(self.saved, self.tensors, strict=True):
+                for value, tensor in zip(saved, tensors, strict=True):
+                    tensor.copy_(value)
+
+
+def _pack(tensors):
+    """Tensors with the same first dimension side by side in one 2-D tensor,
+    and the function that splits rows of it back into views of their shapes.
+
+    Parameters
+    ----------
+    tensors : dict of torch.Tensor of shape (n, ...)
+
+    Returns
+    -------
+    packed : torch.Tensor of shape (n, total)
+    unpack : callable
+        ``unpack(packed[index])`` for ``index`` of shape (...) gives a dict of
+        tensors of shape ``(*index.shape, *trailing)``.
+    """
+    keys = list(tensors)
+    shapes = [tensors[key].shape[1:] for key in keys]
+    widths = [math.prod(shape) for shape in shapes]
+    n = len(tensors[keys[0]])
+    packed = torch.cat([tensors[key].reshape(n, -1) for key in keys], dim=1)
+
+    def unpack(rows):
+        parts = torch.split(rows, widths, dim=-1)
+        lead = rows.shape[:-1]
+        return {
+            key: part.reshape(*lead, *shape)
+            for key, part, shape in zip(keys, parts, shapes, strict=True)
+        }
+
+    return packed, unpack
+
+
+def _overrides(callback, name):
+    """Whether a skorch callback implements the hook ``name`` itself."""
+    return getattr(type(callback), name) is not getattr(Callback, name)
 
 
 class _RowIndex(torch.utils.data.Dataset):
@@ -272,7 +352,7 @@ class SkmacroNet(NeuralNet):
             if n_rows < 2:
                 raise ValueError(
                     f"validation_fraction={self.validation_fraction!r} needs at "
-                    f"least 2 rows to hold some out, got {n_rows}: pass "
+                    f"least 2 rows to hold some out, got n_samples={n_rows}: pass "
                     "validation_fraction=None to train on every row"
                 )
             # With groups (e.g. trajectory ids) whole groups go to validation,
@@ -328,8 +408,200 @@ class SkmacroNet(NeuralNet):
         NeuralNet.partial_fit(self, data, None)
         return self
 
+    def _member_modules(self):
+        """The independently trained members of ``module_`` (each is saved and
+        restored by its own validation loss); the whole module by default."""
+        return [self.module_]
+
+    def _planned_epochs(self, steps_per_epoch):
+        """Epochs of one fit: ``max_epochs``, or when it is None the fewest
+        whole epochs that make at least ``min_steps`` optimiser steps and at
+        least ``min_epochs`` epochs."""
+        if self.max_epochs is not None:
+            return int(self.max_epochs)
+        return max(int(self.min_epochs), math.ceil(self.min_steps / steps_per_epoch))
+
+    def _train_in_steps(self, data, train, valid, seed):
+        """Train the initialised net on the rows ``train`` of ``data`` with a
+        per-step schedule, validating on ``valid`` (or None).
+
+        ``module_`` maps a batch ``{"z": (k, b, d), ...}`` of each of its
+        ``k`` members' own rows to their outputs, and ``get_loss`` returns the
+        ``k`` members' losses; the members are trained together on the sum,
+        each on its own shuffle of the rows, and each keeps the parameters of
+        its best evaluation. The learning rate follows a cosine from ``lr`` to
+        ``lr / 100`` over the planned steps (see :meth:`_planned_epochs`).
+        ``patience`` stops the run early.
+        The validation loss is evaluated, and a history row written, after
+        every epoch, or after as many epochs as make ``EVAL_STEPS`` steps
+        when an epoch is shorter, and after the last epoch.
+
+        Parameters
+        ----------
+        data : dict of torch.Tensor
+            Float32 tensors with one row per configuration (every row, held
+            out ones included).
+        train, valid : ndarray of int, valid may be None
+            Training and validation rows.
+        seed : int
+            Seed of the shuffles.
+        """
+        self.train_rows_, self.validation_rows_ = train, valid
+        members = self._member_modules()
+        k = len(members)
+        device = self.device
+        rows = torch.as_tensor(train, dtype=torch.long)
+        # One gather per step: the training rows of every tensor side by side.
+        packed, unpack = _pack({key: value[rows] for key, value in data.items()})
+        packed = packed.to(device)
+        valid_data = None
+        if valid is not None and len(valid):
+            index = torch.as_tensor(valid, dtype=torch.long)
+            valid_data = {key: value[index].to(device) for key, value in data.items()}
+        n = len(train)
+        batch = n if self.batch_size == -1 else min(int(self.batch_size), n)
+        per_epoch = math.ceil(n / batch)
+        n_epochs = self._planned_epochs(per_epoch)
+        total_steps = n_epochs * per_epoch
+        row_epochs = max(1, math.ceil(EVAL_STEPS / per_epoch))
+        self._planned_rows = math.ceil(n_epochs / row_epochs)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer_,
+            functools.partial(cosine_decay, n_epochs=total_steps),
+        )
+        generator = torch.Generator().manual_seed(int(seed))
+        best = _BestMembers(members)
+        batch_hooks = [
+            cb
+            for _, cb in self.callbacks_
+            if _overrides(cb, "on_batch_begin") or _overrides(cb, "on_batch_end")
+        ]
+        datasets = self.get_split_datasets(data)
+        epoch_kwargs = {"dataset_train": datasets[0], "dataset_valid": datasets[1]}
+        done_epochs = len(self.history) and self.history[-1].get("epoch", 0)
+        step = 0
+        self.notify("on_train_begin", X=data, y=None)
+        self.module_.train()
+        try:
+            for first in range(0, n_epochs, row_epochs):
+                # skorch's own on_epoch_begin opens the history row.
+                self.notify("on_epoch_begin", **epoch_kwargs)
+                start = time.perf_counter()
+                train_sum = torch.zeros(k, device=device)
+                count = 0
+                for _ in range(min(row_epochs, n_epochs - first)):
+                    order = torch.stack(
+                        [torch.randperm(n, generator=generator) for _ in range(k)]
+                    ).to(device)
+                    for lo in range(0, n, batch):
+                        index = order[:, lo : lo + batch]
+                        X = unpack(packed[index])
+                        for cb in batch_hooks:
+                            cb.on_batch_begin(self, batch=(X, None), training=True)
+                        y_pred = self.infer(X)
+                        losses = self.get_loss(y_pred, None, X=X, training=True)
+                        self.optimizer_.zero_grad(set_to_none=True)
+                        losses.sum().backward()
+                        self.optimizer_.step()
+                        scheduler.step()
+                        train_sum += losses.detach()
+                        count += 1
+                        step += 1
+                        for cb in batch_hooks:
+                            cb.on_batch_end(
+                                self,
+                                batch=(X, None),
+                                training=True,
+                                loss=losses.sum(),
+                                y_pred=y_pred,
+                            )
+                epoch = done_epochs + min(first + row_epochs, n_epochs)
+                train_loss = (train_sum / count).cpu().numpy()
+                monitored = train_loss
+                history = self.history
+                history.record("epoch", epoch)
+                history.record("step", step)
+                history.record("train_loss", float(train_loss.mean()))
+                if valid_data is not None:
+                    monitored = self._validation_losses(valid_data, k)
+                    history.record("valid_loss", float(monitored.mean()))
+                history.record("lr", self.optimizer_.param_groups[0]["lr"])
+                history.record("dur", time.perf_counter() - start)
+                if not (
+                    np.all(np.isfinite(monitored)) and np.all(np.isfinite(train_loss))
+                ):
+                    self._warn_divergence(epoch, best)
+                    break
+                best.update(monitored, epoch, len(history) - 1)
+                self.notify("on_epoch_end", **epoch_kwargs)
+                if (
+                    self.patience is not None
+                    and len(history) - 1 - best.row.max() >= self.patience
+                ):
+                    break
+        except KeyboardInterrupt:
+            pass  # as skorch does: stop quietly, keep the best parameters
+        finally:
+            best.restore()
+            self.module_.eval()
+            del self._planned_rows
+        self.best_epoch_ = best.epoch[0] if k == 1 else np.asarray(best.epoch)
+        self.notify("on_train_end", X=data, y=None)
+        return self
+
+    def _validation_losses(self, valid_data, k):
+        """Each member's loss on every validation row, shape (k,)."""
+        n = len(next(iter(valid_data.values())))
+        total = torch.zeros(k, device=self.device)
+        with torch.no_grad():
+            for lo in range(0, n, VALIDATION_ROWS):
+                X = {
+                    key: value[lo : lo + VALIDATION_ROWS]
+                    for key, value in valid_data.items()
+                }
+                losses = self.get_loss(self.infer(X), None, X=X, training=False)
+                total += losses * min(VALIDATION_ROWS, n - lo)
+        return (total / n).cpu().numpy()
+
+    def _warn_divergence(self, epoch, best):
+        kept = (
+            "each member's best parameters"
+            if len(best.epoch) > 1
+            else (
+                f"the parameters of epoch {best.epoch[0]}"
+                if best.epoch[0] is not None
+                else "the parameters it started from"
+            )
+        )
+        warnings.warn(
+            f"{type(self).__name__}: the loss became non-finite by epoch "
+            f"{epoch}; training stopped and {kept} were kept. Lower `lr` or "
+            "check the data for outliers.",
+            DivergenceWarning,
+            stacklevel=4,
+        )
+
     def _is_trained(self):
         return getattr(self, "initialized_", False) and hasattr(self, "n_features_in_")
+
+    def _set_params_callback(self, **params):
+        # skorch unpacks callbacks_ as name/callback pairs, which fails when
+        # the net has no callbacks at all (the dynamics at verbose=0).
+        if "callbacks" in params:
+            self.callbacks = params.pop("callbacks")
+        if params and not self.callbacks_:
+            names = sorted({key.split("__")[1] for key in params})
+            raise ValueError(
+                f"no callback named {names}: this net has no callbacks (pass "
+                "callbacks=[(name, callback)] to add one)"
+            )
+        return super()._set_params_callback(**params) if params else self
+
+    @property
+    def _default_callbacks(self):
+        # skorch lists these in get_params; they must be the callbacks this
+        # net actually builds, or set_params(**get_params()) fails.
+        return self.get_default_callbacks()
 
     def get_default_callbacks(self):
         callbacks = [
@@ -353,11 +625,15 @@ class SkmacroNet(NeuralNet):
                     EarlyStopping(monitor=monitor, patience=self.patience),
                 )
             )
+        return callbacks + self._display_callbacks()
+
+    def _display_callbacks(self):
+        """The progress bar (``verbose=1``) or table (``verbose >= 2``)."""
         if self.verbose >= 2:
-            callbacks.append(("print_log", PrintLog()))
-        elif self.verbose:
-            callbacks.append(("progress", EpochProgress()))
-        return callbacks
+            return [("print_log", PrintLog())]
+        if self.verbose:
+            return [("progress", EpochProgress())]
+        return []
 
     def get_iterator(self, dataset, training=False):
         batch_size = len(dataset) if self.batch_size == -1 else self.batch_size

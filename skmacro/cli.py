@@ -22,7 +22,8 @@ def _log(message):
 
 def _plot_rollouts(path, pipelines, trajectory, names):
     """True vs predicted (u_mean, v_mean) for one test trajectory, latent RK4
-    with dt = 0.1 and 0.5 (paper Figs. 6-7)."""
+    with dt = 0.1 and 0.5 (paper Figs. 6-7); an ensemble's band of +-2
+    standard deviations across members is shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,9 +38,21 @@ def _plot_rollouts(path, pipelines, trajectory, names):
     for row, dt in enumerate((0.1, 0.5)):
         t = np.arange(0.0, 30.0, dt)
         for key, pipe in pipelines.items():
-            z_pred = simulate(pipe, trajectory[:1], t, dt=dt, on_divergence="mask")[0]
+            z_pred, z_std = simulate(
+                pipe, trajectory[:1], t, dt=dt, on_divergence="mask", return_std=True
+            )
             for col in range(2):
-                axes[row, col].plot(t, z_pred[:, col], "--", label=f"{names[key]}")
+                ax = axes[row, col]
+                (line,) = ax.plot(t, z_pred[0, :, col], "--", label=f"{names[key]}")
+                if pipe[-1].n_members_ > 1:
+                    ax.fill_between(
+                        t,
+                        z_pred[0, :, col] - 2 * z_std[0, :, col],
+                        z_pred[0, :, col] + 2 * z_std[0, :, col],
+                        color=line.get_color(),
+                        alpha=0.25,
+                        lw=0,
+                    )
         plot_observables(
             t_fine,
             z_true,

@@ -18,6 +18,7 @@ from ._standardize import latent_moments, time_scale
 from ._validation import check_choice, check_states
 from .encoders import linked_encoder
 from .forces import PartialForces
+from .nn.ensemble import VectorFieldEnsemble
 from .nn.losses import QuadraticFormLoss
 from .nn.scaling import ScaledVectorField
 from .nn.vector_fields import LATENT_MODELS, resolve_latent_model
@@ -50,6 +51,14 @@ def _renamed_latent_model_params(params):
     }
 
 
+def _member_std(members):
+    """Standard deviation over the first axis (the members), with Bessel's
+    correction; zeros for a single member."""
+    if len(members) == 1:
+        return torch.zeros_like(members[0])
+    return members.std(dim=0)
+
+
 class PartialForceDynamics(RegressorMixin, SkmacroNet):
     """Latent dynamics ``dz/dt = g_theta(z)`` trained from partial forces.
 
@@ -60,10 +69,27 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
     to the microscopic coordinates, where partial forces give an unbiased
     estimate (Eq. 12-13). One pass over the data reduces each configuration
     to the statistics of :func:`skmacro.statistics.partial_force_statistics`;
-    epochs then cost O(d^2) per configuration, independent of N and of p.
+    training then costs O(d^2) per configuration and step, independent of N
+    and of p.
 
     The validation rows are drawn first: the control variate, the latent
     scales and the training rows' statistics never read them.
+
+    Training is budgeted in optimiser steps as well as epochs, so that a
+    small data set gets as many updates as a large one and a large one
+    still sees each configuration often (``min_steps``, ``min_epochs``):
+    the learning rate decays along a cosine over the budget, the validation
+    loss is evaluated every 25 steps or every epoch, whichever is longer,
+    and the best evaluation's parameters are kept.
+
+    With ``n_members > 1`` the model is an ensemble: that many latent
+    networks, initialised with different seeds and each shuffling the rows
+    its own way, are trained together on the same statistics (one pass over
+    the data). :meth:`predict` returns their mean field (and, with
+    ``return_std=True``, its spread across members); :func:`skmacro.simulate`
+    integrates every member's own field, so a structured member (OnsagerNet,
+    GFINN) keeps its guarantees along its rollout, and returns the mean
+    trajectory (and on request the members' trajectories and their spread).
 
     Parameters
     ----------
@@ -90,26 +116,51 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         force was computed.
     n_neighbors : int, default=50
         Neighbours averaged by the control variate.
+    n_members : int, default=1
+        Latent networks trained together (an ensemble); 1 is a single model.
+        The training cost grows in proportion; the statistics pass is shared.
     optimizer : torch optimizer class, default=torch.optim.Adam
     lr : float, default=5e-3
-    max_epochs : int, default=200
+        Initial learning rate; it decays along a cosine to ``lr / 100`` over
+        the steps of the fit.
+    min_steps : int, default=3000
+        Optimiser steps of a fit (when ``max_epochs`` is None): training runs
+        the fewest whole epochs that make at least ``min_steps`` steps and at
+        least ``min_epochs`` epochs, so a small data set gets as many updates
+        as a large one.
+    min_epochs : int, default=50
+        Passes over the training rows of a fit (when ``max_epochs`` is None),
+        at the least: a data set so large that ``min_steps`` would visit each
+        configuration fewer times trains longer.
+    max_epochs : int or None, default=None
+        Train exactly this many epochs (fewer if ``patience`` stops the run),
+        whatever ``min_steps`` and ``min_epochs``; None derives the epochs
+        from them.
     batch_size : int, default=512
+        Configurations per step (-1: all of them).
     validation_fraction : float or None, default=0.1
         Fraction of configurations held out for ``valid_loss`` when
-        ``train_split="auto"``; the best epoch on it is kept. 0 or None
-        trains on every configuration. With ``fit(..., groups=trajectory_ids)``
-        whole trajectories are held out.
+        ``train_split="auto"``; each member keeps the parameters of its best
+        evaluation on it. 0 or None trains on every configuration (the
+        training loss then picks the kept parameters). With ``fit(...,
+        groups=trajectory_ids)`` whole trajectories are held out.
     patience : int or None, default=None
-        Stop when the validation loss (the training loss without a split)
-        has not improved for this many epochs; the best epoch is kept.
+        Stop when no member's validation loss (training loss without a
+        split) has improved for this many evaluations (history rows); the
+        best parameters are kept.
     train_split : "auto", callable or None, default="auto"
         ``"auto"`` holds out ``validation_fraction`` of the rows; None trains
         on every row (skorch's meaning); a callable is a skorch split such as
         ``skorch.dataset.ValidSplit(GroupKFold(5))``.
     callbacks : list or None, default=None
+        Extra skorch callbacks. They are notified at the start and end of
+        training, around every evaluation (``on_epoch_begin`` and
+        ``on_epoch_end`` frame one history row, which may span several
+        epochs) and, if they implement them, around every step
+        (``on_batch_begin``, ``on_batch_end``).
     warm_start : bool, default=False
     verbose : int, default=0
-        0 silent, 1 a progress bar, 2 a per-epoch table.
+        0 silent, 1 a progress bar, 2 a table with one line per evaluation.
     device : {"cpu", "cuda", "auto"} or torch.device, default="cpu"
         "auto" picks CUDA when available, at every fit and on loading. A
         model fitted on CUDA unpickles on a CPU-only machine (onto the CPU).
@@ -122,14 +173,23 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
     ----------
     n_features_in_ : int
         Latent size d.
+    n_members_ : int
+        Members of the fitted model.
     p_ : float or None
         Inclusion probability used (None when ``inclusion_proba`` was given).
     latent_mean_, latent_scale_ : ndarray of shape (d,)
         Mean and standard deviation of the training rows' latent coordinates
         (the latent model works on ``(z - latent_mean_) / latent_scale_``).
     module_ : ScaledVectorField
+        Around a :class:`~skmacro.nn.VectorFieldEnsemble` of ``n_members``
+        latent networks (one for a single model).
     history_ : skorch.History
-    best_epoch_ : int
+        One row per evaluation: ``epoch`` (epochs completed), ``step``
+        (optimiser steps of this fit), ``train_loss`` (the mean over the
+        row's steps), ``valid_loss`` (with a validation split), ``lr`` and
+        ``dur`` (seconds); losses are means over the members.
+    best_epoch_ : int or ndarray of int of shape (n_members,)
+        Epoch whose parameters were kept (one per member for an ensemble).
     train_rows_, validation_rows_ : ndarray of int (validation: or None)
         The rows trained on and held out in the last fit.
     """
@@ -141,6 +201,10 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         "p": [Interval(Real, 0, 1, closed="right"), None],
         "control_variate": [StrOptions({"neighbors"}), None],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "n_members": [Interval(Integral, 1, None, closed="left")],
+        "min_steps": [Interval(Integral, 1, None, closed="left")],
+        "min_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
     }
     accepted_prefixes = ("optimizer", "callbacks", "latent_model")
     prefixes_ = ["callbacks", "latent_model"]
@@ -153,9 +217,12 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         p=None,
         control_variate="neighbors",
         n_neighbors=50,
+        n_members=3,
         optimizer=torch.optim.Adam,
         lr=5e-3,
-        max_epochs=200,
+        min_steps=3000,
+        min_epochs=50,
+        max_epochs=None,
         batch_size=512,
         validation_fraction=0.1,
         patience=None,
@@ -186,6 +253,9 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         self.p = p
         self.control_variate = control_variate
         self.n_neighbors = n_neighbors
+        self.n_members = n_members
+        self.min_steps = min_steps
+        self.min_epochs = min_epochs
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.random_state = random_state
@@ -207,19 +277,33 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
 
     # -- skorch hooks -----------------------------------------------------
     def build_module(self):
-        field = resolve_latent_model(self.latent_model)(
-            self.n_features_in_, **self.get_params_for("latent_model")
-        )
-        return self.module(field, self.n_features_in_)
+        latent_model = resolve_latent_model(self.latent_model)
+        params = self.get_params_for("latent_model")
+        # Members are drawn one after the other from the seeded generator:
+        # the first is the network a single model would have.
+        members = [
+            latent_model(self.n_features_in_, **params) for _ in range(self.n_members)
+        ]
+        return self.module(VectorFieldEnsemble(members), self.n_features_in_)
+
+    def get_default_callbacks(self):
+        # Steps, evaluation, the kept parameters and early stopping are the
+        # training loop's own (SkmacroNet._train_in_steps).
+        return self._display_callbacks()
 
     def infer(self, x, **fit_params):
         z = x["z"] if isinstance(x, dict) else x
         return self.module_(z.to(self.device))
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
+        """Each member's loss, shape (n_members,)."""
         return self.criterion_(
             y_pred, *(X[key].to(self.device) for key in ("b", "A", "c"))
         )
+
+    def _member_modules(self):
+        ensemble = self.module_.field
+        return [ensemble.member(m) for m in range(len(ensemble))]
 
     # -- fitting ------------------------------------------------------------
     def fit(self, Z, F, mask=None, inclusion_proba=None, groups=None):
@@ -250,9 +334,11 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
     def partial_fit(
         self, Z, F, mask=None, inclusion_proba=None, classes=None, groups=None
     ):
-        """Train ``max_epochs`` more epochs from the current parameters
-        (initialising them on the first call); see :meth:`fit`. ``classes``
-        is ignored (skorch's signature)."""
+        """Train one more budget (``max_epochs`` epochs, or at least
+        ``min_steps`` steps and ``min_epochs`` epochs) from the current
+        parameters, with a fresh
+        learning-rate schedule (initialising them on the first call); see
+        :meth:`fit`. ``classes`` is ignored (skorch's signature)."""
         return self._fit(Z, F, mask, inclusion_proba, not self._is_trained(), groups)
 
     def _linked_forces(self, Z, F, mask, inclusion_proba):
@@ -294,10 +380,17 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
                     f"{self.n_features_in_} features as input (it was fitted on "
                     "them)"
                 )
+            elif self.n_members != self.n_members_:
+                raise ValueError(
+                    f"n_members={self.n_members} but the model was fitted with "
+                    f"{self.n_members_} members: continuing its training needs "
+                    "the same number (or fit with warm_start=False)"
+                )
+            self.n_members_ = len(self.module_.field)
             self.p_ = forces.p
             device = self._module_device
             data = {key: stats[key].float().to(device) for key in ("z", "b", "A", "c")}
-            return self._train(data, train, valid)
+            return self._train_in_steps(data, train, valid, seed=self._seeds()[1])
 
     def _set_scales(self, z, y):
         """Standardise z and pick the time unit from the training rows."""
@@ -311,8 +404,7 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
 
     # -- prediction and scoring ------------------------------------------------
     def vector_field(self, z):
-        """``g_theta(z)`` on torch tensors, for rollouts
-        (:func:`skmacro.simulate`).
+        """The mean field ``g(z)`` of the members, on torch tensors.
 
         Parameters
         ----------
@@ -323,30 +415,55 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         -------
         torch.Tensor of shape (batch, d)
         """
+        return self.module_.eval()(z).mean(dim=0)
+
+    def member_vector_fields(self, z):
+        """Every member's own field on its own states, on torch tensors (for
+        rollouts, :func:`skmacro.simulate`).
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (n_members_, batch, d) or (batch, d)
+            On :attr:`device_`; ``z[m]`` is given to member ``m`` (a 2-D
+            ``z`` to every member).
+
+        Returns
+        -------
+        torch.Tensor of shape (n_members_, batch, d)
+        """
         return self.module_.eval()(z)
 
-    def predict(self, Z):
-        """Latent velocities ``dz/dt = g_theta(z)``.
+    def predict(self, Z, return_std=False):
+        """Latent velocities ``dz/dt``: the mean of the members' fields.
 
         Parameters
         ----------
         Z : array-like of shape (n_samples, d)
+        return_std : bool, default=False
+            Also return the members' standard deviation around the mean
+            (with Bessel's correction; zeros for a single model).
 
         Returns
         -------
-        ndarray of shape (n_samples, d), float32
+        mean : ndarray of shape (n_samples, d), float32
+        std : ndarray of shape (n_samples, d), float32
+            Only with ``return_std=True``.
         """
         check_is_fitted(self, "module_")
         Z = check_states(Z, "Z", n_features=self.n_features_in_)
         device = self._module_device
+        means, stds = [], []
         with torch.no_grad():
-            out = [
-                self.vector_field(
-                    torch.as_tensor(Z[s : s + LATENT_ROWS], device=device)
-                )
-                for s in range(0, len(Z), LATENT_ROWS)
-            ]
-        return torch.cat(out).cpu().numpy()
+            for s in range(0, len(Z), LATENT_ROWS):
+                z = torch.as_tensor(Z[s : s + LATENT_ROWS], device=device)
+                members = self.member_vector_fields(z)
+                means.append(members.mean(dim=0).cpu())
+                if return_std:
+                    stds.append(_member_std(members).cpu())
+        mean = torch.cat(means).numpy()
+        if return_std:
+            return mean, torch.cat(stds).numpy()
+        return mean
 
     def observable_velocities(self, Z, F, mask=None, inclusion_proba=None):
         """The observables' velocity estimated from the forces, and the model's.

@@ -144,9 +144,24 @@ def _time_steps(t, dt):
     return dt, counts
 
 
-def simulate(model, X0, t, dt=None, method="rk4", on_divergence="raise", bound=1e3):
+def simulate(
+    model,
+    X0,
+    t,
+    dt=None,
+    method="rk4",
+    on_divergence="raise",
+    bound=1e3,
+    return_std=False,
+    return_members=False,
+):
     """Roll out learned latent dynamics (``System.simulate`` is the
     microscopic simulator; this integrates the learned ``dz/dt = g(z)``).
+
+    An ensemble (``PartialForceDynamics(n_members=k)``) is rolled out member
+    by member, each with its own field, so the structure of each member
+    (OnsagerNet's dissipation, GFINN's conservation) holds along its own
+    trajectory; the trajectories are then averaged.
 
     Parameters
     ----------
@@ -154,8 +169,9 @@ def simulate(model, X0, t, dt=None, method="rk4", on_divergence="raise", bound=1
         With a pipeline, ``X0`` are microscopic states encoded by the steps
         before the last; with a bare dynamics model, ``X0`` are latent states.
         The dynamics model is used through its ``n_features_in_``,
-        ``vector_field(z)``, ``device_``, ``latent_mean_`` and
-        ``latent_scale_``.
+        ``member_vector_fields(z)`` (``(k, batch, d) -> (k, batch, d)``; a
+        model with only ``vector_field(z)`` is rolled out as one member),
+        ``device_``, ``latent_mean_`` and ``latent_scale_``.
     X0 : array-like of shape (n0, N) for a pipeline, (n0, d) otherwise
     t : array-like of shape (T,)
         Output times, strictly increasing; ``t[0]`` is the time of ``X0``.
@@ -164,17 +180,31 @@ def simulate(model, X0, t, dt=None, method="rk4", on_divergence="raise", bound=1
         the (uniform) spacing of ``t``.
     method : {"rk4", "euler"}, default="rk4"
     on_divergence : {"raise", "mask"}, default="raise"
-        When a trajectory becomes non-finite or leaves the bound: raise
-        :class:`RolloutDivergenceError` naming the time reached, or fill it
-        with NaN from there on and go on with the others.
+        When a trajectory (of any member) becomes non-finite or leaves the
+        bound: raise :class:`RolloutDivergenceError` naming the time reached,
+        or fill it with NaN from there on and go on with the others; the mean
+        and the spread are then taken over the members still finite (NaN
+        where none is).
     bound : float, default=1e3
         Largest allowed distance from the training data, in standard
         deviations of each latent coordinate.
+    return_std : bool, default=False
+        Also return the standard deviation across the members' trajectories
+        (with Bessel's correction; zeros for a single model or where a
+        single member is finite).
+    return_members : bool, default=False
+        Also return every member's trajectories.
 
     Returns
     -------
     Z : ndarray of shape (n0, T, d), float32
-        Latent trajectories; ``Z[..., :d*]`` are the observables.
+        Latent trajectories (the mean over the members of an ensemble);
+        ``Z[..., :d*]`` are the observables.
+    Z_std : ndarray of shape (n0, T, d), float32
+        Only with ``return_std=True``.
+    Z_members : ndarray of shape (n_members, n0, T, d), float32
+        Only with ``return_members=True`` (after ``Z_std`` when both are
+        asked for).
     """
     import torch
     from sklearn.pipeline import Pipeline
@@ -195,38 +225,83 @@ def simulate(model, X0, t, dt=None, method="rk4", on_divergence="raise", bound=1
     Z0 = check_states(Z0, "X0", n_features=dynamics.n_features_in_)
     dt, intervals = _time_steps(t, dt)
     device = dynamics.device_
-    z = torch.as_tensor(Z0, device=device)
+    if hasattr(dynamics, "member_vector_fields"):
+        k, member_fields = dynamics.n_members_, dynamics.member_vector_fields
+    else:
+        k = 1
+
+        def member_fields(y):
+            return dynamics.vector_field(y[0])[None]
+
+    z = torch.as_tensor(Z0, device=device).expand(k, -1, -1).clone()
     centre = torch.as_tensor(dynamics.latent_mean_, device=device)
     scale = torch.as_tensor(dynamics.latent_scale_, device=device)
     times = np.asarray(t, dtype=np.float64)
-    dead = torch.zeros(len(z), dtype=torch.bool, device=device)
+    dead = torch.zeros(z.shape[:2], dtype=torch.bool, device=device)
     zero = torch.zeros((), dtype=z.dtype, device=device)
 
     def field(y):
         # Diverged rows are fed zeros so that they cannot poison the batch.
-        return dynamics.vector_field(torch.where(dead[:, None], zero, y))
+        return member_fields(torch.where(dead[..., None], zero, y))
 
     out = [z.clone()]
     with torch.no_grad():
-        for k, n in enumerate(intervals):
+        for j, n in enumerate(intervals):
             for i, z_next in enumerate(steps(field, z, dt, n, method)):
                 z = z_next
-                bad = ~torch.isfinite(z).all(dim=1) | (
-                    ((z - centre) / scale).abs().amax(dim=1) > bound
+                bad = ~torch.isfinite(z).all(dim=-1) | (
+                    ((z - centre) / scale).abs().amax(dim=-1) > bound
                 )
                 new = bad & ~dead
                 if new.any():
-                    reached = times[k] + i * dt
+                    reached = times[j] + i * dt
                     if on_divergence == "raise":
                         raise RolloutDivergenceError(
-                            f"{int(new.sum())} of {len(z)} trajectories diverged "
-                            f"after t = {reached:.6g} (step {i + 1} of interval "
-                            f"[{times[k]:.6g}, {times[k + 1]:.6g}]); use a smaller "
-                            "dt, a stabler latent_model such as 'onsager', or "
-                            "on_divergence='mask'"
+                            f"{int(new.any(dim=0).sum())} of {z.shape[1]} "
+                            f"trajectories diverged after t = {reached:.6g} (step "
+                            f"{i + 1} of interval [{times[j]:.6g}, "
+                            f"{times[j + 1]:.6g}]"
+                            + (
+                                f", in {int(new.any(dim=1).sum())} of {k} members"
+                                if k > 1
+                                else ""
+                            )
+                            + "); use a smaller dt, a stabler latent_model such as "
+                            "'onsager', or on_divergence='mask'"
                         )
                     dead |= new
             snapshot = z.clone()
             snapshot[dead] = float("nan")
             out.append(snapshot)
-    return torch.stack(out, dim=1).cpu().numpy()
+    members = torch.stack(out, dim=2).cpu().numpy()  # (k, n0, T, d)
+    mean, std = _member_moments(members)
+    result = (mean,)
+    if return_std:
+        result += (std,)
+    if return_members:
+        result += (members,)
+    return result if len(result) > 1 else mean
+
+
+def _member_moments(members):
+    """Mean and standard deviation (Bessel-corrected; 0 with one finite
+    member) over the finite members, NaN where none is finite.
+
+    Parameters
+    ----------
+    members : ndarray of shape (k, ...)
+
+    Returns
+    -------
+    mean, std : ndarray of shape (...), float32
+    """
+    finite = np.isfinite(members)
+    count = finite.sum(axis=0)
+    values = np.where(finite, members, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = values.sum(axis=0) / count
+        deviation = np.where(finite, members - mean, 0.0)
+        var = (deviation**2).sum(axis=0) / np.maximum(count - 1, 1)
+    std = np.sqrt(var)
+    std[count == 0] = np.nan
+    return mean.astype(np.float32), std.astype(np.float32)

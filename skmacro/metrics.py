@@ -6,6 +6,7 @@ from sklearn.metrics import r2_score
 __all__ = [
     "mean_relative_error",
     "rollout_error",
+    "band_coverage",
     "make_macro_scorer",
     "make_rollout_scorer",
 ]
@@ -127,6 +128,45 @@ def rollout_error(pipeline, t, trajectories, dt=None, squared=False):
         Z_true[..., :d_star], Z_pred[..., :d_star], squared=squared
     )
     return error, Z_true, Z_pred
+
+
+def band_coverage(z_true, z_pred, z_std, n_std=2.0):
+    """Fraction of true values inside the band ``z_pred +- n_std * z_std``.
+
+    For an ensemble's rollouts (``simulate(..., return_std=True)``), a
+    calibrated spread covers about 95% of the true values at ``n_std=2``
+    (were the errors Gaussian). A NaN prediction (a diverged rollout) counts
+    as not covering its value.
+
+    Parameters
+    ----------
+    z_true, z_pred, z_std : array-like of the same shape
+        True values, predicted means and predicted standard deviations.
+    n_std : float, default=2.0
+        Half-width of the band in standard deviations.
+
+    Returns
+    -------
+    float in [0, 1]
+
+    Examples
+    --------
+    >>> band_coverage([0.0, 1.0, 5.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+    0.666...
+    """
+    z_true = np.asarray(z_true, dtype=np.float64)
+    z_pred = np.asarray(z_pred, dtype=np.float64)
+    z_std = np.asarray(z_std, dtype=np.float64)
+    if not (z_true.shape == z_pred.shape == z_std.shape):
+        raise ValueError(
+            "z_true, z_pred and z_std must have the same shape, got "
+            f"{z_true.shape}, {z_pred.shape} and {z_std.shape}"
+        )
+    if z_true.size == 0:
+        raise ValueError("z_true is empty: coverage undefined")
+    with np.errstate(invalid="ignore"):
+        inside = np.abs(z_true - z_pred) <= n_std * z_std
+    return float(np.mean(inside))
 
 
 class _MacroVelocityScorer:

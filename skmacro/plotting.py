@@ -13,7 +13,9 @@ def _axes(ax, n=1):
 
 
 def plot_history(estimator, ax=None, keys=("train_loss", "valid_loss")):
-    """Per-epoch losses of a fitted skmacro estimator.
+    """Losses of a fitted skmacro estimator over its history's rows (epochs,
+    or groups of short epochs for ``PartialForceDynamics``), against the
+    epoch count.
 
     Parameters
     ----------
@@ -38,8 +40,13 @@ def plot_history(estimator, ax=None, keys=("train_loss", "valid_loss")):
         if all(key in row for row in history):
             ax.plot(epochs, history[:, key], label=key)
     best = getattr(estimator, "best_epoch_", None)
-    if best is not None:
+    if best is not None and np.ndim(best) == 0:
         ax.axvline(best, color="grey", ls=":", label=f"kept epoch {best}")
+    elif best is not None:  # an ensemble: one kept epoch per member
+        for m, epoch in enumerate(b for b in best if b is not None):
+            ax.axvline(
+                epoch, color="grey", ls=":", label="kept epochs" if m == 0 else None
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title(type(estimator).__name__)
@@ -47,8 +54,18 @@ def plot_history(estimator, ax=None, keys=("train_loss", "valid_loss")):
     return ax
 
 
-def plot_observables(t, z_true, z_pred=None, names=None, axes=None, label="predicted"):
-    """Observables along one trajectory, true and (optionally) predicted.
+def plot_observables(
+    t,
+    z_true,
+    z_pred=None,
+    names=None,
+    axes=None,
+    label="predicted",
+    z_std=None,
+    n_std=2.0,
+):
+    """Observables along one trajectory, true and (optionally) predicted,
+    with an uncertainty band.
 
     Parameters
     ----------
@@ -62,6 +79,11 @@ def plot_observables(t, z_true, z_pred=None, names=None, axes=None, label="predi
     axes : sequence of matplotlib Axes, optional
         One per observable.
     label : str, default="predicted"
+    z_std : array-like of shape (T_pred, k) or None
+        Spread of the prediction (e.g. ``simulate(..., return_std=True)`` of
+        an ensemble): the band ``z_pred +- n_std * z_std`` is shaded.
+    n_std : float, default=2.0
+        Half-width of the band in standard deviations.
 
     Returns
     -------
@@ -72,6 +94,8 @@ def plot_observables(t, z_true, z_pred=None, names=None, axes=None, label="predi
     k = z_true.shape[1]
     axes = list(np.atleast_1d(_axes(axes, k)))
     names = names or [f"z*_{i}" for i in range(k)]
+    if z_std is not None and z_pred is None:
+        raise ValueError("z_std is the spread of z_pred: give z_pred too")
     for i, ax in enumerate(axes):
         ax.plot(t, z_true[:, i], "k", lw=1, label="true")
         if z_pred is not None:
@@ -79,7 +103,18 @@ def plot_observables(t, z_true, z_pred=None, names=None, axes=None, label="predi
             t_pred = (
                 t if len(z_pred) == len(t) else np.linspace(t[0], t[-1], len(z_pred))
             )
-            ax.plot(t_pred, z_pred[:, i], "--", label=label)
+            (line,) = ax.plot(t_pred, z_pred[:, i], "--", label=label)
+            if z_std is not None:
+                half = n_std * np.asarray(z_std)[:, i]
+                ax.fill_between(
+                    t_pred,
+                    z_pred[:, i] - half,
+                    z_pred[:, i] + half,
+                    color=line.get_color(),
+                    alpha=0.25,
+                    lw=0,
+                    label=f"{label} ± {n_std:g} std",
+                )
         ax.set_xlabel("t")
         ax.set_ylabel(names[i])
         ax.legend(fontsize=7)

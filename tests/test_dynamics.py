@@ -195,8 +195,13 @@ def test_divergence_keeps_best_parameters(system, pp_data, fitted_ae):
     dyn = PartialForceDynamics(lr=1e30, max_epochs=30, random_state=0)
     with pytest.warns(UserWarning, match="non-finite"):
         dyn.fit(Z, F)
-    assert len(dyn.history_) < 30
+    assert dyn.history_[-1]["epoch"] < 30
     assert np.all(np.isfinite(dyn.predict(Z)))
+    # An ensemble stops too, and every member keeps finite parameters.
+    dyn.set_params(n_members=2)
+    with pytest.warns(UserWarning, match="each member's best parameters"):
+        dyn.fit(Z, F)
+    assert np.all(np.isfinite(dyn.predict(Z, return_std=True)))
 
 
 class _FixedControl:
@@ -289,7 +294,7 @@ def test_latent_model_hyperparameters_are_grid_searchable(system, pp_data, fitte
         {"dyn__latent_model": ["onsager"], "dyn__module__hidden": [(8,), (16,)]},
         cv=2,
     ).fit(X, F)
-    assert grid.best_estimator_[-1].module_.field.n_components == 4
+    assert grid.best_estimator_[-1].module_.field.member(0).n_components == 4
 
 
 def test_simulate_divergence_raises_or_masks(system, pp_data, fitted_ae):
@@ -297,9 +302,9 @@ def test_simulate_divergence_raises_or_masks(system, pp_data, fitted_ae):
 
     X, F = pp_data
     Z = fitted_ae.transform(X)
-    dyn = PartialForceDynamics(max_epochs=1, random_state=0).fit(Z, F)
+    dyn = PartialForceDynamics(n_members=1, max_epochs=1, random_state=0).fit(Z, F)
     with torch.no_grad():  # a field that drives z far beyond the training data
-        last = dyn.module_.field.net[-1]
+        last = dyn.module_.field.member(0).net[-1]
         last.weight.mul_(0)
         last.bias.fill_(50.0)
     Z0 = np.asarray(Z[:3])

@@ -8,7 +8,8 @@ import torch
 
 from skmacro.sampling import sample_partial_forces
 from skmacro.systems import lammps_engine, preparation
-from skmacro.systems.lennard_jones import LennardJones, _VerletList
+from skmacro.systems.lennard_jones import LennardJones
+from skmacro.systems.md import VerletList
 from skmacro.systems.neighbours import CellList, minimum_image
 
 
@@ -254,7 +255,6 @@ def test_sample_initial_has_no_overlaps_and_a_temperature_range(fluid):
     forces = fluid.forces(X).reshape(fluid.n_atoms, 6)[:, 3:]
     assert np.linalg.norm(forces, axis=1).max() > 50.0
     hot = LennardJones(n_atoms=256, temperature_range=(2.0, 2.0), engine="numpy")
-    hot._reference_cache = fluid._reference_cache  # skip a second relaxation
     X_hot = hot.sample_initial(2, random_state=0, microstates="shared")
     np.testing.assert_allclose(hot.observables(X_hot).numpy(), 2.0)
 
@@ -292,7 +292,7 @@ def test_large_boxes_repeat_the_minimisation_until_no_overlap_is_left():
     system = LennardJones(n_atoms=6400, engine="numpy")
     box = system.box_length
     random = preparation.random_positions(6400, box, system.lattice_seed)
-    neighbours = _VerletList(box, system._potential())
+    neighbours = VerletList(box, system.pair_potential)
     once, _, _ = preparation.minimize(
         random, lambda x: neighbours.forces_energy(x, shifted=False)
     )
@@ -405,7 +405,6 @@ def test_kinetic_energy_and_msd_observables(fluid, fluid_states):
     system = LennardJones(
         n_atoms=256, observable_names=("msd", "kinetic_energy"), engine="numpy"
     )
-    system._reference_cache = fluid._reference_cache  # skip a second relaxation
     X = fluid_states.copy()
     Z = system.observables(torch.as_tensor(X)).numpy()
     assert system.n_observables == 2
@@ -473,7 +472,6 @@ def test_lammps_trajectory_matches_embedded_engine(lammps_or_skip, fluid, fluid_
     X0 = X0.reshape(2, -1)
     embedded = fluid.simulate(X0, t_end=0.25, dt=0.001, stride=10)
     lammps_system = LennardJones(n_atoms=256, engine="lammps")
-    lammps_system._reference_cache = fluid._reference_cache
     with_lammps = lammps_system.simulate(X0, t_end=0.25, dt=0.001, stride=10)
     assert with_lammps.shape == embedded.shape == (2, 26, fluid.n_features)
     np.testing.assert_allclose(with_lammps, embedded, rtol=0, atol=1e-8)
@@ -485,7 +483,6 @@ def test_missing_lammps_is_reported_or_skipped(monkeypatch, fluid, fluid_states)
 
     monkeypatch.setattr(lammps_engine, "import_lammps", missing)
     auto = LennardJones(n_atoms=256, engine="auto")
-    auto._reference_cache = fluid._reference_cache
     np.testing.assert_array_equal(
         auto.simulate(fluid_states[:1], t_end=0.002),
         fluid.simulate(fluid_states[:1], t_end=0.002),

@@ -15,12 +15,21 @@ predator_prey, lennard_jones
 """
 
 from . import lennard_jones, predator_prey, published
-from .protocol import DynamicsRun, RunResult, compare_losses, equal_budget_rows
+from .protocol import (
+    DynamicsRun,
+    EnsembleRollouts,
+    RunResult,
+    compare_losses,
+    ensemble_rollouts,
+    equal_budget_rows,
+)
 
 __all__ = [
     "DynamicsRun",
+    "EnsembleRollouts",
     "RunResult",
     "compare_losses",
+    "ensemble_rollouts",
     "equal_budget_rows",
     "lennard_jones",
     "predator_prey",

@@ -3,7 +3,6 @@ temperature of an NVE fluid from forces on 50 atoms per configuration."""
 
 import hashlib
 import json
-import math
 import os
 import time
 
@@ -20,7 +19,7 @@ __all__ = [
     "make_system",
     "simulate_cached",
     "partial_forces",
-    "epochs_for_steps",
+    "dynamics_budget",
     "fit_autoencoder",
     "temperature_comparison",
     "force_computations",
@@ -130,12 +129,13 @@ def partial_forces(system, X, atoms_per_config, random_state, free_coordinates=F
     )
 
 
-def epochs_for_steps(n_configs, steps, batch_size=512, validation_fraction=0.1):
-    """Epochs that give a training set of ``n_configs`` configurations about
-    ``steps`` optimiser steps (so that a small L_z set is not trained for a
-    fraction of the steps of a large L_x,p set)."""
-    n_train = max(1, math.floor(n_configs * (1 - validation_fraction)))
-    return max(1, math.ceil(steps / math.ceil(n_train / batch_size)))
+def dynamics_budget(epochs, steps=None):
+    """``PartialForceDynamics`` parameters for a training budget: ``steps``
+    optimiser steps when given (whatever the size of the training set),
+    else ``epochs`` epochs."""
+    if steps is None:
+        return {"max_epochs": epochs}
+    return {"max_epochs": None, "min_steps": steps, "min_epochs": 1}
 
 
 def fit_autoencoder(
@@ -239,11 +239,6 @@ def temperature_comparison(
     runs = []
     for model in latent_models:
         for loss, (rows, forces, fit_params) in data.items():
-            epochs = (
-                dyn_epochs
-                if dyn_steps is None
-                else epochs_for_steps(len(rows), dyn_steps)
-            )
             runs.append(
                 DynamicsRun(
                     (model, loss),
@@ -254,7 +249,7 @@ def temperature_comparison(
                         "latent_model": model,
                         "loss": "z" if loss == "z" else "partial",
                         "control_variate": None if loss == "z" else control_variate,
-                        "max_epochs": epochs,
+                        **dynamics_budget(dyn_epochs, dyn_steps),
                     },
                     fit_params=fit_params,
                     force_computations=len(rows)
@@ -303,8 +298,9 @@ def add_arguments(parser):
         "--dyn-steps",
         type=int,
         default=None,
-        help="optimiser steps per dynamics fit (epochs scaled to the training "
-        "set, batch 512); overrides --dyn-epochs",
+        help="optimiser steps per dynamics fit (PartialForceDynamics(min_steps="
+        "..., min_epochs=1), whatever the training set's size); overrides "
+        "--dyn-epochs",
     )
     parser.add_argument(
         "--control-variate", choices=["none", "neighbors"], default="none"
@@ -430,9 +426,6 @@ def force_computations(
     for loss, counts in sizes.items():
         for c in counts:
             rows = np.sort(order[:c])
-            epochs = dyn_epochs
-            if dyn_steps is not None:
-                epochs = epochs_for_steps(c, dyn_steps)
             runs.append(
                 DynamicsRun(
                     (loss, c),
@@ -443,7 +436,7 @@ def force_computations(
                         "latent_model": latent_model,
                         "loss": loss,
                         "control_variate": None if loss == "z" else control_variate,
-                        "max_epochs": epochs,
+                        **dynamics_budget(dyn_epochs, dyn_steps),
                     },
                     force_computations=c * per_config[loss],
                 )

@@ -4,11 +4,19 @@ row, Table 2 and the latent structures of Fig. 3 on this system."""
 import time
 
 import numpy as np
+from sklearn.pipeline import Pipeline
 
 from ..autoencoder import ClosureAutoencoder
+from ..dynamics import PartialForceDynamics
 from ..sampling import sample_partial_forces
 from ..systems import PredatorPrey
-from .protocol import DynamicsRun, compare_losses, equal_budget_rows, format_mean_std
+from .protocol import (
+    DynamicsRun,
+    compare_losses,
+    ensemble_rollouts,
+    equal_budget_rows,
+    format_mean_std,
+)
 from .published import TABLE1, TABLE2
 
 __all__ = [
@@ -18,7 +26,16 @@ __all__ = [
     "table2",
     "format_table2",
     "latent_structures",
+    "ensembles",
 ]
+
+#: Training sets of :func:`ensembles`: label -> (configurations, p). The
+#: configurations are the first rows of a 50-trajectory pool.
+ENSEMBLE_CASES = {
+    "3000 (15,000 configs, p=1/5)": (15000, 0.2),
+    "600 (3,000 configs, p=1/5)": (3000, 0.2),
+    "600 (600 configs, L_x)": (600, 1.0),
+}
 
 #: States kept per training trajectory (t = 0, 0.1, ..., 29.9).
 STATES_PER_TRAJECTORY = 300
@@ -340,3 +357,73 @@ def latent_structures(
             errors[key].append(result.error)
             seconds[key].append(result.fit_seconds)
     return errors, seconds
+
+
+def ensembles(
+    n_members=5,
+    cases=None,
+    seeds=(0, 1, 2),
+    n_test=100,
+    n_std=2.0,
+    dyn_params=None,
+    log=print,
+):
+    """Ensembles of latent networks on Predator-Prey: the error of the mean
+    trajectory against the members' own, and how often the band of
+    ``n_std`` standard deviations across members covers the truth.
+
+    For each seed, one autoencoder (d = 4) is trained on a 50-trajectory
+    pool (seed ``seed``) and shared; each case trains one ensemble of
+    ``n_members`` on the first rows of the pool with partial forces (masks
+    seed ``seed``) or, at p = 1, all forces (L_x).
+
+    Parameters
+    ----------
+    n_members : int, default=5
+    cases : dict, optional
+        label -> (configurations, p); defaults to :data:`ENSEMBLE_CASES`.
+    seeds : sequence of int, default=(0, 1, 2)
+    n_test : int, default=100
+        Test trajectories (RK4, dt = 0.01, t in [0, 30), seed 1).
+    n_std : float, default=2.0
+    dyn_params : dict, optional
+        Extra ``PartialForceDynamics`` parameters.
+    log : callable, default=print
+
+    Returns
+    -------
+    dict
+        label -> list (one per seed) of ``(EnsembleRollouts, fit_seconds)``.
+    """
+    system = PredatorPrey()
+    cases = ENSEMBLE_CASES if cases is None else cases
+    t, test = test_trajectories(n_test, random_state=1)
+    results = {label: [] for label in cases}
+    for seed in seeds:
+        X_pool = training_states(50, random_state=seed)
+        encoder = ClosureAutoencoder(observables=system.observables, random_state=seed)
+        encoder.fit(X_pool)
+        for label, (size, p) in cases.items():
+            X = X_pool[:size]
+            forces = (
+                system.forces(X)
+                if p == 1
+                else sample_partial_forces(system, X, p=p, random_state=seed)
+            )
+            dyn = PartialForceDynamics(
+                n_members=n_members, random_state=seed, **(dyn_params or {})
+            )
+            start = time.perf_counter()
+            dyn.fit(encoder.transform(X), forces)
+            seconds = time.perf_counter() - start
+            pipe = Pipeline([("ae", encoder), ("dyn", dyn)])
+            result = ensemble_rollouts(pipe, t, test, n_std=n_std)
+            results[label].append((result, seconds))
+            log(
+                f"  seed {seed} {label}: mean trajectory {result.error:.3e}, "
+                f"members {result.member_errors.mean():.3e} (best "
+                f"{result.member_errors.min():.3e}, worst "
+                f"{result.member_errors.max():.3e}), coverage "
+                f"{result.coverage:.2f}, fit {seconds:.1f} s"
+            )
+    return results

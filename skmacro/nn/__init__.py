@@ -4,6 +4,7 @@ vector fields."""
 
 from .autoencoder import ClosureAutoencoderModule, EncoderJacobian, condition_number
 from .closures import MLPClosure, MLPJacobian
+from .ensemble import VectorFieldEnsemble
 from .losses import ClosureAutoencoderLoss, QuadraticFormLoss
 from .mlp import MLP
 from .particle import ParticleSetClosure, ParticleSetJacobian
@@ -27,6 +28,7 @@ __all__ = [
     "ParticleSetClosure",
     "ParticleSetJacobian",
     "ScaledVectorField",
+    "VectorFieldEnsemble",
     "MLPVectorField",
     "OnsagerNet",
     "GFINN",

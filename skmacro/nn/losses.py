@@ -35,11 +35,14 @@ class QuadraticFormLoss(nn.Module):
     training costs O(d^2) per configuration whatever the microscopic
     dimension N.
 
-    Shapes: ``g`` and ``b`` (batch, d), ``A`` (batch, d, d), ``c`` (batch,).
+    Shapes: ``g`` and ``b`` (..., batch, d), ``A`` (..., batch, d, d), ``c``
+    (..., batch,), broadcast against each other; the mean is over the batch
+    axis only, so leading axes (the members of an ensemble) are kept: the
+    output has shape (...,), a scalar for a single model.
     """
 
     def forward(self, g, b, A, c):
         # A batched matrix-vector product is cheaper than a three-operand
         # einsum at the batch sizes used here.
         Ag = torch.matmul(A, g.unsqueeze(-1)).squeeze(-1)
-        return torch.mean(c + torch.sum(g * (Ag - 2.0 * b), dim=-1))
+        return torch.mean(c + torch.sum(g * (Ag - 2.0 * b), dim=-1), dim=-1)

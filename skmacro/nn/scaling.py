@@ -12,16 +12,20 @@ class ScaledVectorField(nn.Module):
     unit ``tau``, so a structure that ``h`` guarantees in ``z_n`` (a
     non-increasing Onsager potential, GENERIC degeneracy) carries over to
     ``z``: ``-(M + W) grad V`` becomes ``-(S (M + W) S / tau) grad_z V`` with
-    ``S = diag(s)``, still symmetric-PSD plus antisymmetric.
+    ``S = diag(s)``, still symmetric-PSD plus antisymmetric. With a
+    :class:`~skmacro.nn.VectorFieldEnsemble` as ``h`` the same change of
+    variables applies to every member, so each keeps its own structure.
 
     Parameters
     ----------
     field : torch.nn.Module
-        ``(batch, d) -> (batch, d)`` on standardised coordinates.
+        ``(batch, d) -> (batch, d)`` on standardised coordinates, or an
+        ensemble ``(batch, d) or (k, batch, d) -> (k, batch, d)``.
     n_components : int
         Latent size d.
 
-    Shapes: input (batch, d), output (batch, d).
+    Shapes: input (..., d) as ``field`` accepts it, output the shape
+    ``field`` returns, (batch, d) or (k, batch, d).
     """
 
     def __init__(self, field, n_components):

@@ -1,8 +1,8 @@
 """The three-dimensional Lennard-Jones fluid of the paper, Sections 5.2-5.3."""
 
+import functools
 import numbers
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,7 +16,14 @@ from ..integrate import n_steps_between
 from ..storage import TrajectoryStore, simulate_into
 from . import lammps_engine, preparation
 from ._base import System
-from .neighbours import CellList, minimum_image, pairs_within, wrap
+from .md import (
+    LennardJonesPair,
+    VerletList,
+    pair_forces_energy,
+    partial_pair_forces,
+    velocity_verlet,
+)
+from .neighbours import CellList, wrap
 
 __all__ = ["LennardJones"]
 
@@ -24,127 +31,9 @@ OBSERVABLES = ("temperature", "kinetic_energy", "msd")
 ENGINES = ("auto", "numpy", "lammps")
 MICROSTATES = ("independent", "shared")
 
-# Verlet-list skin in units of sigma, LAMMPS's default for `units lj`.
-_SKIN = 0.3
 # Largest force (epsilon/sigma) the relaxed initial positions may hold: a
 # pair closer than ~0.78 sigma. The paper's 800 atoms keep up to 150.
 _OVERLAP_FORCE = 1000.0
-
-
-@dataclass(frozen=True)
-class _PairPotential:
-    """Truncated and shifted Lennard-Jones pair interaction (paper Eq. 17)."""
-
-    epsilon: float
-    sigma: float
-    r_cut: float
-
-    @property
-    def shift(self):
-        """The unshifted pair energy at the cutoff, subtracted inside it."""
-        ratio6 = (self.sigma / self.r_cut) ** 6
-        return 4.0 * self.epsilon * (ratio6 * ratio6 - ratio6)
-
-    def terms(self, d, shifted=True):
-        """Force on the first atom of each pair and the pair energies.
-
-        Parameters
-        ----------
-        d : ndarray of shape (n_pairs, 3)
-            Displacements ``r_i - r_j``.
-        shifted : bool, default=True
-            Energies of the shifted potential, or (False) of the plain
-            truncated one (LAMMPS ``lj/cut`` without ``pair_modify shift``);
-            the forces are the same.
-
-        Returns
-        -------
-        forces : ndarray of shape (n_pairs, 3)
-        energies : ndarray of shape (n_pairs,)
-        """
-        r2 = np.einsum("pk,pk->p", d, d)
-        inside = r2 < self.r_cut**2
-        s6 = np.where(inside, (self.sigma**2 / r2) ** 3, 0.0)
-        offset = self.shift if shifted else 0.0
-        energies = np.where(inside, 4.0 * self.epsilon * (s6 * s6 - s6) - offset, 0.0)
-        scale = 24.0 * self.epsilon * (2.0 * s6 * s6 - s6) / r2
-        return scale[:, None] * d, energies
-
-
-def _sum_pairs(i, j, pair_forces, n):
-    """Newton's third law: add each pair force to atom i and subtract it from j."""
-    return np.stack(
-        [
-            np.bincount(i, pair_forces[:, k], n) - np.bincount(j, pair_forces[:, k], n)
-            for k in range(3)
-        ],
-        axis=1,
-    )
-
-
-def _interatomic(positions, box, potential):
-    """Forces (n, 3) and potential energy of one configuration, from scratch."""
-    i, j = pairs_within(positions, box, potential.r_cut)
-    pair_forces, energies = potential.terms(
-        minimum_image(positions[i] - positions[j], box)
-    )
-    return _sum_pairs(i, j, pair_forces, len(positions)), energies.sum()
-
-
-class _VerletList:
-    """Pairs within ``r_cut + skin``, rebuilt once an atom moved ``skin / 2``.
-
-    Positions are unwrapped, so the periodic image of each pair is fixed at
-    build time and stays right until the next build.
-    """
-
-    def __init__(self, box, potential):
-        self.box = box
-        self.potential = potential
-        # The pair images stay unique only while r_cut + skin < box / 2.
-        self.skin = min(_SKIN * potential.sigma, 0.5 * (box / 2 - potential.r_cut))
-        self._reference = None
-
-    def _build(self, positions):
-        self._i, self._j = pairs_within(
-            positions, self.box, self.potential.r_cut + self.skin
-        )
-        d = positions[self._i] - positions[self._j]
-        self._images = d - minimum_image(d, self.box)
-        self._reference = positions.copy()
-
-    def forces_energy(self, positions, shifted=True):
-        """Forces (n, 3) and potential energy at ``positions`` (n, 3).
-
-        ``shifted`` as in :meth:`_PairPotential.terms`.
-        """
-        if (
-            self._reference is None
-            or np.max(np.sum((positions - self._reference) ** 2, axis=1))
-            > (self.skin / 2) ** 2
-        ):
-            self._build(positions)
-        d = positions[self._i] - positions[self._j] - self._images
-        pair_forces, energies = self.potential.terms(d, shifted)
-        return _sum_pairs(self._i, self._j, pair_forces, len(positions)), energies.sum()
-
-
-def _verlet_trajectory(
-    positions, velocities, box, potential, mass, dt, n_steps, stride
-):
-    """NVE velocity Verlet; returns (n_steps // stride + 1, n, 6) states."""
-    neighbours = _VerletList(box, potential)
-    x, v = positions.copy(), velocities.copy()
-    a = neighbours.forces_energy(x)[0] / mass
-    states = [np.concatenate([x, v], axis=1)]
-    for step in range(1, (n_steps // stride) * stride + 1):
-        v += 0.5 * dt * a
-        x += dt * v
-        a = neighbours.forces_energy(x)[0] / mass
-        v += 0.5 * dt * a
-        if step % stride == 0:
-            states.append(np.concatenate([x, v], axis=1))
-    return np.stack(states)
 
 
 class LennardJones(System):
@@ -289,8 +178,17 @@ class LennardJones(System):
     def _box(self):
         return float(self.n_atoms / self.density) ** (1.0 / 3.0)
 
-    def _potential(self):
-        return _PairPotential(float(self.epsilon), float(self.sigma), float(self.r_cut))
+    @property
+    def pair_potential(self):
+        """The truncated and shifted pair interaction (paper Eq. 17).
+
+        Returns
+        -------
+        skmacro.systems.md.LennardJonesPair
+        """
+        return LennardJonesPair(
+            float(self.epsilon), float(self.sigma), float(self.r_cut)
+        )
 
     def _validate(self):
         """Raise a ``ValueError`` naming the first invalid constructor argument."""
@@ -363,11 +261,11 @@ class LennardJones(System):
         displacements use the minimum image.
         """
         positions, velocities = self._split(X)
-        box, potential = self._box(), self._potential()
+        box, potential = self._box(), self.pair_potential
         F = np.empty_like(X).reshape(len(X), self.n_atoms, 6)
         F[..., :3] = velocities
         for k, r in enumerate(positions):
-            F[k, :, 3:] = _interatomic(r, box, potential)[0] / self.mass
+            F[k, :, 3:] = pair_forces_energy(r, box, potential)[0] / self.mass
         return F.reshape(X.shape)
 
     def _free_forces(self, X):
@@ -385,12 +283,12 @@ class LennardJones(System):
         nothing; :meth:`free_forces` gives it for every atom.
         """
         positions, velocities = self._split(X)
-        box, potential = self._box(), self._potential()
+        box, potential = self._box(), self.pair_potential
         F = np.empty(idx.shape + (6,))
         F[..., :3] = velocities[np.arange(len(X))[:, None], idx]
         for k, (r, atoms) in enumerate(zip(positions, idx, strict=True)):
             cells = CellList(r, box, potential.r_cut)
-            F[k, :, 3:] = _partial_interatomic(cells, atoms, potential) / self.mass
+            F[k, :, 3:] = partial_pair_forces(cells, atoms, potential) / self.mass
         return F
 
     # ---------------------------------------------------------------- energies
@@ -406,10 +304,13 @@ class LennardJones(System):
         -------
         ndarray of shape (n_samples,)
         """
-        box, potential = self._box(), self._potential()
+        box, potential = self._box(), self.pair_potential
         return np.concatenate(
             [
-                [_interatomic(r, box, potential)[1] for r in self._split(block)[0]]
+                [
+                    pair_forces_energy(r, box, potential)[1]
+                    for r in self._split(block)[0]
+                ]
                 for _, block in self.iter_states(X)
             ]
         )
@@ -520,8 +421,8 @@ class LennardJones(System):
         during the trajectories, as the paper's does. From about 6,400 atoms
         one call stops with overlaps left (positive energy), so it is
         repeated until the energy is negative and no force exceeds 1000
-        epsilon/sigma (at 51,200 atoms: five calls, -1.94 epsilon per atom).
-        Computed once and cached on the instance (and in its pickle).
+        epsilon/sigma. Computed once per process for each (size, potential,
+        seed).
 
         Returns
         -------
@@ -529,17 +430,12 @@ class LennardJones(System):
             Wrapped into ``[0, box_length)``.
         """
         self._validate()
-        key = (self.n_atoms, self.density, self.r_cut, self.epsilon, self.sigma)
-        key += (self.lattice_seed,)
-        cached = getattr(self, "_reference_cache", None)
-        if cached is None or cached[0] != key:
-            positions, success, n_calls = _relaxed_placement(
-                self.n_atoms, self._box(), self._potential(), self.lattice_seed
-            )
-            if not success:
-                _warn_overlaps(n_calls, self._potential())
-            self._reference_cache = (key, positions)
-        return self._reference_cache[1].copy()
+        positions, success, n_calls = _relaxed_placement(
+            self.n_atoms, self._box(), self.pair_potential, self.lattice_seed
+        )
+        if not success:
+            _warn_overlaps(n_calls, self.pair_potential)
+        return positions.copy()
 
     def _velocity_directions(self, seed=None):
         """Velocities (n_atoms, 3) at temperature 1 with zero net momentum:
@@ -608,13 +504,13 @@ class LennardJones(System):
         seeds = rng.randint(1, preparation.PM_MODULUS, size=(n, 2))
         placements = Parallel(n_jobs=n_jobs)(
             delayed(_relaxed_placement)(
-                self.n_atoms, self._box(), self._potential(), int(seed)
+                self.n_atoms, self._box(), self.pair_potential, int(seed)
             )
             for seed in seeds[:, 0]
         )
         failed = [n_calls for _, success, n_calls in placements if not success]
         if failed:
-            _warn_overlaps(max(failed), self._potential())
+            _warn_overlaps(max(failed), self.pair_potential)
         X = np.empty((n, self.n_atoms, 6))
         for k, ((positions, _, _), seed, T0) in enumerate(
             zip(placements, seeds[:, 1], temperatures, strict=True)
@@ -781,21 +677,6 @@ class LennardJones(System):
         return f"{type(self).__name__}({args})"
 
 
-def _partial_interatomic(cells, atoms, potential):
-    """Forces (k, 3) on ``atoms`` (k,) from a :class:`CellList` of all atoms."""
-    query, neighbour = cells.candidates(atoms)
-    own = atoms[query]
-    d = minimum_image(cells.positions[own] - cells.positions[neighbour], cells.box)
-    # Most candidates lie outside the cutoff: drop them (and the atom itself)
-    # before the costly powers.
-    inside = (np.einsum("pk,pk->p", d, d) < potential.r_cut**2) & (neighbour != own)
-    pair_forces, _ = potential.terms(d[inside])
-    return np.stack(
-        [np.bincount(query[inside], pair_forces[:, k], len(atoms)) for k in range(3)],
-        axis=1,
-    )
-
-
 def _trajectory(
     x0, *, n_atoms, box, r_cut, epsilon, sigma, mass, dt, n_steps, stride, engine, dtype
 ):
@@ -817,30 +698,34 @@ def _trajectory(
             stride=stride,
         )
     else:
-        potential = _PairPotential(epsilon, sigma, r_cut)
-        states = _verlet_trajectory(
+        potential = LennardJonesPair(epsilon, sigma, r_cut)
+        states = velocity_verlet(
             positions, velocities, box, potential, mass, dt, n_steps, stride
         )
     return np.reshape(states, (len(states), -1)).astype(dtype, copy=False)
 
 
+@functools.lru_cache(maxsize=16)
 def _relaxed_placement(n_atoms, box, potential, seed):
     """``create_atoms ... random`` with ``seed`` then the paper's minimisation,
-    repeated until no overlap is left (see ``preparation.relax``).
+    repeated until no overlap is left (see ``preparation.relax``); cached for
+    the process, since a relaxation takes seconds to minutes.
 
     Returns
     -------
-    positions : ndarray of shape (n_atoms, 3), wrapped into the box
+    positions : ndarray of shape (n_atoms, 3), wrapped into the box, read-only
     success : bool
     n_calls : int
     """
-    neighbours = _VerletList(box, potential)
+    neighbours = VerletList(box, potential)
     relaxed, success, n_calls = preparation.relax(
         preparation.random_positions(n_atoms, box, seed),
         lambda x: neighbours.forces_energy(x, shifted=False),
         max_force=_OVERLAP_FORCE * potential.epsilon / potential.sigma,
     )
-    return wrap(relaxed, box), success, n_calls
+    positions = wrap(relaxed, box)
+    positions.setflags(write=False)
+    return positions, success, n_calls
 
 
 def _warn_overlaps(n_calls, potential):
