@@ -35,7 +35,9 @@ from skmacro.systems import PredatorPrey
 
 TINY = os.environ.get("SKMACRO_EXAMPLE_SIZE") == "tiny"
 n_train = 3 if TINY else 20
-epochs = 3 if TINY else 200
+epochs = {"max_epochs": 3} if TINY else {}
+horizon = 10.0 if TINY else 90.0  # end of the rollouts
+dt_latent = 0.1 if TINY else 0.01  # step of the latent rollouts
 
 system = PredatorPrey()
 traj = system.simulate(
@@ -57,28 +59,32 @@ Z = ae.transform(X)
 
 pipes = {}
 for name in ("mlp", "onsager", "gfinn"):
-    dyn = PartialForceDynamics(latent_model=name, max_epochs=epochs, random_state=0)
+    dyn = PartialForceDynamics(latent_model=name, random_state=0, **epochs)
     pipes[name] = Pipeline([("ae", ae), ("dyn", dyn.fit(Z, F))])
 
 # %%
 # Rollouts beyond the training horizon
 # ------------------------------------
 # Training states cover ``t`` in [0, 30]; the rollouts run to ``t = 90``.
-# A rollout that diverges is kept as NaN from there on.
+# A rollout that diverges is kept as NaN from there on. Each model is an
+# ensemble of three members (the default); ``return_members=True`` keeps
+# every member's own trajectory besides their mean.
 x0 = system.sample_initial(1, random_state=7)
-t = np.arange(0.0, 90.0, 0.1)
-truth = system.simulate(x0, t_end=89.9, dt=0.01, method="rk4", stride=10)[0]
+t = np.arange(0.0, horizon, 0.1)
+truth = system.simulate(x0, t_end=t[-1], dt=0.01, method="rk4", stride=10)[0]
 z_true = np.asarray(ae.transform(truth))
-rollouts = {
-    name: simulate(pipe, x0, t, dt=0.01, on_divergence="mask")[0]
-    for name, pipe in pipes.items()
-}
+rollouts, members = {}, {}
+for name, pipe in pipes.items():
+    z_mean, z_members = simulate(
+        pipe, x0, t, dt=dt_latent, on_divergence="mask", return_members=True
+    )
+    rollouts[name], members[name] = z_mean[0], z_members[:, 0]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 for col, label in enumerate(("mean prey", "mean predators")):
     axes[col].plot(t, z_true[:, col], "k", lw=1.5, label="true")
     for name, z in rollouts.items():
         axes[col].plot(t, z[:, col], "--", label=name)
-    axes[col].axvspan(30, 90, color="0.93", zorder=0)
+    axes[col].axvspan(30, max(30, horizon), color="0.93", zorder=0)
     axes[col].set_xlabel("t (shaded: beyond the training horizon)")
     axes[col].set_ylabel(label)
 axes[0].legend(fontsize=8)
@@ -87,25 +93,29 @@ fig.tight_layout()
 # %%
 # The guarantees along a rollout
 # ------------------------------
-# The fitted latent model is ``dyn.module_``: the network ``field`` works on
-# standardised coordinates ``(z - z_mean) / z_scale``, and the change of
-# variables keeps its structure. OnsagerNet's potential ``V`` must not
-# increase along its own trajectory; GFINN's energy ``E`` must stay constant
-# (up to the integrator's error) and its entropy ``S`` must not decrease.
+# The fitted latent model is ``dyn.module_``: its ``field`` is a
+# :class:`~skmacro.nn.VectorFieldEnsemble` whose members work on
+# standardised coordinates ``(z - z_mean) / z_scale``; the change of
+# variables keeps their structure. Each member carries its own guarantee
+# along its own trajectory (the mean of the members' trajectories need not
+# obey it): OnsagerNet's potential ``V`` must not increase; GFINN's energy
+# ``E`` must stay constant (up to the integrator's error) and its entropy
+# ``S`` must not decrease. Here, along the first member's trajectory:
 
 
-def along(pipe, z, function):
-    """A scalar function of the latent model's standardised coordinates,
-    evaluated along a latent trajectory z of shape (T, d)."""
+def along(pipe, z, function, member=0):
+    """A scalar function of one member's standardised coordinates, evaluated
+    along that member's latent trajectory z of shape (T, d)."""
     module = pipe[-1].module_
+    field = module.field.member(member)
     z = torch.as_tensor(z[np.isfinite(z).all(axis=1)])
     with torch.no_grad():
-        return function(module.field, (z - module.z_mean) / module.z_scale).numpy()
+        return function(field, (z - module.z_mean) / module.z_scale).numpy()
 
 
-V = along(pipes["onsager"], rollouts["onsager"], lambda f, z: f.potential(z))
-E = along(pipes["gfinn"], rollouts["gfinn"], lambda f, z: f.energy(z))
-S = along(pipes["gfinn"], rollouts["gfinn"], lambda f, z: f.entropy(z))
+V = along(pipes["onsager"], members["onsager"][0], lambda f, z: f.potential(z))
+E = along(pipes["gfinn"], members["gfinn"][0], lambda f, z: f.energy(z))
+S = along(pipes["gfinn"], members["gfinn"][0], lambda f, z: f.entropy(z))
 print(f"OnsagerNet: largest increase of V in one step {np.diff(V).max():.2e}")
 print(f"GFINN: E varies by {np.ptp(E):.2e}; largest decrease of S {-np.diff(S).min():.2e}")
 
