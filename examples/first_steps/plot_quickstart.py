@@ -99,7 +99,8 @@ fig.tight_layout()
 # The test trajectories are simulated with RK4 from initial states the
 # model never saw. :func:`~skmacro.metrics.rollout_error` encodes them,
 # rolls the learned dynamics out from their first states (latent RK4 with
-# ``dt = 0.01``; coarser in tiny mode) and reports the paper's Eq. 43 error on the observables.
+# ``dt = 0.01``; coarser in tiny mode) and reports the paper's Eq. 43
+# error on the observables.
 X0_test = system.sample_initial(2 if TINY else 5, random_state=1)
 test = system.simulate(X0_test, t_end=t_test, dt=0.01, method="rk4", stride=10)
 t = np.arange(test.shape[1]) * 0.1
@@ -108,7 +109,10 @@ print(f"test error (Eq. 43, unsquared norms): {error:.2e}")
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
 plot_observables(
-    t, Z_true[0, :, :2], Z_pred[0, :, :2], names=["mean prey", "mean predators"],
+    t,
+    Z_true[0, :, :2],
+    Z_pred[0, :, :2],
+    names=["mean prey", "mean predators"],
     axes=axes,
 )
 fig.tight_layout()

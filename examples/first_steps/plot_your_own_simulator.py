@@ -181,7 +181,9 @@ pipe.fit(X, F, ae__groups=groups, dyn__groups=groups)
 
 # Both encodings of the forces describe the same data, hence the same model.
 Z = pipe[0].transform(X)
-dense_fit = PartialForceDynamics(max_epochs=2, random_state=0).fit(Z, F_dense, mask=mask)
+dense_fit = PartialForceDynamics(max_epochs=2, random_state=0).fit(
+    Z, F_dense, mask=mask
+)
 sparse_fit = PartialForceDynamics(max_epochs=2, random_state=0).fit(Z, F)
 print(
     "dense + mask and sparse give the same model:",

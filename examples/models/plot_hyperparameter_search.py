@@ -64,7 +64,10 @@ pipe = Pipeline(
                 random_state=0,
             ),
         ),
-        ("dyn", PartialForceDynamics(random_state=0, **({"max_epochs": 3} if TINY else {}))),
+        (
+            "dyn",
+            PartialForceDynamics(random_state=0, **({"max_epochs": 3} if TINY else {})),
+        ),
     ]
 )
 grid = {

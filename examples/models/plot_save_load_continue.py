@@ -122,6 +122,7 @@ fig.tight_layout()
 
 # %%
 # The kept parameters are those of the best validation evaluation of each
-# call (the dotted lines mark the last call's, one per ensemble member). To continue the autoencoder as
-# well, set ``ae__warm_start=True`` and refit the whole pipeline; the latent
-# coordinates then change and the dynamics should be refitted on them.
+# call (the dotted lines mark the last call's, one per ensemble member). To
+# continue the autoencoder as well, set ``ae__warm_start=True`` and refit
+# the whole pipeline; the latent coordinates then change and the dynamics
+# should be refitted on them.
