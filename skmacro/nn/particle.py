@@ -974,7 +974,7 @@ class ParticleSetJacobian:
     centres a request needs, by vector-Jacobian products of the per-particle
     network, and the pair derivatives in closed form:
 
-    * :meth:`columns` at particles ``I``: O(|I| * neighbours);
+    * :meth:`columns` at particles ``I``: O(``len(I)`` * neighbours);
     * :meth:`gram`: exact (every column) when the closure was pooled over a
       subset (training mode) or has at most ``32 * gram_atoms`` particles,
       O(n * neighbours); otherwise the unbiased estimate
