@@ -118,10 +118,7 @@ def rollout_error(pipeline, t, trajectories, dt=None, squared=False):
     # has a shape but no len()).
     n_trajectories = trajectories.shape[0]
     Z_true = np.stack(
-        [
-            np.asarray(encoder.transform(trajectories[i]))
-            for i in range(n_trajectories)
-        ]
+        [np.asarray(encoder.transform(trajectories[i])) for i in range(n_trajectories)]
     )
     X0 = np.stack([np.asarray(trajectories[i, 0]) for i in range(n_trajectories)])
     Z_pred = simulate(pipeline, X0, t, dt=dt, on_divergence="mask")

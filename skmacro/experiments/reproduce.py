@@ -186,6 +186,7 @@ def _predator_prey_row(s, context):
             dyn_params=_dyn_params(context),
             verbose=context.verbose,
             log=context.log,
+            test_t_end=s.get("test_t_end", 30.0),
         )
         for key, result in run["results"].items():
             errors[key].append(result.error)
@@ -409,6 +410,7 @@ def _table2_rows(s, context):
         ae_params=_nets(context),
         dyn_params=_dyn_params(context),
         verbose=context.verbose,
+        test_t_end=s.get("test_t_end", 30.0),
     )
     rows = []
     for size in s["sizes"]:
@@ -581,7 +583,7 @@ def _table3(s, context):
     # rollout also steps at dt = 0.01 and is compared at those times.
     test = system.simulate(
         system.sample_initial(s["n_test"], random_state=seed + 1),
-        t_end=29.9,
+        t_end=s.get("test_t_end", 30.0) - 0.1,
         dt=0.01,
         method="rk4",
         stride=10,
@@ -922,6 +924,7 @@ def _fig6(s, context):
         dyn_params=_dyn_params(context),
         verbose=context.verbose,
         log=context.log,
+        test_t_end=s.get("test_t_end", 30.0),
     )
     # The figure's initial state: Eq. 40 with mu = 0.02 and sigma = 0.52 as
     # printed, i.e. amplitude 0.02 and mean 0.52 (the printed ranges are
@@ -1024,7 +1027,7 @@ TARGETS = {
         "table1",
         "Table 1: L_z against L_x,p on one force budget, on every system",
         {
-            "smoke": "every row on toy sizes",
+            "smoke": "every row on toy sizes (Predator-Prey tested to t = 3)",
             "small": "Predator-Prey as the paper (50 trajectories, 1 repeat); "
             "Allen-Cahn on a 64 x 64 grid, 40 trajectories; Lennard-Jones 800 "
             "atoms, 20 trajectories; the large row at 6,400 atoms, forces on 50 "
@@ -1034,7 +1037,9 @@ TARGETS = {
         },
         {
             "smoke": {
-                "predator_prey": dict(n_trajectories=3, n_test=2, repeats=1),
+                "predator_prey": dict(
+                    n_trajectories=3, n_test=2, repeats=1, test_t_end=3.0
+                ),
                 "allen_cahn": dict(
                     n_grid=32, n_train=16, n_test=2, latent_dim=4, repeats=1
                 ),
@@ -1069,12 +1074,12 @@ TARGETS = {
         "table2",
         "Table 2: Predator-Prey test error over training size and p",
         {
-            "smoke": "one size, one seed, 2 epochs per fit",
+            "smoke": "one size, one seed, 2 epochs per fit, tested to t = 3",
             "small": "sizes 600, 1,500 and 3,000, one seed, 50 test trajectories",
             "paper": "sizes 600 to 24,000, three seeds, 100 test trajectories",
         },
         {
-            "smoke": dict(sizes=(600,), seeds=(0,), n_test=2),
+            "smoke": dict(sizes=(600,), seeds=(0,), n_test=2, test_t_end=3.0),
             "small": dict(sizes=(600, 1500, 3000), seeds=(0,), n_test=50),
             "paper": dict(sizes=_PP_SIZES, seeds=(0, 1, 2), n_test=100),
         },
@@ -1085,14 +1090,20 @@ TARGETS = {
         "Table 3: the condition-number weight lambda_cond (GridSearchCV with a "
         "PredefinedSplit, scored by rollout error)",
         {
-            "smoke": "two values of lambda_cond on toy data",
+            "smoke": "two values of lambda_cond on toy data, tested to t = 3",
             "small": "the paper's seven values, 20 training and 20 test "
             "trajectories, one seed",
             "paper": "the seven values, 50 training and 100 test trajectories, "
             "three seeds",
         },
         {
-            "smoke": dict(n_trajectories=2, n_test=1, lambdas=(0.0, 1e-6), repeats=1),
+            "smoke": dict(
+                n_trajectories=2,
+                n_test=1,
+                lambdas=(0.0, 1e-6),
+                repeats=1,
+                test_t_end=3.0,
+            ),
             "small": dict(
                 n_trajectories=20,
                 n_test=20,
@@ -1113,12 +1124,12 @@ TARGETS = {
         "Fig. 2: Predator-Prey test error against training size, and the data "
         "needed to reach e_tol = 3e-3",
         {
-            "smoke": "one size, one seed, 2 epochs per fit",
+            "smoke": "one size, one seed, 2 epochs per fit, tested to t = 3",
             "small": "sizes 600, 1,500 and 3,000, one seed, 50 test trajectories",
             "paper": "sizes 600 to 24,000, three seeds, 100 test trajectories",
         },
         {
-            "smoke": dict(sizes=(600,), seeds=(0,), n_test=2),
+            "smoke": dict(sizes=(600,), seeds=(0,), n_test=2, test_t_end=3.0),
             "small": dict(sizes=(600, 1500, 3000), seeds=(0,), n_test=50),
             "paper": dict(sizes=_PP_SIZES, seeds=(0, 1, 2), n_test=100),
         },
@@ -1200,12 +1211,12 @@ TARGETS = {
         "Figs. 6-7: Predator-Prey latent trajectories from mu = 0.02, sigma = "
         "0.52, latent RK4 with dt = 0.1 and 0.5",
         {
-            "smoke": "3 training trajectories",
+            "smoke": "3 training trajectories, tested to t = 3",
             "small": "the paper's 50 training trajectories (as table1's first row)",
             "paper": "the same as small",
         },
         {
-            "smoke": dict(n_trajectories=3, n_test=1),
+            "smoke": dict(n_trajectories=3, n_test=1, test_t_end=3.0),
             "small": dict(n_trajectories=50, n_test=100),
             "paper": dict(n_trajectories=50, n_test=100),
         },
