@@ -119,8 +119,9 @@ for ax, (name, dyn) in zip(axes, [("L_x,p", dyn_partial), ("L_z", dyn_z)], stric
 fig.tight_layout()
 
 # %%
-# At the normal size ``L_x,p`` usually wins at an equal budget: its 50
-# atoms per configuration see every state the fluid passes through, while
-# ``L_z`` sees one state in sixteen. ``skmacro reproduce fig3`` repeats
-# the comparison over several seeds and latent models beside the paper's
+# ``L_x,p`` spends its budget on 50 atoms of every state the fluid passes
+# through, ``L_z`` on every atom of one state in sixteen. One run on 20
+# trajectories is a noisy comparison: the results page repeats it ten times
+# on the paper's 90 trajectories, and ``skmacro reproduce fig3`` runs it
+# for the MLP, OnsagerNet and GFINN latent models beside the paper's
 # figure.
