@@ -99,6 +99,26 @@ def test_rollout_scorer_is_the_negative_rollout_error(system, pp_data, make_pipe
         make_rollout_scorer(t[::-1])
 
 
+def test_rollout_error_reads_test_trajectories_from_a_zarr_array(
+    system, pp_data, make_pipe, tmp_path
+):
+    zarr = pytest.importorskip("zarr")
+    X, F = pp_data
+    pipe = make_pipe(2, 5).fit(X, F)
+    test = system.simulate(
+        system.sample_initial(2, random_state=5), t_end=1.0, dt=0.01, stride=10
+    ).astype(np.float32)
+    stored = zarr.open_array(
+        str(tmp_path / "test.zarr"), mode="w", shape=test.shape, dtype=test.dtype
+    )
+    stored[:] = test
+    t = np.arange(test.shape[1]) * 0.1
+    error, Z_true, _ = rollout_error(pipe, t, stored, dt=0.01)
+    expected, Z_expected, _ = rollout_error(pipe, t, test, dt=0.01)
+    assert error == pytest.approx(expected)
+    np.testing.assert_array_equal(Z_true, Z_expected)
+
+
 def test_rollout_scorer_in_a_search_with_a_predefined_split(system, make_pipe):
     """The test fold holds whole test trajectories; the search's score for a
     candidate is minus its rollout error on them, whatever the others do."""
