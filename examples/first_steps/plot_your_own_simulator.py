@@ -9,7 +9,7 @@ anharmonic oscillators (a Fermi-Pasta-Ulam-Tsingou chain with friction).
 Each particle has two coordinates, its displacement ``q_i`` and momentum
 ``p_i``, and the force on particle ``i`` depends on its two neighbours only,
 so forces on a few particles cost a few neighbour look-ups. The
-observables are the chain's energy per particle, which friction dissipates,
+observables are the chain's energy, which friction dissipates,
 and its mean displacement, which oscillates.
 
 What you provide, and what this example shows:
@@ -113,19 +113,24 @@ groups = np.repeat(np.arange(n_train), train.shape[1])
 
 
 def chain_observables(X):
-    """Energy per particle and mean displacement, (B, N) -> (B, 2)."""
+    """Total energy and mean displacement, (B, N) -> (B, 2)."""
     q, p = X[:, 0::2], X[:, 1::2]
     bonds = torch.diff(torch.nn.functional.pad(q, (1, 1)), dim=1)
     kinetic = 0.5 * p.square().sum(dim=1)
     potential = (0.5 * bonds.square() + 0.25 * BETA * bonds**4).sum(dim=1)
-    energy = (kinetic + potential) / N_PARTICLES
-    return torch.stack([energy, q.mean(dim=1)], dim=1)
+    return torch.stack([kinetic + potential, q.mean(dim=1)], dim=1)
 
 
 # %%
 # The encoder needs the observables' Jacobian to have full rank on the data.
 # The kinetic energy alone would be a poor choice here: its gradient is the
 # momentum, which vanishes whenever the chain is momentarily at rest.
+#
+# Units matter too. The energy is summed over the chain, not averaged: the
+# energy per particle has a gradient 32 times shorter, so the encoder's
+# Jacobian is ill-conditioned, and when this example averaged it the
+# closure variables collapsed to constants and the rollouts failed. The
+# user guide's section on ``lambda_cond`` says more.
 
 
 # %%
@@ -202,7 +207,7 @@ plot_observables(
     t,
     Z_true[0, :, :2],
     Z_pred[0, :, :2],
-    names=["energy per particle", "mean displacement"],
+    names=["energy", "mean displacement"],
     axes=axes,
 )
 fig.tight_layout()
