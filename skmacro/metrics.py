@@ -115,12 +115,12 @@ def rollout_error(pipeline, t, trajectories, dt=None, squared=False):
         )
     encoder = pipeline[:-1]
     # One trajectory at a time: the test set may live on disk (a zarr array
-    # has a shape but no len()).
-    n_trajectories = trajectories.shape[0]
+    # has a shape but no len).
+    n = trajectories.shape[0]
     Z_true = np.stack(
-        [np.asarray(encoder.transform(trajectories[i])) for i in range(n_trajectories)]
+        [np.asarray(encoder.transform(trajectories[i])) for i in range(n)]
     )
-    X0 = np.stack([np.asarray(trajectories[i, 0]) for i in range(n_trajectories)])
+    X0 = np.stack([np.asarray(trajectories[i, 0]) for i in range(n)])
     Z_pred = simulate(pipeline, X0, t, dt=dt, on_divergence="mask")
     d_star = pipeline[0].n_observables_
     error = mean_relative_error(
