@@ -10,8 +10,8 @@ the time derivative at one grid value in 25 of every stored snapshot.
 
 A structure-preserving latent model fits this problem: the Allen-Cahn
 equation is a gradient flow of the free energy, and
-:class:`~skmacro.nn.OnsagerNet` learns a dissipative dynamics whose
-potential never increases.
+:class:`~skmacro.nn.OnsagerNet` learns a dissipative dynamics (here with
+its learned external force on, as in the paper's reference code).
 """
 
 # %%
@@ -57,7 +57,16 @@ fig.tight_layout()
 # sparse. The encoder keeps the free energy as its first latent coordinate
 # (:meth:`AllenCahn.observables <skmacro.systems.AllenCahn.observables>`)
 # and learns closure variables around it; the dynamics is an OnsagerNet.
+#
+# Two settings follow the paper's reference code. The autoencoder trains
+# for at least 1,000 optimiser steps: its default 30 epochs are only about
+# 120 steps on this small data set, too few for a 4,096-dimensional state.
+# And OnsagerNet gets its learned external force
+# (``latent_model__forcing=True``): a pure gradient flow in the latent
+# coordinates can stall the free energy.
 F = sample_partial_forces(system, X, p=1 / 25, random_state=0, format="sparse")
+steps_per_epoch = int(np.ceil(0.9 * X.shape[0] / 256))  # 10% held out
+ae_budget = {"max_epochs": 3 if TINY else max(30, -(-1000 // steps_per_epoch))}
 budget = {"max_epochs": 3} if TINY else {}  # tiny: a few epochs
 pipe = Pipeline(
     [
@@ -67,10 +76,18 @@ pipe = Pipeline(
                 observables=system.observables,
                 n_components=4 if TINY else 16,
                 random_state=0,
+                **ae_budget,
+            ),
+        ),
+        (
+            "dyn",
+            PartialForceDynamics(
+                latent_model="onsager",
+                latent_model__forcing=True,
+                random_state=0,
                 **budget,
             ),
         ),
-        ("dyn", PartialForceDynamics(latent_model="onsager", random_state=0, **budget)),
     ]
 )
 pipe.fit(X, F)
@@ -97,8 +114,7 @@ ax.set_ylabel("free energy (solid: true, dashed: predicted)")
 fig.tight_layout()
 
 # %%
-# The free energy must not increase along the true flow; an OnsagerNet
-# model's own potential never does, whatever its weights. The paper's
+# The free energy never increases along the true flow. The paper's
 # comparison against ``L_z`` at an equal number of force computations is
 # :func:`skmacro.experiments.allen_cahn.free_energy_comparison` and
 # ``skmacro reproduce table1``. At the paper's size the trajectories fill
