@@ -37,7 +37,7 @@ TINY = os.environ.get("SKMACRO_EXAMPLE_SIZE") == "tiny"
 n_train = 3 if TINY else 20
 epochs = {"max_epochs": 3} if TINY else {}
 horizon = 10.0 if TINY else 90.0  # end of the rollouts
-dt_latent = 0.1 if TINY else 0.01  # step of the latent rollouts
+dt_latent = 0.1 if TINY else 0.05  # step of the latent rollouts
 
 system = PredatorPrey()
 traj = system.simulate(
