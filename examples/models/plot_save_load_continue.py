@@ -18,6 +18,7 @@ the same data (``warm_start``), or new data as it arrives (``partial_fit``).
 # Fit and save
 # ------------
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -89,6 +90,7 @@ print(f"saved: {(folder / 'pipeline.joblib').stat().st_size / 1e3:.0f} kB")
 # The observables travel with the model by reference: a system's method or
 # a module-level function must be importable where the file is loaded.
 loaded = joblib.load(folder / "pipeline.joblib")
+shutil.rmtree(folder)  # this example's temporary copy
 np.testing.assert_array_equal(loaded.predict(X[:10]), pipe.predict(X[:10]))
 
 # %%
