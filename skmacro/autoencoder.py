@@ -171,9 +171,10 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
     size_agnostic_ : bool
         Whether the closure also encodes states of another width (another
         number of particles).
-    latent_mean_, latent_scale_ : ndarray of shape (n_components_,)
+    latent_mean_, latent_scale_ : ndarray of shape (d,)
         Mean and standard deviation of the latent coordinates on the
-        training rows (the decoder's input standardisation).
+        training rows (the decoder's input standardisation);
+        ``d = n_components_``.
     closure_explained_variance_ : float
         Fraction of the variance of the scaled training states along the
         directions the closure's first layer kept (1.0 without

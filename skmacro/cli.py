@@ -243,6 +243,49 @@ def run_allen_cahn(
     }
 
 
+def _add_reproduce_parser(sub):
+    """``skmacro reproduce TARGET --scale ...``; its help lists what every
+    target runs at each scale."""
+    from .experiments.reproduce import SCALES, TARGETS
+
+    lines = ["targets (what each scale runs):"]
+    for name, target in TARGETS.items():
+        lines.append(f"  {name}: {target.title}")
+        for scale in SCALES:
+            lines.append(f"      {scale}: {target.runs[scale]}")
+    rp = sub.add_parser(
+        "reproduce",
+        help="one table or figure of the paper at a scale (smoke: seconds, small: "
+        "minutes, paper: the paper's sizes)",
+        description="Run one table or figure of the paper, print it beside the "
+        "paper's numbers, and write TARGET.csv and TARGET.png. smoke runs in "
+        "seconds (toy sizes, the figures mean nothing); small in under about 15 "
+        "minutes on 2 CPU cores; paper at the paper's sizes (hours to days).",
+        epilog="\n".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rp.add_argument("target", choices=list(TARGETS))
+    rp.add_argument("--scale", choices=SCALES, default="small")
+    rp.add_argument("--output-dir", default="outputs/reproduce")
+    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument(
+        "--control-variate",
+        choices=["neighbors", "none"],
+        default="neighbors",
+        help="variance reduction of L_x,p (the library's default); none is the "
+        "paper's estimator",
+    )
+    rp.add_argument(
+        "--n-jobs", type=int, default=None, help="parallel simulations and fits"
+    )
+    rp.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where simulated data are kept between runs ($SKMACRO_DATA_DIR, "
+        "default outputs/)",
+    )
+
+
 def main(argv=None):
     """Entry point of the ``skmacro`` command."""
     parser = argparse.ArgumentParser(
@@ -280,7 +323,22 @@ def main(argv=None):
     ac.add_argument("--n-jobs", type=int, default=None)
     ac.add_argument("--seed", type=int, default=0)
     ac.add_argument("--quick", action="store_true", help="a smoke run in seconds")
+    _add_reproduce_parser(sub)
     args = parser.parse_args(argv)
+    if args.job == "reproduce":
+        from .experiments.reproduce import reproduce
+
+        reproduce(
+            args.target,
+            args.scale,
+            output_dir=args.output_dir,
+            random_state=args.seed,
+            control_variate=None if args.control_variate == "none" else "neighbors",
+            n_jobs=args.n_jobs,
+            cache_dir=args.cache_dir,
+            log=_log,
+        )
+        return 0
     quick = {"max_epochs": 2} if args.quick else None
     if args.job == "allen-cahn":
         run_allen_cahn(

@@ -415,7 +415,7 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         -------
         torch.Tensor of shape (batch, d)
         """
-        return self.module_.eval()(z).mean(dim=0)
+        return self._inference_module()(z).mean(dim=0)
 
     def member_vector_fields(self, z):
         """Every member's own field on its own states, on torch tensors (for
@@ -431,7 +431,15 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         -------
         torch.Tensor of shape (n_members_, batch, d)
         """
-        return self.module_.eval()(z)
+        return self._inference_module()(z)
+
+    def _inference_module(self):
+        """``module_`` in evaluation mode. A rollout evaluates the field
+        thousands of times, and ``Module.eval()`` walks every submodule, so
+        it is called only when training left the module in training mode."""
+        if self.module_.training:
+            self.module_.eval()
+        return self.module_
 
     def predict(self, Z, return_std=False):
         """Latent velocities ``dz/dt``: the mean of the members' fields.

@@ -8,6 +8,7 @@ __all__ = [
     "rollout_error",
     "band_coverage",
     "make_macro_scorer",
+    "make_rollout_scorer",
 ]
 
 
@@ -224,3 +225,91 @@ def make_macro_scorer(metric="r2"):
             f"metric={metric!r} is not one of ('r2', 'neg_mean_squared_error')"
         )
     return _MacroVelocityScorer(metric)
+
+
+class _RolloutScorer:
+    """Callable ``scorer(pipeline, X, y=None)`` for ``scoring=`` (see
+    :func:`make_rollout_scorer`)."""
+
+    def __init__(self, t, dt, squared):
+        self.t, self.dt, self.squared = t, dt, squared
+
+    def __call__(self, estimator, X, y=None, **kwargs):
+        from sklearn.pipeline import Pipeline
+
+        if not isinstance(estimator, Pipeline):
+            raise TypeError(
+                "make_rollout_scorer() scores a fitted Pipeline of an encoder and "
+                f"a PartialForceDynamics, got {type(estimator).__name__}"
+            )
+        if not hasattr(X, "shape"):
+            X = np.asarray(X)
+        T = len(self.t)
+        n, N = X.shape[0], X.shape[1]
+        if len(X.shape) != 2 or n % T:
+            raise ValueError(
+                f"the rows of X must be whole trajectories of len(t) = {T} states "
+                f"each, one after the other; got {tuple(X.shape)} (put the test "
+                "trajectories in the test fold, e.g. with PredefinedSplit)"
+            )
+        error, _, _ = rollout_error(
+            estimator, self.t, X.reshape(n // T, T, N), dt=self.dt, squared=self.squared
+        )
+        return -error
+
+    def __repr__(self):
+        return (
+            f"make_rollout_scorer(t=<{len(self.t)} times>, dt={self.dt!r}, "
+            f"squared={self.squared!r})"
+        )
+
+
+def make_rollout_scorer(t, *, dt=None, squared=False):
+    """Scorer of a pipeline's latent rollouts against whole test trajectories
+    (the negative Eq. 43 error), for ``GridSearchCV(scoring=...)``.
+
+    The rows a search hands the scorer must be whole microscopic trajectories
+    sampled at the times ``t``, one after the other (trajectory-major):
+    ``n_trajectories * len(t)`` rows. Each is encoded, its first state rolled
+    out by the learned latent dynamics (:func:`rollout_error`), and the
+    observables compared along the trajectory. Put the test trajectories in
+    the test fold of a ``sklearn.model_selection.PredefinedSplit``, and give
+    their rows forces (partial ones, or NaN: the scorer does not read them)
+    so that ``X`` and ``F`` have the same rows. Refit with ``refit=False``
+    (or on another metric): a refit would train on the test rows.
+
+    Unlike the p-aware score (:func:`make_macro_scorer`), which needs only
+    partial forces at single configurations, this score needs ground-truth
+    trajectories; it measures what the paper's tables report.
+
+    Parameters
+    ----------
+    t : array-like of shape (T,)
+        Times of the states of each test trajectory, strictly increasing.
+    dt : float, optional
+        Latent integration step; must divide every interval of ``t``.
+        Defaults to the (uniform) spacing of ``t``.
+    squared : bool, default=False
+        Squared norms in Eq. 43; the paper's tables use unsquared ones.
+
+    Returns
+    -------
+    callable
+        ``scorer(pipeline, X, y=None)``: minus the mean relative error on
+        the observables, larger is better (``-inf`` if a rollout diverged).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> scorer = make_rollout_scorer(np.arange(300) * 0.1, dt=0.01)
+    >>> scorer
+    make_rollout_scorer(t=<300 times>, dt=0.01, squared=False)
+    """
+    t = np.asarray(t, dtype=np.float64)
+    if t.ndim != 1 or len(t) < 2 or not np.all(np.isfinite(t)):
+        raise ValueError(f"t must be a 1-D array of at least 2 finite times, got {t!r}")
+    if np.any(np.diff(t) <= 0):
+        raise ValueError("t must be strictly increasing")
+    if dt is not None and not (np.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a positive finite number or None, got {dt!r}")
+    return _RolloutScorer(t, dt, bool(squared))

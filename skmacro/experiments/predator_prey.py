@@ -75,19 +75,29 @@ def training_states(n_trajectories, random_state=None, system=None):
     return traj[:, :STATES_PER_TRAJECTORY].reshape(-1, system.n_features)
 
 
-def test_trajectories(n_trajectories=100, random_state=1, system=None):
+def test_trajectories(n_trajectories=100, random_state=1, system=None, t_end=30.0):
     """Test trajectories of the paper's protocol: RK4, dt = 0.01, 3000 steps.
+
+    Parameters
+    ----------
+    n_trajectories : int, default=100
+    random_state : int, RandomState or None, default=1
+    system : PredatorPrey, optional
+    t_end : float, default=30.0
+        Horizon (the paper's: 30); shorter ones make quick smoke runs.
 
     Returns
     -------
-    t : ndarray of shape (3000,)
-        Times 0, 0.01, ..., 29.99.
-    trajectories : ndarray of shape (n_trajectories, 3000, 100)
+    t : ndarray of shape (T,)
+        Times 0, 0.01, ..., up to ``t_end`` excluded (T = 3000 for the
+        paper's horizon).
+    trajectories : ndarray of shape (n_trajectories, T, 100)
     """
     system = system or PredatorPrey()
+    steps = int(round(t_end / 0.01))
     X0 = system.sample_initial(n_trajectories, random_state=random_state)
-    traj = system.simulate(X0, t_end=30.0, dt=0.01, method="rk4")[:, :3000]
-    return np.arange(3000) * 0.01, traj
+    traj = system.simulate(X0, t_end=steps * 0.01, dt=0.01, method="rk4")[:, :steps]
+    return np.arange(steps) * 0.01, traj
 
 
 def equal_budget_comparison(
@@ -99,6 +109,8 @@ def equal_budget_comparison(
     dyn_params=None,
     verbose=0,
     log=print,
+    *,
+    test_t_end=30.0,
 ):
     """Table 1's Predator-Prey row: one closure autoencoder, then L_x,p on
     partial forces (inclusion probability ``p``) and L_z with all forces on
@@ -118,6 +130,8 @@ def equal_budget_comparison(
     verbose : int, default=0
         The estimators' ``verbose``.
     log : callable, default=print
+    test_t_end : float, default=30.0
+        Horizon of the test trajectories (the paper's: 30).
 
     Returns
     -------
@@ -137,7 +151,7 @@ def equal_budget_comparison(
     # L_z gets the same number of force computations as full-force states.
     rows_z = equal_budget_rows(len(X), budget // system.n_features, rng)
     log(f"[2/5] simulating {n_test} test trajectories (RK4, dt=0.01)")
-    t, test = test_trajectories(n_test, random_state=random_state + 1)
+    t, test = test_trajectories(n_test, random_state=random_state + 1, t_end=test_t_end)
     log("[3/5] training the closure autoencoder (d = 4: u_mean, v_mean + 2 closure)")
     encoder = ClosureAutoencoder(
         observables=system.observables,
@@ -186,7 +200,17 @@ def equal_budget_comparison(
     }
 
 
-def table2(sizes=(600, 1500, 3000), seeds=(0, 1, 2), n_test=100, log=print):
+def table2(
+    sizes=(600, 1500, 3000),
+    seeds=(0, 1, 2),
+    n_test=100,
+    log=print,
+    *,
+    ae_params=None,
+    dyn_params=None,
+    verbose=0,
+    test_t_end=30.0,
+):
     """Table 2: the test error of L_z, L_x and L_x,p (p = 3/4, 1/2, 1/4, 1/5)
     over training sizes given as equivalent full-force samples
     (configurations x p).
@@ -200,6 +224,13 @@ def table2(sizes=(600, 1500, 3000), seeds=(0, 1, 2), n_test=100, log=print):
     seeds : sequence of int
     n_test : int, default=100
     log : callable, default=print
+    ae_params, dyn_params : dict, optional
+        Extra estimator parameters (e.g. ``{"max_epochs": 2}`` for a smoke
+        run, ``{"control_variate": None}`` for the paper's estimator).
+    verbose : int, default=0
+        The estimators' ``verbose``.
+    test_t_end : float, default=30.0
+        Horizon of the test trajectories (the paper's: 30).
 
     Returns
     -------
@@ -207,12 +238,17 @@ def table2(sizes=(600, 1500, 3000), seeds=(0, 1, 2), n_test=100, log=print):
         column key -> size -> list of errors (one per seed).
     """
     system = PredatorPrey()
-    t, test = test_trajectories(n_test, random_state=1)
+    t, test = test_trajectories(n_test, random_state=1, t_end=test_t_end)
     n_pool = int(np.ceil(max(sizes) / 0.2 / STATES_PER_TRAJECTORY))
     results = {key: {size: [] for size in sizes} for key, _, _ in TABLE2_RUNS}
     for seed in seeds:
         X_pool = training_states(n_pool, random_state=100 + seed)
-        encoder = ClosureAutoencoder(observables=system.observables, random_state=seed)
+        encoder = ClosureAutoencoder(
+            observables=system.observables,
+            random_state=seed,
+            verbose=verbose,
+            **(ae_params or {}),
+        )
         encoder.fit(X_pool)
         for size in sizes:
             runs = []
@@ -235,7 +271,17 @@ def table2(sizes=(600, 1500, 3000), seeds=(0, 1, 2), n_test=100, log=print):
                     )
                 )
             done = compare_losses(
-                encoder, X_pool, runs, t, test, defaults={"random_state": seed}, log=log
+                encoder,
+                X_pool,
+                runs,
+                t,
+                test,
+                defaults={
+                    "random_state": seed,
+                    "verbose": verbose,
+                    **(dyn_params or {}),
+                },
+                log=log,
             )
             for key, result in done.items():
                 results[key][size].append(result.error)

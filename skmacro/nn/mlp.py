@@ -20,7 +20,8 @@ def make_activation(name):
 
 
 class MLP(nn.Sequential):
-    """Fully connected network ``in_features -> hidden... -> out_features``.
+    """Fully connected network from ``in_features`` through the ``hidden`` widths
+    to ``out_features``.
 
     Parameters
     ----------
