@@ -34,6 +34,7 @@ __all__ = [
     "mean_curve_error",
     "invariant_latent",
     "invariant_latent_error",
+    "ensembles",
 ]
 
 #: PyTorch's own Adam settings, which ClosureAutoencoder replaces by the
@@ -515,7 +516,7 @@ def mean_curve_error(train_T, test_T):
 
 def invariant_latent(system, X):
     """The hand-made invariant latent ``(T, U/n, (dU/dt)/n)`` of states,
-    with ``dU/dt = -sum_i f_i . v_i`` from the full forces (unit mass).
+    with ``dU/dt = -sum_i f_i · v_i`` from the full forces (unit mass).
 
     Parameters
     ----------

@@ -750,7 +750,7 @@ class ParticleFeatureJacobian:
     the pairs that particle ``a`` belongs to, times the derivative of the
     feature in the pooled particle's descriptors, all in closed form:
 
-    * :meth:`columns` at particles ``I``: O(|I| * neighbours);
+    * :meth:`columns` at particles ``I``: ``O(|I| * neighbours)``;
     * :meth:`matvec`: exact, O(pooled particles * neighbours);
     * :meth:`gram`: exact (every column) up to ``gram_atoms`` particles;
       above, the unbiased estimate ``sum_a w_a F_a F_a^T`` over
