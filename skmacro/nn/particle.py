@@ -656,9 +656,6 @@ class ParticleSetClosure(FeatureClosure):
             return atoms.new_zeros(len(atoms), 0)
         return torch.cat(parts, dim=1)
 
-    def _n_pair_channels(self):
-        return self._n_channels + (3 if self.angular else 0)
-
     def _channels(self, env):
         """Each pair's channels (n_pairs, channels), which its radial
         weights multiply: 1 (density), the radial velocity, the relative
