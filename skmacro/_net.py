@@ -84,6 +84,18 @@ class KeepBestParameters(Callback):
         del self.best_state_
 
 
+class EpochLRScheduler(LRScheduler):
+    """skorch's ``LRScheduler`` that lets go of its scheduler when training
+    ends. The scheduler holds the optimizer, which skorch pickles on its own
+    (``optimizer_``); kept, it would be pickled a second time with the
+    callbacks, doubling a fitted net's pickle (the optimizer holds the
+    parameters and Adam's two moments). A new fit makes a new scheduler."""
+
+    def on_train_end(self, net, **kwargs):
+        super().on_train_end(net, **kwargs)
+        self.lr_scheduler_ = None
+
+
 class EpochProgress(Callback):
     """A tqdm bar over epochs showing the latest losses."""
 
@@ -610,7 +622,7 @@ class SkmacroNet(NeuralNet):
             ("valid_loss", PassthroughScoring(name="valid_loss")),
             (
                 "lr_scheduler",
-                LRScheduler(
+                EpochLRScheduler(
                     policy=torch.optim.lr_scheduler.LambdaLR,
                     lr_lambda=functools.partial(cosine_decay, n_epochs=self.max_epochs),
                 ),
