@@ -159,11 +159,13 @@ def test_ensemble_rollouts_are_the_members_own(pp_data, fitted_ae, ensemble):
     )
 
 
-def test_onsager_members_dissipate_their_own_potential(pp_data, fitted_ae):
+def _two_member_rollouts(latent_model, pp_data, fitted_ae):
+    """A two-member ensemble of ``latent_model`` and each member's rollout of
+    three training states over t in [0, 3]."""
     X, F = pp_data
     Z = fitted_ae.transform(X)
     dyn = PartialForceDynamics(
-        latent_model="onsager",
+        latent_model=latent_model,
         latent_model__hidden=(16, 16),
         n_members=2,
         max_epochs=2,
@@ -171,6 +173,11 @@ def test_onsager_members_dissipate_their_own_potential(pp_data, fitted_ae):
     ).fit(Z, F)
     t = np.linspace(0, 3, 61)
     _, members = simulate(dyn, np.asarray(Z[:3]), t, dt=0.01, return_members=True)
+    return dyn, t, members
+
+
+def test_onsager_members_dissipate_their_own_potential(pp_data, fitted_ae):
+    dyn, t, members = _two_member_rollouts("onsager", pp_data, fitted_ae)
     scale = dyn.module_
     for m in range(2):
         z = torch.as_tensor(members[m]).reshape(-1, 4)
@@ -185,17 +192,7 @@ def test_onsager_members_dissipate_their_own_potential(pp_data, fitted_ae):
 
 
 def test_gfinn_members_conserve_their_own_energy(pp_data, fitted_ae):
-    X, F = pp_data
-    Z = fitted_ae.transform(X)
-    dyn = PartialForceDynamics(
-        latent_model="gfinn",
-        latent_model__hidden=(16, 16),
-        n_members=2,
-        max_epochs=2,
-        random_state=0,
-    ).fit(Z, F)
-    t = np.linspace(0, 3, 61)
-    _, members = simulate(dyn, np.asarray(Z[:3]), t, dt=0.01, return_members=True)
+    dyn, t, members = _two_member_rollouts("gfinn", pp_data, fitted_ae)
     scale = dyn.module_
     assert not np.allclose(members[0], members[1])
     for m in range(2):
