@@ -242,15 +242,15 @@ def _allen_cahn_row(s, context):
     return errors, forces
 
 
-def _lennard_jones_runs(s, models, context, label):
-    """Fig. 3's protocol: per repeat a new autoencoder and new draws of atoms,
-    then L_x,p and L_z for each latent model. Returns errors and force
-    computations keyed by (model, loss)."""
+def _lennard_jones_data(s, n_atoms, context, label):
+    """The paper's fluid with ``n_atoms`` atoms and its cached training and
+    test trajectories (``s``: n_train, n_test, steps), announced in the
+    log."""
     from . import lennard_jones as lj
 
-    system = lj.make_system(s["n_atoms"])
+    system = lj.make_system(n_atoms)
     context.log(
-        f"{label}: {s['n_atoms']} atoms ({system.engine} engine), "
+        f"{label}: {n_atoms} atoms ({system.engine} engine), "
         f"{s['n_train']} + {s['n_test']} trajectories of {s['steps']} steps"
     )
     train, test = lj.simulate_cached(
@@ -263,6 +263,16 @@ def _lennard_jones_runs(s, models, context, label):
         cache=context.cache_dir,
         log=context.log,
     )
+    return system, train, test
+
+
+def _lennard_jones_runs(s, models, context, label):
+    """Fig. 3's protocol: per repeat a new autoencoder and new draws of atoms,
+    then L_x,p and L_z for each latent model. Returns errors and force
+    computations keyed by (model, loss)."""
+    from . import lennard_jones as lj
+
+    system, train, test = _lennard_jones_data(s, s["n_atoms"], context, label)
     X = train.reshape(-1, train.shape[-1])
     errors, forces = {}, {}
     for repeat in range(s["repeats"]):
@@ -783,21 +793,7 @@ def _fig4(s, context):
 
     rows = []
     for n_atoms in s["sizes"]:
-        system = lj.make_system(n_atoms)
-        context.log(
-            f"\n== Fig. 4, {n_atoms} atoms ({system.engine} engine): "
-            f"{s['n_train']} + {s['n_test']} trajectories of {s['steps']} steps =="
-        )
-        train, test = lj.simulate_cached(
-            system,
-            s["n_train"],
-            s["n_test"],
-            steps=s["steps"],
-            seed=context.random_state,
-            n_jobs=context.n_jobs,
-            cache=context.cache_dir,
-            log=context.log,
-        )
+        system, train, test = _lennard_jones_data(s, n_atoms, context, "\n== Fig. 4")
         X = train.reshape(-1, train.shape[-1])
         found = {}
         for repeat in range(s["repeats"]):
