@@ -9,6 +9,7 @@ from sklearn.model_selection import GridSearchCV, PredefinedSplit
 
 from skmacro.cli import main
 from skmacro.experiments import published
+from skmacro.experiments.protocol import format_mean_std
 from skmacro.experiments.reproduce import TARGETS, reproduce
 from skmacro.metrics import make_rollout_scorer, rollout_error
 from skmacro.sampling import sample_partial_forces
@@ -156,3 +157,10 @@ def test_rollout_scorer_in_a_search_with_a_predefined_split(system, make_pipe):
         assert search.cv_results_["mean_test_score"][i] == pytest.approx(
             -error, rel=1e-5
         )
+
+
+def test_a_single_run_prints_no_spread_and_diverged_runs_are_counted():
+    assert format_mean_std([1.5e-3]) == "1.50e-03"
+    assert format_mean_std([1e-3, 3e-3]) == "2.00e-03 +- 1.0e-03"
+    assert format_mean_std([1e-3, np.nan]) == "1.00e-03 (1 div.)"
+    assert format_mean_std([]) == "-"

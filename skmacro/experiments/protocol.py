@@ -262,10 +262,16 @@ def compare_losses(
 
 
 def format_mean_std(values):
-    """``"m.mme-x +- s.se-y"`` of finite values, the count of diverged ones
-    appended; ``"-"`` without values."""
+    """``"m.mme-x +- s.se-y"`` of finite values (the mean alone for one
+    value, which has no spread), the count of diverged ones appended; ``"-"``
+    without values."""
     values = np.asarray(values, dtype=float)
     finite = values[np.isfinite(values)]
-    text = "-" if not len(finite) else f"{finite.mean():.2e} +- {finite.std():.1e}"
+    if not len(finite):
+        text = "-"
+    elif len(finite) == 1:
+        text = f"{finite[0]:.2e}"
+    else:
+        text = f"{finite.mean():.2e} +- {finite.std():.1e}"
     diverged = len(values) - len(finite)
     return text + (f" ({diverged} div.)" if diverged else "")
