@@ -14,6 +14,8 @@ computed. Built from *other* configurations only, it leaves the estimates
 unbiased.
 """
 
+import copy
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -177,9 +179,10 @@ def _dask_statistics(encoder, X, forces, loss, control):
 
     Blocks hold about ``FLOAT_BUDGET`` floats of ``X`` (the array's own
     chunks are merged or split to that size). On a distributed client the
-    encoder and the control variate are scattered to every worker once
-    instead of travelling inside the task graph, where a wide encoder (its
-    first layer alone is N x width) would make the graph itself gigabytes.
+    encoder (without its optimizer) and the control variate are scattered
+    to every worker once instead of travelling inside the task graph, where
+    a wide encoder (its first layer alone is N x width) would make the graph
+    itself gigabytes.
     """
     import dask
 
@@ -191,7 +194,7 @@ def _dask_statistics(encoder, X, forces, loss, control):
         shared_control = dask.delayed(control, pure=True)
     else:
         shared_encoder, shared_control = client.scatter(
-            [encoder, control], broadcast=True
+            [_without_optimizer(encoder), control], broadcast=True
         )
     tasks, start = [], 0
     for block, size in zip(X.to_delayed().ravel(), X.chunks[0], strict=True):
@@ -209,6 +212,17 @@ def _dask_statistics(encoder, X, forces, loss, control):
         start += size
     parts = dask.compute(*tasks)
     return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
+def _without_optimizer(encoder):
+    """A shallow copy of a fitted skorch-based encoder without its optimizer,
+    which the pass never uses: Adam's two moments per parameter make up two
+    thirds of a fitted autoencoder's pickle, and every worker receives it."""
+    if getattr(encoder, "optimizer_", None) is None:
+        return encoder
+    slim = copy.copy(encoder)
+    slim.optimizer_ = None
+    return slim
 
 
 def _distributed_client():

@@ -57,6 +57,8 @@ def test_statistics_pass_maps_over_dask_blocks(client, system, pp_data, fitted_a
     )
     Z = fitted_ae.transform(X[:5])
     np.testing.assert_allclose(remote.predict(Z), local.predict(Z), rtol=1e-5)
+    # Workers got a copy without the optimizer; the user's encoder keeps it.
+    assert fitted_ae.optimizer_ is not None
 
 
 def test_workers_write_their_own_trajectories(client, tmp_path):
