@@ -10,7 +10,7 @@ from sklearn.model_selection import GridSearchCV, PredefinedSplit
 from skmacro.cli import main
 from skmacro.experiments import published
 from skmacro.experiments.protocol import format_mean_std
-from skmacro.experiments.reproduce import TARGETS, reproduce
+from skmacro.experiments.reproduce import TARGETS, _size_to_reach, reproduce
 from skmacro.metrics import make_rollout_scorer, rollout_error
 from skmacro.sampling import sample_partial_forces
 
@@ -164,3 +164,10 @@ def test_a_single_run_prints_no_spread_and_diverged_runs_are_counted():
     assert format_mean_std([1e-3, 3e-3]) == "2.00e-03 +- 1.0e-03"
     assert format_mean_std([1e-3, np.nan]) == "1.00e-03 (1 div.)"
     assert format_mean_std([]) == "-"
+
+
+def test_data_to_reach_a_tolerance_is_interpolated_in_log_log():
+    points = [(6000, 1e-3), (600, 1e-2)]
+    assert _size_to_reach(points, np.sqrt(1e-5)) == pytest.approx(np.sqrt(600 * 6000))
+    assert _size_to_reach(points, 2e-2) == 600
+    assert _size_to_reach(points, 1e-4) is None

@@ -524,13 +524,17 @@ def _fig2(s, context):
                 "paper_size_to_reach": _size_to_reach(paper, published.FIG4_E_TOL)
                 if paper
                 else None,
+                "smallest_size_run": min(size for size, _ in ours),
                 "largest_size_run": max(size for size, _ in ours),
             }
         )
 
-    def reach(value, largest=None):
+    def reach(value, smallest, largest=None):
+        # Reached at the smallest size run: less data might have done.
         if value is None:
             return "-" if largest is None else f"> {largest:,}"
+        if value == smallest:
+            return f"<= {smallest:,}"
         return f"{value:,.0f}"
 
     table = (
@@ -550,9 +554,16 @@ def _fig2(s, context):
                 ("loss", lambda r: r["loss"]),
                 (
                     "this run",
-                    lambda r: reach(r["size_to_reach"], r["largest_size_run"]),
+                    lambda r: reach(
+                        r["size_to_reach"],
+                        r["smallest_size_run"],
+                        r["largest_size_run"],
+                    ),
                 ),
-                ("paper", lambda r: reach(r["paper_size_to_reach"])),
+                (
+                    "paper",
+                    lambda r: reach(r["paper_size_to_reach"], min(published.TABLE2)),
+                ),
             ],
             summary,
         )
