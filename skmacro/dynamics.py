@@ -116,7 +116,7 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         force was computed.
     n_neighbors : int, default=50
         Neighbours averaged by the control variate.
-    n_members : int, default=1
+    n_members : int, default=3
         Latent networks trained together (an ensemble); 1 is a single model.
         The training cost grows in proportion; the statistics pass is shared.
     optimizer : torch optimizer class, default=torch.optim.Adam
@@ -202,9 +202,6 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         "control_variate": [StrOptions({"neighbors"}), None],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "n_members": [Interval(Integral, 1, None, closed="left")],
-        "min_steps": [Interval(Integral, 1, None, closed="left")],
-        "min_epochs": [Interval(Integral, 1, None, closed="left")],
-        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
     }
     accepted_prefixes = ("optimizer", "callbacks", "latent_model")
     prefixes_ = ["callbacks", "latent_model"]
@@ -463,7 +460,10 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         means, stds = [], []
         with torch.no_grad():
             for s in range(0, len(Z), LATENT_ROWS):
-                z = torch.as_tensor(Z[s : s + LATENT_ROWS], device=device)
+                # A read-only view (pandas output) is copied: torch warns
+                # about tensors over memory it may not write.
+                rows = np.require(Z[s : s + LATENT_ROWS], requirements="W")
+                z = torch.as_tensor(rows, device=device)
                 members = self.member_vector_fields(z)
                 means.append(members.mean(dim=0).cpu())
                 if return_std:
