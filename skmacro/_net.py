@@ -85,11 +85,25 @@ class KeepBestParameters(Callback):
 
 
 class EpochLRScheduler(LRScheduler):
-    """skorch's ``LRScheduler`` that lets go of its scheduler when training
-    ends. The scheduler holds the optimizer, which skorch pickles on its own
-    (``optimizer_``); kept, it would be pickled a second time with the
-    callbacks, doubling a fitted net's pickle (the optimizer holds the
-    parameters and Adam's two moments). A new fit makes a new scheduler."""
+    """skorch's ``LRScheduler`` with a per-epoch cosine decay of the learning
+    rate over the epochs the fit plans (``net.fit_epochs_``, known only once
+    the fit has seen its data), down to ``floor`` times the initial rate.
+
+    It lets go of its scheduler when training ends. The scheduler holds the
+    optimizer, which skorch pickles on its own (``optimizer_``); kept, it
+    would be pickled a second time with the callbacks, doubling a fitted
+    net's pickle (the optimizer holds the parameters and Adam's two
+    moments). A new fit makes a new scheduler."""
+
+    def __init__(self, floor=1e-2):
+        super().__init__(policy=torch.optim.lr_scheduler.LambdaLR)
+        self.floor = floor
+
+    def _get_scheduler(self, net, policy, **kwargs):
+        factor = functools.partial(
+            cosine_decay, n_epochs=net.fit_epochs_, floor=self.floor
+        )
+        return policy(net.optimizer_, factor, last_epoch=len(net.history) - 1)
 
     def on_train_end(self, net, **kwargs):
         super().on_train_end(net, **kwargs)
@@ -104,7 +118,7 @@ class EpochProgress(Callback):
 
     def on_train_begin(self, net, **kwargs):
         # A net trained in steps plans its number of history rows itself.
-        total = getattr(net, "_planned_rows", None) or net.max_epochs
+        total = getattr(net, "_planned_rows", None) or net.fit_epochs_
         self.bar_ = tqdm(total=total, desc=self.description or type(net).__name__)
 
     def on_epoch_end(self, net, **kwargs):
@@ -254,7 +268,9 @@ class SkmacroNet(NeuralNet):
     # constraints through their public name.
     _parameter_constraints = NET_CONSTRAINTS = {
         "lr": [Interval(Real, 0, None, closed="neither")],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "min_steps": [Interval(Integral, 1, None, closed="left")],
+        "min_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
         "batch_size": [
             Interval(Integral, 1, None, closed="left"),
             Options(Integral, {-1}),
@@ -412,12 +428,15 @@ class SkmacroNet(NeuralNet):
 
     # -- training ---------------------------------------------------------------
     def _train(self, data, train, valid):
-        """Train the initialised net for ``max_epochs`` epochs on the rows
-        ``train`` of ``data`` (a tensor or dict of tensors held in memory, or
-        states ``X`` anywhere, streamed), validating on ``valid`` (or
-        None)."""
+        """Train the initialised net for the epochs of one fit (see
+        :meth:`_planned_epochs`) on the rows ``train`` of ``data`` (a tensor
+        or dict of tensors held in memory, or states ``X`` anywhere,
+        streamed), validating on ``valid`` (or None)."""
         self.train_rows_, self.validation_rows_ = train, valid
-        NeuralNet.partial_fit(self, data, None)
+        n = len(train)
+        batch = n if self.batch_size == -1 else min(int(self.batch_size), n)
+        self.fit_epochs_ = self._planned_epochs(math.ceil(n / batch))
+        NeuralNet.partial_fit(self, data, None, epochs=self.fit_epochs_)
         return self
 
     def _member_modules(self):
@@ -473,7 +492,7 @@ class SkmacroNet(NeuralNet):
         n = len(train)
         batch = n if self.batch_size == -1 else min(int(self.batch_size), n)
         per_epoch = math.ceil(n / batch)
-        n_epochs = self._planned_epochs(per_epoch)
+        n_epochs = self.fit_epochs_ = self._planned_epochs(per_epoch)
         total_steps = n_epochs * per_epoch
         row_epochs = max(1, math.ceil(EVAL_STEPS / per_epoch))
         self._planned_rows = math.ceil(n_epochs / row_epochs)
@@ -620,13 +639,7 @@ class SkmacroNet(NeuralNet):
             ("epoch_timer", EpochTimer()),
             ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
             ("valid_loss", PassthroughScoring(name="valid_loss")),
-            (
-                "lr_scheduler",
-                EpochLRScheduler(
-                    policy=torch.optim.lr_scheduler.LambdaLR,
-                    lr_lambda=functools.partial(cosine_decay, n_epochs=self.max_epochs),
-                ),
-            ),
+            ("lr_scheduler", EpochLRScheduler()),
             ("keep_best", KeepBestParameters()),
         ]
         if self.patience is not None:

@@ -133,7 +133,21 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         ``optimizer__betas=...`` or ``optimizer__weight_decay=...`` override
         them.
     lr : float, default=1e-3
-    max_epochs : int, default=30
+        Initial learning rate; it decays along a cosine to ``lr / 100`` over
+        the epochs of the fit.
+    min_steps : int, default=1000
+        Optimiser steps of a fit (when ``max_epochs`` is None): training runs
+        the fewest whole epochs that make at least ``min_steps`` steps and at
+        least ``min_epochs`` epochs, so that a small data set is not left
+        under-trained (600 states make 3 steps per epoch).
+    min_epochs : int, default=30
+        Passes over the training rows of a fit (when ``max_epochs`` is None),
+        at the least; data sets of more than about 9,000 training states
+        train for exactly ``min_epochs``.
+    max_epochs : int or None, default=None
+        Train exactly this many epochs (fewer if ``patience`` stops the run),
+        whatever ``min_steps`` and ``min_epochs``; None derives the epochs
+        from them.
     batch_size : int, default=256
     validation_fraction : float or None, default=0.1
         Fraction of rows held out for ``valid_loss`` when
@@ -248,7 +262,9 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         closure_pca=None,
         optimizer=torch.optim.Adam,
         lr=1e-3,
-        max_epochs=30,
+        min_steps=1000,
+        min_epochs=30,
+        max_epochs=None,
         batch_size=256,
         validation_fraction=0.1,
         patience=None,
@@ -286,6 +302,8 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         self.input_scaling = input_scaling
         self.base_fan_in = base_fan_in
         self.closure_pca = closure_pca
+        self.min_steps = min_steps
+        self.min_epochs = min_epochs
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.random_state = random_state
@@ -398,9 +416,10 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         return self._fit(X, not (self.warm_start and self._is_trained()), groups)
 
     def partial_fit(self, X, y=None, classes=None, groups=None):
-        """Train ``max_epochs`` more epochs from the current parameters
-        (initialising them on the first call); see :meth:`fit`. ``classes``
-        is ignored (skorch's signature)."""
+        """Train one more budget (``max_epochs`` epochs, or at least
+        ``min_steps`` steps and ``min_epochs`` epochs) from the current
+        parameters, initialising them on the first call; see :meth:`fit`.
+        ``classes`` is ignored (skorch's signature)."""
         return self._fit(X, not self._is_trained(), groups)
 
     def _fit(self, X, reset, groups):

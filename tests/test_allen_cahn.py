@@ -548,18 +548,6 @@ def test_pipeline_fits_on_a_tiny_grid():
 # ------------------------------------------------------------------ the experiment
 
 
-@pytest.mark.parametrize("n_samples", [40, 1_000, 100_000])
-def test_experiment_autoencoder_budget_is_at_least_the_minimum_steps(n_samples):
-    from skmacro.experiments import allen_cahn as ac
-
-    epochs = ac.autoencoder_budget(n_samples)["max_epochs"]
-    per_epoch = math.ceil((n_samples - math.ceil(0.1 * n_samples)) / 256)
-    assert epochs >= 30
-    assert epochs * per_epoch >= ac.AE_MIN_STEPS
-    # No more epochs than the minimum needs.
-    assert epochs == 30 or (epochs - 1) * per_epoch < ac.AE_MIN_STEPS
-
-
 def test_experiment_runs_both_losses_on_one_budget_and_meters_its_phases():
     from skmacro.experiments import allen_cahn as ac
     from skmacro.experiments.resources import PhaseMeter

@@ -418,3 +418,26 @@ def test_closure_pca_keeps_the_leading_principal_directions(n_rows, closure_pca)
     np.testing.assert_allclose(W @ span, W, atol=1e-4)
     expected = pca.explained_variance_ratio_.sum()
     assert ae.closure_explained_variance_ == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("n_samples", "epochs"),
+    # 36 training rows in batches of 8 make 5 steps per epoch: 12 epochs make
+    # the 60 steps; 360 rows make 45 per epoch and min_epochs decides.
+    [(40, 12), (400, 3)],
+)
+def test_a_small_data_set_trains_for_the_minimum_steps(system, n_samples, epochs):
+    X = system.sample_initial(n_samples, random_state=0)
+    ae = ClosureAutoencoder(
+        observables=system.observables,
+        n_components=3,
+        hidden=(8,),
+        min_steps=60,
+        min_epochs=3,
+        batch_size=8,
+        random_state=0,
+    ).fit(X)
+    assert ae.fit_epochs_ == epochs
+    assert len(ae.history_) == epochs
+    # The learning rate has decayed along the cosine to a hundredth of lr.
+    assert ae.optimizer_.param_groups[0]["lr"] == pytest.approx(1e-5, rel=0.2)
