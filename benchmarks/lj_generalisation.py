@@ -24,9 +24,18 @@ and, with ``--shared``, the particle closure trained on one shared family
 (the paper's protocol, ``--train`` trajectories) and tested on the same
 fresh placements (an extrapolation).
 
+With ``--transfer-sizes``, the size transfer: for each size, ``--test``
+fresh placements of that many atoms (same density and T0 range), the
+800-atom particle model's error on them (through the ordinary
+``transform`` and rollout calls) beside a particle model trained at that
+size on ``--transfer-train`` placements with the same settings.
+
 Run::
 
     python benchmarks/lj_generalisation.py --train 80 --test 20 --stride 10
+
+    python benchmarks/lj_generalisation.py --train 80 --test 10 --stride 10 \
+        --free-velocities --no-mlp --no-invariant --transfer-sizes 2700 6400
 """
 
 import argparse
@@ -73,6 +82,54 @@ def fit_model(system, X, forces, closure, args, log):
     return Pipeline([("ae", ae), ("dyn", dyn)])
 
 
+def placements(system, n_train, n_test, args, log):
+    """Independent-placement training and test trajectories, every
+    ``--stride``-th state; and their states as rows."""
+    train, test = lj.simulate_cached(
+        system,
+        n_train,
+        n_test,
+        seed=args.seed,
+        cache=args.cache_dir,
+        log=log,
+        microstates="independent",
+    )
+    train, test = train[:, :: args.stride], test[:, :: args.stride]
+    return train, test, train.reshape(-1, train.shape[2])
+
+
+def observed_forces(system, X, args):
+    """The forces the models train on: all (``--all-forces``) or on
+    ``--atoms`` atoms per configuration."""
+    if args.all_forces:
+        return system.forces(X)
+    return lj.partial_forces(
+        system, X, args.atoms, args.seed, free_coordinates=args.free_velocities
+    )
+
+
+def size_transfer(pipe, sizes, t, dt, args, log):
+    """Error on T of ``pipe`` (trained at ``--atoms-total``) on fresh
+    placements of each size, beside a model trained at that size."""
+    results = {}
+    for n in sizes:
+        system = lj.make_system(n)
+        start = time.perf_counter()
+        train, test, X = placements(system, args.transfer_train, args.test, args, log)
+        log(f"  {n} atoms: data {time.perf_counter() - start:.0f} s")
+        transferred, *_ = rollout_error(pipe, t, test, dt=dt / 5)
+        log(f"  {args.atoms_total} -> {n} atoms: {transferred:.3e}")
+        closure = system.particle_closure(n_radial=args.n_radial)
+        own = fit_model(system, X, observed_forces(system, X, args), closure, args, log)
+        trained_there, *_ = rollout_error(own, t, test, dt=dt / 5)
+        log(
+            f"  trained at {n} atoms ({args.transfer_train} placements): "
+            f"{trained_there:.3e}"
+        )
+        results[n] = transferred, trained_there
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--atoms-total", type=int, default=800)
@@ -97,6 +154,19 @@ def main(argv=None):
     parser.add_argument("--no-mlp", action="store_true")
     parser.add_argument("--no-invariant", action="store_true")
     parser.add_argument("--shared", action="store_true")
+    parser.add_argument(
+        "--transfer-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="test the particle model on these sizes (same density)",
+    )
+    parser.add_argument(
+        "--transfer-train",
+        type=int,
+        default=20,
+        help="placements of the model trained at each transfer size",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--threads", type=int, default=None)
@@ -109,26 +179,11 @@ def main(argv=None):
 
     total = time.perf_counter()
     system = lj.make_system(args.atoms_total)
-    train, test = lj.simulate_cached(
-        system,
-        args.train,
-        args.test,
-        seed=args.seed,
-        cache=args.cache_dir,
-        log=log,
-        microstates="independent",
-    )
-    train, test = train[:, :: args.stride], test[:, :: args.stride]
+    train, test, X = placements(system, args.train, args.test, args, log)
     dt = lj.DT * args.stride
     t = np.arange(test.shape[1]) * dt
-    N = train.shape[2]
-    X = train.reshape(-1, N)
-    if args.all_forces:
-        forces = system.forces(X)
-    else:
-        forces = lj.partial_forces(
-            system, X, args.atoms, args.seed, free_coordinates=args.free_velocities
-        )
+    N = X.shape[1]
+    forces = observed_forces(system, X, args)
     log(
         f"{system.n_atoms} atoms, {args.train} training placements x "
         f"{train.shape[1]} states = {len(X)} configurations, "
@@ -149,6 +204,9 @@ def main(argv=None):
     pipe = fit_model(system, X, forces, closure, args, log)
     results["particle closure"], *_ = rollout_error(pipe, t, test, dt=dt / 5)
     log(f"  particle closure: {results['particle closure']:.3e}")
+    if args.transfer_sizes:
+        log("  size transfer:")
+        transfer = size_transfer(pipe, args.transfer_sizes, t, dt, args, log)
 
     if not args.no_mlp:
         log("  (b) MLP closure:")
@@ -175,9 +233,7 @@ def main(argv=None):
         pipe = fit_model(
             system,
             Xs,
-            lj.partial_forces(
-                system, Xs, args.atoms, args.seed, free_coordinates=args.free_velocities
-            ),
+            observed_forces(system, Xs, args),
             system.particle_closure(n_radial=args.n_radial),
             args,
             log,
@@ -191,6 +247,11 @@ def main(argv=None):
     for name, error in results.items():
         ratio = "" if name == "particle closure" else f"  ({error / ours:.2f}x ours)"
         log(f"  {name:<34} {error:.3e}{ratio}")
+    if args.transfer_sizes:
+        log(f"\nsize transfer, error on T on {args.test} fresh placements per size:")
+        log(f"  {'atoms':>6}  trained at {args.atoms_total:<6} trained there")
+        for n, (transferred, trained_there) in transfer.items():
+            log(f"  {n:>6}  {transferred:<16.3e} {trained_there:.3e}")
     log(f"total {time.perf_counter() - total:.0f} s")
 
 
