@@ -28,7 +28,8 @@ With ``--transfer-sizes``, the size transfer: for each size, ``--test``
 fresh placements of that many atoms (same density and T0 range), the
 800-atom particle model's error on them (through the ordinary
 ``transform`` and rollout calls) beside a particle model trained at that
-size on ``--transfer-train`` placements with the same settings.
+size on ``--transfer-train`` placements with the same settings, and the
+mean curve of those placements.
 
 Run::
 
@@ -110,13 +111,17 @@ def observed_forces(system, X, args):
 
 def size_transfer(pipe, sizes, t, dt, args, log):
     """Error on T of ``pipe`` (trained at ``--atoms-total``) on fresh
-    placements of each size, beside a model trained at that size."""
+    placements of each size, beside a model trained at that size and the
+    mean curve of its training placements."""
     results = {}
     for n in sizes:
         system = lj.make_system(n)
         start = time.perf_counter()
         train, test, X = placements(system, args.transfer_train, args.test, args, log)
         log(f"  {n} atoms: data {time.perf_counter() - start:.0f} s")
+        mean_curve, _ = lj.mean_curve_error(
+            lj.temperature_curves(system, train), lj.temperature_curves(system, test)
+        )
         transferred, *_ = rollout_error(pipe, t, test, dt=dt / 5)
         log(f"  {args.atoms_total} -> {n} atoms: {transferred:.3e}")
         closure = system.particle_closure(n_radial=args.n_radial)
@@ -126,7 +131,7 @@ def size_transfer(pipe, sizes, t, dt, args, log):
             f"  trained at {n} atoms ({args.transfer_train} placements): "
             f"{trained_there:.3e}"
         )
-        results[n] = transferred, trained_there
+        results[n] = transferred, trained_there, mean_curve
     return results
 
 
@@ -249,9 +254,15 @@ def main(argv=None):
         log(f"  {name:<34} {error:.3e}{ratio}")
     if args.transfer_sizes:
         log(f"\nsize transfer, error on T on {args.test} fresh placements per size:")
-        log(f"  {'atoms':>6}  trained at {args.atoms_total:<6} trained there")
-        for n, (transferred, trained_there) in transfer.items():
-            log(f"  {n:>6}  {transferred:<16.3e} {trained_there:.3e}")
+        log(
+            f"  {'atoms':>6}  trained at {args.atoms_total:<6} trained there"
+            "    mean curve there"
+        )
+        for n, (transferred, trained_there, mean_curve) in transfer.items():
+            log(
+                f"  {n:>6}  {transferred:<16.3e} {trained_there:<16.3e}"
+                f" {mean_curve:.3e}"
+            )
     log(f"total {time.perf_counter() - total:.0f} s")
 
 
