@@ -65,15 +65,18 @@ def fit_model(system, X, forces, closure, args, log):
     ae = ClosureAutoencoder(**params).fit(X)
     ae_seconds = time.perf_counter() - start
     start = time.perf_counter()
+    dynamics_params = dict(random_state=args.seed)
+    if args.dynamics_min_steps:
+        dynamics_params["min_steps"] = args.dynamics_min_steps
     if args.all_forces:
-        dyn = PartialForceDynamics(loss="z", random_state=args.seed)
+        dyn = PartialForceDynamics(loss="z", **dynamics_params)
         dyn.fit(ae.transform(X), forces)
     elif args.free_velocities:
-        dyn = PartialForceDynamics(loss="partial", random_state=args.seed)
+        dyn = PartialForceDynamics(loss="partial", **dynamics_params)
         F, proba = forces
         dyn.fit(ae.transform(X), F, inclusion_proba=proba)
     else:
-        dyn = PartialForceDynamics(loss="partial", random_state=args.seed)
+        dyn = PartialForceDynamics(loss="partial", **dynamics_params)
         dyn.fit(ae.transform(X), forces)
     log(
         f"    autoencoder {ae_seconds:.1f} s, dynamics (statistics pass and "
@@ -146,6 +149,12 @@ def main(argv=None):
     parser.add_argument("--ae-epochs", type=int, default=300)
     parser.add_argument("--ae-lr", type=float, default=1e-3)
     parser.add_argument("--n-radial", type=int, default=16)
+    parser.add_argument(
+        "--dynamics-min-steps",
+        type=int,
+        default=None,
+        help="PartialForceDynamics(min_steps=...); default: the library's",
+    )
     parser.add_argument(
         "--free-velocities",
         action="store_true",
