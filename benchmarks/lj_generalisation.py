@@ -65,18 +65,15 @@ def fit_model(system, X, forces, closure, args, log):
     ae = ClosureAutoencoder(**params).fit(X)
     ae_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    dynamics_params = dict(random_state=args.seed)
-    if args.dynamics_min_steps:
-        dynamics_params["min_steps"] = args.dynamics_min_steps
-    if args.all_forces:
-        dyn = PartialForceDynamics(loss="z", **dynamics_params)
-        dyn.fit(ae.transform(X), forces)
-    elif args.free_velocities:
-        dyn = PartialForceDynamics(loss="partial", **dynamics_params)
+    dyn = PartialForceDynamics(
+        loss="z" if args.all_forces else "partial", random_state=args.seed
+    )
+    if args.dynamics_min_steps is not None:
+        dyn.set_params(min_steps=args.dynamics_min_steps)
+    if args.free_velocities and not args.all_forces:
         F, proba = forces
         dyn.fit(ae.transform(X), F, inclusion_proba=proba)
     else:
-        dyn = PartialForceDynamics(loss="partial", **dynamics_params)
         dyn.fit(ae.transform(X), forces)
     log(
         f"    autoencoder {ae_seconds:.1f} s, dynamics (statistics pass and "
