@@ -565,11 +565,17 @@ def test_experiment_runs_both_losses_on_one_budget_and_meters_its_phases():
         latent_dim=3,
         ae_params={"max_epochs": 2},
         dyn_params={"max_epochs": 2, "n_members": 1, "validation_fraction": None},
+        autoencoder_stride=2,
         log=lambda message: None,
         meter=meter,
     )
     partial, z = run["results"]["partial"], run["results"]["z"]
     assert partial.n_configurations == run["n_configurations"]
+    # The autoencoder saw every second active snapshot, the dynamics all.
+    encoder = run["encoder"]
+    valid = encoder.validation_rows_
+    fitted = len(encoder.train_rows_) + (0 if valid is None else len(valid))
+    assert fitted == -(-run["n_configurations"] // 2)
     # Equal force budget: L_z's full-force rows cost what L_x,p's 1/25 does.
     assert abs(z.force_computations - partial.force_computations) <= system.n_features
     # Two epochs: a rollout may diverge (an infinite error), but both are scored.
@@ -583,3 +589,15 @@ def test_experiment_runs_both_losses_on_one_budget_and_meters_its_phases():
         "partial: dynamics fit, rollouts",
         "z: dynamics fit, rollouts",
     ]
+
+
+@pytest.mark.parametrize("stride", [0, 1.5, "2"])
+def test_experiment_rejects_a_bad_autoencoder_stride(stride):
+    from skmacro.experiments import allen_cahn as ac
+
+    system = ac.default_system(8)
+    states = np.zeros((1, 2, system.n_features), dtype=np.float32)
+    with pytest.raises((ValueError, TypeError), match="autoencoder_stride"):
+        ac.free_energy_comparison(
+            system, np.arange(2.0), states, states, autoencoder_stride=stride
+        )
