@@ -357,13 +357,16 @@ class GFINN(nn.Module):
     is then ``M ∇S`` with ``∇S(z*) = 0`` (``S`` is maximal at ``z*``), and
     its linearisation at ``z*``, ``M(z*) ∇²S(z*)``, has real eigenvalues
     (it is similar to the symmetric ``M^½ ∇²S M^½``). Hence no GENERIC
-    field with smooth ``E``, ``S``, ``L`` and ``M`` has a stable focus:
-    damped oscillations into an equilibrium, as in the predator-prey
-    system, can only be approached by fields that become steep near the
-    equilibrium, and rollouts tend to settle on the wrong level set of
-    ``E`` even where the velocities fit. GFINN suits systems that conserve
-    an energy (the paper's NVE Lennard-Jones fluid); for dissipative
-    systems :class:`OnsagerNet` or the plain MLP is the right choice.
+    field with smooth ``E``, ``S``, ``L`` and ``M`` has a stable focus that
+    attracts a whole neighbourhood, as the predator-prey system's
+    homogeneous state does. Damped oscillations are possible within one
+    level set of ``E``, where the entropy absorbs the energy (an oscillator
+    coupled to a heat bath: ``E = (q² + p²)/2 + s``, ``S = s``), so a GFINN
+    can fit such data only where the states lie near a single level set of
+    its ``E``; in practice rollouts tend to settle on the wrong level set
+    even where the velocities fit. GFINN suits systems that conserve an
+    energy (the paper's NVE Lennard-Jones fluid); for dissipative systems
+    :class:`OnsagerNet` or the plain MLP is the right choice.
 
     Differences from the GFINNs construction and the paper's reference code
     (which wraps the GFINNs authors' implementation: ``K = d`` learned
