@@ -92,7 +92,7 @@ def main(argv=None):
         f"({run['n_configurations']} active snapshots) and {args.test_trajectories} "
         f"test trajectories, d = {args.latent_dim}, latent model "
         f"{args.latent_model}"
-        + ("" if args.ae_stride == 1 else f", autoencoder on every {args.ae_stride}th")
+        + ("" if args.ae_stride == 1 else f", autoencoder on 1 in {args.ae_stride}")
         + "; unsquared Eq. 43 error on the free energy over the test snapshots "
         "before the torus vanishes:"
     )

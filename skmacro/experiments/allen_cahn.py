@@ -18,7 +18,8 @@ the latent field is a pure gradient flow of a potential in the
 standardised coordinates. (The autoencoder's own step budget,
 ``min_steps=1000``, now gives it the optimiser steps this protocol's
 first version had to set by hand: the reference trains 20 epochs of
-batches of 256 over about 56,000 states, some 4,400 steps.)
+batches of 256 over the paper-size data's ~100,000 active snapshots, some
+7,800 steps.)
 
 The documentation's results page ("Allen-Cahn") reports what each change did.
 """
@@ -205,7 +206,7 @@ def free_energy_comparison(
     K = X.shape[0]
     log(
         f"training: {K} active snapshots; fitting the autoencoder (d = "
-        f"{latent_dim})" + ("" if stride == 1 else f" on every {stride}th of them")
+        f"{latent_dim})" + ("" if stride == 1 else f" on one in {stride} of them")
     )
     ae_params = ae_params or {}
     with phase("autoencoder fit"):
