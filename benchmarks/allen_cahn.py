@@ -22,7 +22,11 @@ The paper's size is ``--grid 200 --trajectories 400 --test-trajectories 50``
 fits the autoencoder on a quarter of its ~100,000 active snapshots::
 
     python benchmarks/allen_cahn.py --grid 200 --trajectories 400 \
-        --test-trajectories 50 --data-dir /tmp/allen-cahn --ae-stride 4
+        --test-trajectories 50 --data-dir /tmp/allen-cahn --ae-stride 4 --verbose 1
+
+A killed run keeps the trajectories already written to ``--data-dir``
+(pass ``--keep-data`` to keep them at the end too) and resumes their
+simulation on the next call; the fits start again.
 """
 
 import argparse
@@ -52,6 +56,13 @@ def main(argv=None):
     )
     parser.add_argument("--n-jobs", type=int, default=None)
     parser.add_argument(
+        "--verbose",
+        type=int,
+        default=0,
+        help="1: progress bars of the simulation, the partial forces and each "
+        "fit (a paper-size run is over an hour)",
+    )
+    parser.add_argument(
         "--data-dir",
         default=None,
         help="write the trajectories to zarr stores there (None: in memory)",
@@ -72,6 +83,7 @@ def main(argv=None):
             store=args.data_dir,
             seed=args.seed,
             n_jobs=args.n_jobs,
+            verbose=bool(args.verbose),
         )
     run = ac.free_energy_comparison(
         system,
@@ -83,6 +95,7 @@ def main(argv=None):
         latent_model=args.latent_model,
         autoencoder_stride=args.ae_stride,
         random_state=args.seed,
+        verbose=args.verbose,
         meter=meter,
     )
     seconds = time.perf_counter() - start
