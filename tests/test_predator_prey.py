@@ -215,3 +215,27 @@ def test_bad_shapes_and_particles_are_rejected():
         system.partial_forces(X, [6])
     with pytest.raises(ValueError, match="shape"):
         system.partial_forces(X, np.zeros((3, 1), dtype=int))
+
+
+def test_latent_structures_ceiling_fits_every_configuration_with_all_forces():
+    from skmacro.experiments.predator_prey import latent_structures
+
+    fits = []
+    errors, seconds = latent_structures(
+        n_trajectories=1,
+        repeats=1,
+        n_test=1,
+        models=("mlp",),
+        log=fits.append,
+        ceiling=True,
+        ae_params={"min_steps": 5, "min_epochs": 1},
+        dyn_params={"min_steps": 5, "min_epochs": 1, "n_members": 1},
+    )
+    assert set(errors) == {("mlp", "z"), ("mlp", "partial"), ("mlp", "z_all")}
+    # Five optimiser steps may diverge (an infinite error); every run is scored.
+    assert all(len(v) == 1 and not np.isnan(v[0]) for v in errors.values())
+    assert all(len(v) == 1 and v[0] > 0 for v in seconds.values())
+    # L_z on the budget sees one configuration in five; the ceiling all 300.
+    ceiling = [m for m in fits if "L_z, all forces everywhere" in m]
+    assert len(ceiling) == 1 and " 300 configurations" in ceiling[0]
+    assert any("mlp L_z " in m and " 60 configurations" in m for m in fits)

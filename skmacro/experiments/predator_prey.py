@@ -320,6 +320,10 @@ def latent_structures(
     p=0.2,
     models=("mlp", "onsager", "gfinn"),
     log=print,
+    *,
+    ceiling=False,
+    ae_params=None,
+    dyn_params=None,
 ):
     """The paper's Fig. 3 protocol on Predator-Prey: L_z against L_x,p for
     each latent model on one force budget, over repeats.
@@ -330,16 +334,35 @@ def latent_structures(
     fraction ``p`` of the configurations (the same number of force
     computations).
 
+    Parameters
+    ----------
+    n_trajectories, repeats, n_test : int
+        Training trajectories per repeat, repeats, test trajectories.
+    p : float, default=0.2
+    models : sequence of str
+        Latent models (``PartialForceDynamics(latent_model=...)``).
+    log : callable, default=print
+    ceiling : bool, default=False
+        Also fit each model with L_z on all forces of every configuration
+        (loss key ``"z_all"``, ``1/p`` times the budget): the error a latent
+        model reaches on this encoder with exact latent velocities
+        everywhere, which separates what the model class can represent from
+        what the force budget allows.
+    ae_params, dyn_params : dict, optional
+        Extra ``ClosureAutoencoder`` and ``PartialForceDynamics`` parameters.
+
     Returns
     -------
     errors : dict
-        (model, loss) -> list of errors (inf where a rollout diverged).
+        (model, loss) -> list of errors (inf where a rollout diverged), loss
+        in ``"z"``, ``"partial"`` and, with ``ceiling``, ``"z_all"``.
     seconds : dict
         (model, loss) -> list of fit times.
     """
     system = PredatorPrey()
     t, test = test_trajectories(n_test, random_state=1)
-    errors = {(m, loss): [] for m in models for loss in ("z", "partial")}
+    losses = ("z", "partial") + (("z_all",) if ceiling else ())
+    errors = {(m, loss): [] for m in models for loss in losses}
     seconds = {key: [] for key in errors}
     for repeat in range(repeats):
         X = training_states(n_trajectories, random_state=1000 + repeat)
@@ -347,28 +370,46 @@ def latent_structures(
         rng = np.random.default_rng(repeat)
         rows_z = equal_budget_rows(len(X), int(round(p * len(X))), rng)
         encoder = ClosureAutoencoder(
-            observables=system.observables, n_components=4, random_state=repeat
+            observables=system.observables,
+            n_components=4,
+            random_state=repeat,
+            **(ae_params or {}),
         ).fit(X)
-        runs = []
-        for model in models:
-            runs += [
-                DynamicsRun(
-                    (model, "z"),
-                    f"repeat {repeat} {model} L_z",
-                    rows_z,
-                    system.forces(X[rows_z]),
-                    params={"latent_model": model, "loss": "z"},
-                ),
-                DynamicsRun(
-                    (model, "partial"),
-                    f"repeat {repeat} {model} L_x,p",
-                    np.arange(len(X)),
-                    F_partial,
-                    params={"latent_model": model, "loss": "partial"},
-                ),
-            ]
+        # (key, label, rows, forces, loss) of each fit, for every model.
+        fits = [
+            ("z", "L_z", rows_z, system.forces(X[rows_z]), "z"),
+            ("partial", "L_x,p", np.arange(len(X)), F_partial, "partial"),
+        ]
+        if ceiling:
+            everywhere = np.arange(len(X))
+            fits.append(
+                (
+                    "z_all",
+                    "L_z, all forces everywhere",
+                    everywhere,
+                    system.forces(X),
+                    "z",
+                )
+            )
+        runs = [
+            DynamicsRun(
+                (model, key),
+                f"repeat {repeat} {model} {label}",
+                rows,
+                forces,
+                params={"latent_model": model, "loss": loss},
+            )
+            for model in models
+            for key, label, rows, forces, loss in fits
+        ]
         done = compare_losses(
-            encoder, X, runs, t, test, defaults={"random_state": repeat}, log=log
+            encoder,
+            X,
+            runs,
+            t,
+            test,
+            defaults={"random_state": repeat, **(dyn_params or {})},
+            log=log,
         )
         for key, result in done.items():
             errors[key].append(result.error)
