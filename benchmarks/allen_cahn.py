@@ -21,8 +21,8 @@ The paper's size is ``--grid 200 --trajectories 400 --test-trajectories 50``
 (25.6 GB of float32 trajectories: give ``--data-dir``). ``--ae-epochs 5``
 trains the autoencoder for 5 epochs over all of its ~100,000 active
 snapshots (1,945 optimiser steps) instead of the default 30 (hours on a
-CPU); ``--ae-stride k``
-instead fits it on every k-th snapshot, which skips the states between::
+CPU); ``--ae-stride k`` instead fits it on every k-th snapshot, which skips
+the states between::
 
     python benchmarks/allen_cahn.py --grid 200 --trajectories 400 \
         --test-trajectories 50 --data-dir /tmp/allen-cahn --ae-epochs 5 --verbose 1

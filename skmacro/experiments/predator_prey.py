@@ -381,16 +381,8 @@ def latent_structures(
             ("partial", "L_x,p", np.arange(len(X)), F_partial, "partial"),
         ]
         if ceiling:
-            everywhere = np.arange(len(X))
-            fits.append(
-                (
-                    "z_all",
-                    "L_z, all forces everywhere",
-                    everywhere,
-                    system.forces(X),
-                    "z",
-                )
-            )
+            label = "L_z, all forces everywhere"
+            fits.append(("z_all", label, np.arange(len(X)), system.forces(X), "z"))
         runs = [
             DynamicsRun(
                 (model, key),
