@@ -375,14 +375,18 @@ def latent_structures(
             random_state=repeat,
             **(ae_params or {}),
         ).fit(X)
+        # All forces are computed once: on the budget's rows, or everywhere
+        # for the ceiling (whose rows then include the budget's).
+        everywhere = np.arange(len(X))
+        F_all = system.forces(X) if ceiling else None
+        F_z = system.forces(X[rows_z]) if F_all is None else F_all[rows_z]
         # (key, label, rows, forces, loss) of each fit, for every model.
         fits = [
-            ("z", "L_z", rows_z, system.forces(X[rows_z]), "z"),
-            ("partial", "L_x,p", np.arange(len(X)), F_partial, "partial"),
+            ("z", "L_z", rows_z, F_z, "z"),
+            ("partial", "L_x,p", everywhere, F_partial, "partial"),
         ]
         if ceiling:
-            label = "L_z, all forces everywhere"
-            fits.append(("z_all", label, np.arange(len(X)), system.forces(X), "z"))
+            fits.append(("z_all", "L_z, all forces everywhere", everywhere, F_all, "z"))
         runs = [
             DynamicsRun(
                 (model, key),
