@@ -160,7 +160,7 @@ def simulate(
 
     An ensemble (``PartialForceDynamics(n_members=k)``) is rolled out member
     by member, each with its own field, so the structure of each member
-    (OnsagerNet's dissipation, GFINN's conservation) holds along its own
+    (OnsagerNet's dissipation, GFINN's GENERIC laws) holds along its own
     trajectory; the trajectories are then averaged.
 
     Parameters

@@ -159,7 +159,7 @@ def test_ensemble_rollouts_are_the_members_own(pp_data, fitted_ae, ensemble):
     )
 
 
-def _two_member_rollouts(latent_model, pp_data, fitted_ae):
+def _two_member_rollouts(latent_model, pp_data, fitted_ae, **params):
     """A two-member ensemble of ``latent_model`` and each member's rollout of
     three training states over t in [0, 3]."""
     X, F = pp_data
@@ -170,6 +170,7 @@ def _two_member_rollouts(latent_model, pp_data, fitted_ae):
         n_members=2,
         max_epochs=2,
         random_state=0,
+        **params,
     ).fit(Z, F)
     t = np.linspace(0, 3, 61)
     _, members = simulate(dyn, np.asarray(Z[:3]), t, dt=0.01, return_members=True)
@@ -192,7 +193,9 @@ def test_onsager_members_dissipate_their_own_potential(pp_data, fitted_ae):
 
 
 def test_gfinn_members_conserve_their_own_energy(pp_data, fitted_ae):
-    dyn, t, members = _two_member_rollouts("gfinn", pp_data, fitted_ae)
+    dyn, t, members = _two_member_rollouts(
+        "gfinn", pp_data, fitted_ae, latent_model__bath=False
+    )
     scale = dyn.module_
     assert not np.allclose(members[0], members[1])
     for m in range(2):
@@ -210,6 +213,22 @@ def test_gfinn_members_conserve_their_own_energy(pp_data, fitted_ae):
         assert drift <= 1e-4 * np.abs(S[:, -1] - S[:, 0]).min(), drift
     # The other member's energy is not conserved along this member's
     # rollout in general; the guarantee is per member.
+
+
+def test_gfinn_members_with_bath_lower_their_own_free_energy(pp_data, fitted_ae):
+    dyn, t, members = _two_member_rollouts("gfinn", pp_data, fitted_ae)
+    scale = dyn.module_
+    assert not np.allclose(members[0], members[1])
+    for m in range(2):
+        gfinn = dyn.module_.field.member(m)
+        assert gfinn.bath
+        z = (torch.as_tensor(members[m]).reshape(-1, 4) - scale.z_mean) / scale.z_scale
+        with torch.no_grad():
+            F = gfinn.free_energy(z).reshape(3, len(t)).numpy()
+        zs = z.reshape(3, len(t), 4).numpy()
+        assert np.all(np.linalg.norm(zs[:, -1] - zs[:, 0], axis=-1) > 1e-3)
+        assert np.all(np.diff(F, axis=1) <= 1e-6 * np.abs(F).max())
+        assert np.all(F[:, -1] < F[:, 0])
 
 
 def test_ensembles_clone_pickle_and_grid_search(pp_data, fitted_ae, ensemble):

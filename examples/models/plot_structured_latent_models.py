@@ -10,9 +10,12 @@ Structure-preserving latent models: OnsagerNet and GFINN
   positive definite, ``W`` antisymmetric and a potential ``V`` bounded
   below, so that ``V`` never increases along a trajectory and rollouts stay
   bounded, for any weights;
-* ``"gfinn"`` (GENERIC-formalism informed network): ``dz/dt = L grad E +
+* ``"gfinn"`` (GENERIC-formalism informed network): ``dy/dt = L grad E +
   M grad S`` with degeneracy conditions built in, so that the energy ``E``
-  is conserved and the entropy ``S`` never decreases.
+  is conserved and the entropy ``S`` never decreases. By default the state
+  is ``y = (z, sigma)``, with ``sigma`` the energy of a heat bath that takes
+  up what the observables lose; then the free energy ``E(z) - T S(z)``
+  never increases along a rollout of ``z``.
 
 This example trains all three on the same encoder and forces, rolls them
 out well past the training horizon, and evaluates the structured models'
@@ -98,9 +101,10 @@ fig.tight_layout()
 # standardised coordinates ``(z - z_mean) / z_scale``; the change of
 # variables keeps their structure. Each member carries its own guarantee
 # along its own trajectory (the mean of the members' trajectories need not
-# obey it): OnsagerNet's potential ``V`` must not increase; GFINN's energy
-# ``E`` must stay constant (up to the integrator's error) and its entropy
-# ``S`` must not decrease. Here, along the first member's trajectory:
+# obey it): OnsagerNet's potential ``V`` must not increase. GFINN's energy
+# ``E(z)`` falls as the bath takes it up (the bath's energy rises by as
+# much, so the total stays constant), and its free energy ``F = E - T S``
+# must not increase. Here, along the first member's trajectory:
 
 
 def along(pipe, z, function, member=0):
@@ -115,25 +119,27 @@ def along(pipe, z, function, member=0):
 
 V = along(pipes["onsager"], members["onsager"][0], lambda f, z: f.potential(z))
 E = along(pipes["gfinn"], members["gfinn"][0], lambda f, z: f.energy(z))
-S = along(pipes["gfinn"], members["gfinn"][0], lambda f, z: f.entropy(z))
-# Up to the integrator's error: V's one-step changes are <= 0, S's >= 0.
+F = along(pipes["gfinn"], members["gfinn"][0], lambda f, z: f.free_energy(z))
+# Up to the integrator's error: the one-step changes of V and F are <= 0.
 print(f"OnsagerNet: largest one-step change of V {np.diff(V).max():+.2e}")
-print(f"GFINN: E varies by {np.ptp(E):.2e}")
-print(f"GFINN: smallest one-step change of S {np.diff(S).min():+.2e}")
+print(f"GFINN: energy given to the bath {E[0] - E[-1]:+.2e}")
+print(f"GFINN: largest one-step change of F {np.diff(F).max():+.2e}")
 
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
 axes[0].plot(t[: len(V)], V)
 axes[0].set_title("OnsagerNet: potential V (non-increasing)")
 axes[1].plot(t[: len(E)], E)
-axes[1].set_title("GFINN: energy E (conserved)")
-axes[2].plot(t[: len(S)], S)
-axes[2].set_title("GFINN: entropy S (non-decreasing)")
+axes[1].set_title("GFINN: energy E(z) (the rest is the bath's)")
+axes[2].plot(t[: len(F)], F)
+axes[2].set_title("GFINN: free energy E - T S (non-increasing)")
 for ax in axes:
     ax.set_xlabel("t")
 fig.tight_layout()
 
 # %%
 # The structure constrains the model, not the data: whether the learned
-# ``V`` or ``S`` means anything physical depends on the system. What it buys
-# is stability: an OnsagerNet rollout cannot blow up, whatever happens past
-# the data it was trained on.
+# ``V``, ``E`` or ``S`` means anything physical depends on the system. What
+# it buys is stability: neither an OnsagerNet rollout nor a GFINN rollout
+# with its bath can blow up, whatever happens past the data it was trained
+# on (each stays where its ``V`` or ``F`` is below its starting value, a
+# bounded set).

@@ -9,7 +9,7 @@ class VectorFieldEnsemble(nn.Module):
 
     Each member keeps its own weights and its own structure: a member that
     is an :class:`~skmacro.nn.OnsagerNet` dissipates its own potential, a
-    :class:`~skmacro.nn.GFINN` conserves its own energy. The members are
+    :class:`~skmacro.nn.GFINN` keeps its own GENERIC laws. The members are
     evaluated one after the other on their own rows (each member may see
     different rows, e.g. its own mini-batch or its own rollout), so any
     ``(batch, d) -> (batch, d)`` module can be a member, including those

@@ -8,7 +8,9 @@ training:
 
 * :class:`OnsagerNet` dissipates a potential bounded below, which keeps long
   rollouts bounded;
-* :class:`GFINN` conserves an energy and produces an entropy (GENERIC).
+* :class:`GFINN` conserves an energy and produces an entropy (GENERIC),
+  by default together with a heat bath that takes up the energy a
+  dissipative system loses.
 
 All three map ``(batch, n_components) -> (batch, n_components)``, can be
 trained by back-propagation through ``forward`` (the structured models
@@ -267,14 +269,26 @@ class OnsagerNet(nn.Module):
 
 
 class _QuadraticForm(nn.Module):
-    """``q(z) = ½ zᵀ (W + Wᵀ) z`` with a learnable ``W`` (d × d) started at
-    zero: (batch, d) -> (batch,)."""
+    """A learnable quadratic form of ``z``: (batch, d) -> (batch,).
 
-    def __init__(self, d):
+    ``sign=0``: ``½ zᵀ (W + Wᵀ) z``, indefinite, ``W`` started at zero.
+    ``sign=±1``: ``±½ |W z|²``, semi-definite, ``W`` started as
+    ``nn.Linear``'s default (at zero it would get no gradient).
+    """
+
+    def __init__(self, d, sign=0):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(d, d))
+        self.sign = int(sign)
+        if self.sign:
+            self.weight = nn.Parameter(
+                nn.Linear(d, d, bias=False).weight.detach().clone()
+            )
+        else:
+            self.weight = nn.Parameter(torch.zeros(d, d))
 
     def forward(self, z):
+        if self.sign:
+            return 0.5 * self.sign * (z @ self.weight.T).square().sum(-1)
         return 0.5 * torch.einsum("bi,ij,bj->b", z, self.weight + self.weight.T, z)
 
 
@@ -284,21 +298,48 @@ def _dot(a, b):
 
 
 class GFINN(nn.Module):
-    """GENERIC-formalism-informed vector field (after Zhang et al. 2022).
+    """GENERIC-formalism-informed vector field (after Zhang et al. 2022),
+    by default in contact with a heat bath.
 
     .. math::
 
-        \\dot z = L(z)\\nabla E(z) + M(z)\\nabla S(z),
+        \\dot y = L(y)\\nabla E(y) + M(y)\\nabla S(y),
 
-    with an energy ``E`` and an entropy ``S`` (scalar networks), ``L``
-    antisymmetric, ``M`` symmetric positive semi-definite and the
-    degeneracy conditions ``L ∇S = 0`` and ``M ∇E = 0`` built in. For any
-    weights, ``dE/dt = ∇Eᵀ L ∇E + (M ∇E)ᵀ ∇S = 0`` and
+    on a state ``y`` with an energy ``E`` and an entropy ``S`` (scalar
+    networks), ``L`` antisymmetric, ``M`` symmetric positive semi-definite
+    and the degeneracy conditions ``L ∇S = 0`` and ``M ∇E = 0`` built in. For
+    any weights, ``dE/dt = ∇Eᵀ L ∇E + (M ∇E)ᵀ ∇S = 0`` and
     ``dS/dt = ∇Sᵀ M ∇S ≥ 0``.
 
-    Construction (per sample). Let ``e = ∇E/|∇E|`` and ``s = ∇S/|∇S|`` be
-    the unit normals of the level sets of ``E`` and ``S``, and let one
-    network give a vector ``u(z)`` and a d × d matrix ``A(z)``. With
+    **The heat bath** (``bath=True``, the default). A macroscopic model of a
+    dissipative system is not a closed system: the energy its observables
+    lose goes to microscopic degrees of freedom that no latent coordinate
+    resolves. The GENERIC state is then ``y = (z, σ)``, with ``σ`` the
+    energy of that bath, and
+
+    ``E(y) = E(z) + σ``,  ``S(y) = S(z) + σ / T``,
+
+    with a learned bath temperature ``T > 0``. The total energy is conserved
+    and the total entropy produced exactly, as above; the brackets depend on
+    ``z`` only, so ``dz/dt`` does not depend on ``σ``, which therefore never
+    needs a value: a rollout of ``z`` is the rollout of ``y``, with
+    ``dσ/dt = -dE(z)/dt`` (:meth:`bath_rate`). Along every rollout of ``z``
+    the free energy ``F(z) = E(z) - T S(z)`` (:meth:`free_energy`) never
+    increases, since ``dF/dt = -T dS(y)/dt``. ``E`` is built to grow at
+    least like ``confinement |z|² / 2`` and ``S`` to stay below a constant,
+    so ``F`` grows without bound with ``|z|`` and every rollout stays in
+    the bounded set ``F ≤ F(z(0))``, for any weights, as OnsagerNet's
+    potential keeps its rollouts. This is what lets a damped system's
+    trajectories spiral into an attracting equilibrium, as the
+    predator-prey system's do, which a closed GENERIC system cannot do (see
+    Notes). With ``bath=False`` the state is ``y = z`` and ``E(z)`` itself
+    is conserved: the paper's setting, for a closed system whose latent
+    coordinates carry all of its energy.
+
+    Construction (per sample; ``n`` = d + 1 with the bath, d without). Let
+    ``e = ∇E/|∇E|`` and ``s = ∇S/|∇S|`` (gradients in ``y``) be the unit
+    normals of the level sets of ``E`` and ``S``, and let one network of
+    ``z`` give a vector ``u`` (n numbers) and an n × n matrix ``A``. With
     ``s⊥ = |e|² s - (e·s) e`` (orthogonal to ``e``) and
     ``e⊥ = |s|² e - (e·s) s`` (orthogonal to ``s``):
 
@@ -326,60 +367,69 @@ class GFINN(nn.Module):
     reason), so it holds to rounding for every value of the weights; the
     divisions are by positive scalars, which keep the structure. The field
     is therefore ``γ b / (γ² + ε²) + P A Aᵀ P s``: ``E`` and ``S`` enter only
-    through the directions of their gradients (any increasing
-    reparametrisation of ``E`` or ``S`` describes the same dynamics), its
-    size comes from ``u`` and ``A`` as for a plain network, and it can
-    approach any field with ``ż·∇E = 0`` and ``ż·∇S ≥ 0``. ``E`` and ``S``
-    are each an MLP plus a learnable quadratic form ``½ zᵀ (W + Wᵀ) z``
-    started at zero, which gives them the quadratic invariants and Lyapunov
-    functions of linearised dynamics that a small tanh network represents
-    poorly. ``A`` starts at the identity (the output bias of the bracket
-    network), so the untrained irreversible part is of order one, like the
-    standardised velocities it is trained on.
+    through the directions of their gradients, its size comes from ``u`` and
+    ``A`` as for a plain network, and it can approach any field with
+    ``ẏ·∇E = 0`` and ``ẏ·∇S ≥ 0``. ``E(z)`` and ``S(z)`` are each an MLP
+    plus a learnable quadratic form, which gives them the quadratic
+    invariants and Lyapunov functions of linearised dynamics that a small
+    tanh network represents poorly: without the bath ``½ zᵀ (W + Wᵀ) z``
+    started at zero; with it ``½ |Γ z|² + confinement |z|² / 2`` in ``E`` and
+    ``-½ |Λ z|²`` in ``S`` (a tanh network is bounded, so these set how
+    ``F`` grows). ``A``
+    starts at the identity (the output bias of the bracket network) and
+    ``T`` at one, so the untrained irreversible part is of order one, like
+    the standardised velocities it is trained on.
 
     Parameters
     ----------
     n_components : int
-        Latent dimension d ≥ 2 (in one dimension every antisymmetric matrix
-        vanishes and ``M ∇E = 0`` forces ``M = 0`` wherever ``∇E ≠ 0``).
+        Latent dimension d ≥ 2 (in one dimension without a bath every
+        antisymmetric matrix vanishes and ``M ∇E = 0`` forces ``M = 0``
+        wherever ``∇E ≠ 0``; the check is kept with the bath too, where a
+        one-dimensional model could only relax).
     hidden : sequence of int, default=(64, 64)
         Hidden widths of the energy, entropy and bracket networks.
     activation : str, default="tanh"
         Name from :data:`skmacro.nn.mlp.ACTIVATIONS`; it must be
         differentiable (training needs second derivatives of ``E`` and
         ``S``).
+    bath : bool, default=True
+        Couple the latent state to a heat bath (above). ``False`` conserves
+        ``E(z)`` itself.
+    confinement : float, default=0.1
+        With the bath, the weight of ``|z|² / 2`` in ``E``, which bounds
+        every rollout (ignored without the bath); at zero a rollout can
+        leave the data and drift away while ``F`` falls.
 
     Notes
     -----
-    An exactly conserved ``E`` is a strong prior. A trajectory never leaves
-    the level set of ``E`` it starts on, so an equilibrium ``z*`` that
-    attracts a neighbourhood forces ``E`` to be constant there; the field
-    is then ``M ∇S`` with ``∇S(z*) = 0`` (``S`` is maximal at ``z*``), and
-    its linearisation at ``z*``, ``M(z*) ∇²S(z*)``, has real eigenvalues
-    (it is similar to the symmetric ``M^½ ∇²S M^½``). Hence no GENERIC
-    field with smooth ``E``, ``S``, ``L`` and ``M`` has a stable focus that
-    attracts a whole neighbourhood, as the predator-prey system's
-    homogeneous state does. Damped oscillations are possible within one
-    level set of ``E``, where the entropy absorbs the energy (an oscillator
-    coupled to a heat bath: ``E = (q² + p²)/2 + s``, ``S = s``), so a GFINN
-    can fit such data only where the states lie near a single level set of
-    its ``E``; in practice rollouts tend to settle on the wrong level set
-    even where the velocities fit. GFINN suits systems that conserve an
-    energy (the paper's NVE Lennard-Jones fluid); for dissipative systems
-    :class:`OnsagerNet` or the plain MLP is the right choice.
+    Without the bath an exactly conserved ``E`` is a strong prior. A
+    trajectory never leaves the level set of ``E`` it starts on, so an
+    equilibrium ``z*`` that attracts a neighbourhood forces ``E`` to be
+    constant there; the field is then ``M ∇S`` with ``∇S(z*) = 0`` (``S`` is
+    maximal at ``z*``), and its linearisation at ``z*``,
+    ``M(z*) ∇²S(z*)``, has real eigenvalues (it is similar to the symmetric
+    ``M^½ ∇²S M^½``). Hence no closed GENERIC field with smooth ``E``,
+    ``S``, ``L`` and ``M`` has a stable focus that attracts a whole
+    neighbourhood, as the homogeneous state of a damped reaction-diffusion
+    system does. The bath removes the obstruction where the physics does:
+    trajectories that start at different energies ``E(z)`` end at the same
+    ``z*`` with different bath energies ``σ``, i.e. at different equilibria
+    of ``y``.
 
     Differences from the GFINNs construction and the paper's reference code
     (which wraps the GFINNs authors' implementation: ``K = d`` learned
     antisymmetric tensors ``Ξ_k`` per bracket, ``L = B_Sᵀ Σ B_S`` and
-    ``M = B_Eᵀ D Dᵀ B_E`` with rows ``∇Sᵀ Ξ_k`` and ``∇Eᵀ Ξ_k``): there the
-    field is a product of five factors, quadratic in ``∇S`` and linear in
-    ``∇E`` for its reversible part and the reverse for its irreversible
-    part, so the scales of ``E``, ``S`` and the ``Ξ_k`` multiply into every
-    output and a change of ``∇S`` changes the frame in which ``Σ`` is
-    expressed. The form here keeps the same guarantees with the roles
-    separated: ``E`` and ``S`` set only the constraint directions, ``u``
-    and ``A`` the speeds. The constant offsets of ``E`` and ``S`` (their
-    last biases) do not affect the dynamics and receive no gradient.
+    ``M = B_Eᵀ D Dᵀ B_E`` with rows ``∇Sᵀ Ξ_k`` and ``∇Eᵀ Ξ_k``, and no
+    bath): there the field is a product of five factors, quadratic in
+    ``∇S`` and linear in ``∇E`` for its reversible part and the reverse for
+    its irreversible part, so the scales of ``E``, ``S`` and the ``Ξ_k``
+    multiply into every output and a change of ``∇S`` changes the frame in
+    which ``Σ`` is expressed. The form here keeps the same guarantees with
+    the roles separated: ``E`` and ``S`` set only the constraint
+    directions, ``u`` and ``A`` the speeds. The constant offsets of ``E``
+    and ``S`` (their last biases) do not affect the dynamics and receive no
+    gradient.
 
     Examples
     --------
@@ -388,10 +438,21 @@ class GFINN(nn.Module):
     >>> z = torch.randn(4, 3)
     >>> L, M = g.matrices(z)
     >>> g(z).shape, L.shape, g.energy(z).shape
-    (torch.Size([4, 3]), torch.Size([4, 3, 3]), torch.Size([4]))
+    (torch.Size([4, 3]), torch.Size([4, 4, 4]), torch.Size([4]))
+    >>> de_dt = (g.energy_gradient(z) * g(z)).sum(-1)
+    >>> torch.allclose(g.bath_rate(z), -de_dt, atol=1e-6)
+    True
     """
 
-    def __init__(self, n_components, *, hidden=(64, 64), activation="tanh"):
+    def __init__(
+        self,
+        n_components,
+        *,
+        hidden=(64, 64),
+        activation="tanh",
+        bath=True,
+        confinement=0.1,
+    ):
         super().__init__()
         d = self.n_components = int(n_components)
         if d < 2:
@@ -399,35 +460,84 @@ class GFINN(nn.Module):
                 f"GFINN needs n_components >= 2, got {n_components!r}: in one "
                 "dimension the GENERIC brackets vanish identically"
             )
+        self.bath = bool(bath)
+        n = d + 1 if self.bath else d
         self.energy_net = MLP(d, 1, hidden, activation)
         self.entropy_net = MLP(d, 1, hidden, activation)
-        self.energy_quadratic = _QuadraticForm(d)
-        self.entropy_quadratic = _QuadraticForm(d)
-        # One network gives u (d numbers) and A (d × d, row-major).
-        self.bracket_net = MLP(d, d + d * d, hidden, activation)
+        # With the bath, E convex and S concave at large |z| (see
+        # free_energy): the free energy confines every rollout.
+        self.energy_quadratic = _QuadraticForm(d, sign=1 if self.bath else 0)
+        self.entropy_quadratic = _QuadraticForm(d, sign=-1 if self.bath else 0)
+        self.confinement = float(confinement) if self.bath else 0.0
+        # One network of z gives u (n numbers) and A (n × n, row-major).
+        self.bracket_net = MLP(d, n + n * n, hidden, activation)
         with torch.no_grad():
-            self.bracket_net[-1].bias[d:].copy_(torch.eye(d).ravel())
+            self.bracket_net[-1].bias[n:].copy_(torch.eye(n).ravel())
+        # log T of the bath, started at T = 1.
+        self.log_bath_temperature = nn.Parameter(torch.zeros(())) if self.bath else None
 
     def energy(self, z):
-        """Energy ``E(z)``: (batch, n_components) -> (batch,)."""
-        return self.energy_net(z).squeeze(-1) + self.energy_quadratic(z)
+        """Energy ``E(z)`` of the latent state (without the bath's ``σ``):
+        (batch, n_components) -> (batch,)."""
+        energy = self.energy_net(z).squeeze(-1) + self.energy_quadratic(z)
+        if self.confinement:
+            energy = energy + 0.5 * self.confinement * z.square().sum(-1)
+        return energy
 
     def entropy(self, z):
-        """Entropy ``S(z)``: (batch, n_components) -> (batch,)."""
+        """Entropy ``S(z)`` of the latent state (without the bath's
+        ``σ / T``): (batch, n_components) -> (batch,)."""
         return self.entropy_net(z).squeeze(-1) + self.entropy_quadratic(z)
 
-    def _parts(self, z, grad_e, grad_s):
-        """The factors of the brackets at ``z``.
+    def energy_gradient(self, z):
+        """``∇E(z)``, shape (batch, n_components)."""
+        (grad_e,) = _input_gradients(z, self.energy)
+        return grad_e
 
-        Returns ``e, s`` (B, d) the unit normals; ``norm_e, norm_s`` (B, 1)
-        with ``∇E = norm_e e`` and ``∇S = norm_s s``; ``b, e_perp`` (B, d)
+    @property
+    def bath_temperature(self):
+        """The bath's temperature ``T`` (a 0-d tensor); ``None`` without a bath."""
+        return None if not self.bath else self.log_bath_temperature.exp()
+
+    def free_energy(self, z):
+        """Free energy ``F(z) = E(z) - T S(z)``, non-increasing along every
+        rollout of the model (bath only): (batch, n_components) -> (batch,).
+
+        Raises
+        ------
+        ValueError
+            Without a bath, where ``E(z)`` itself is conserved.
+        """
+        if not self.bath:
+            raise ValueError(
+                "free_energy is defined for GFINN(bath=True); without a bath "
+                "the energy E(z) itself is conserved"
+            )
+        return self.energy(z) - self.bath_temperature * self.entropy(z)
+
+    def _state_gradients(self, z):
+        """``∇E`` and ``∇S`` in the GENERIC state ``y``, each (batch, n):
+        ``(∇E(z), 1)`` and ``(∇S(z), 1/T)`` with the bath."""
+        grad_e, grad_s = _input_gradients(z, self.energy, self.entropy)
+        if self.bath:
+            one = torch.ones_like(grad_e[:, :1])
+            grad_e = torch.cat([grad_e, one], -1)
+            grad_s = torch.cat([grad_s, one / self.bath_temperature], -1)
+        return grad_e, grad_s
+
+    def _parts(self, z, grad_e, grad_s):
+        """The factors of the brackets at ``z``, for state gradients
+        ``grad_e`` and ``grad_s`` of width n.
+
+        Returns ``e, s`` (B, n) the unit normals; ``norm_e, norm_s`` (B, 1)
+        with ``∇E = norm_e e`` and ``∇S = norm_s s``; ``b, e_perp`` (B, n)
         and ``scale = 1/(γ² + ε²)`` (B, 1), so that
-        ``L = scale (b e⊥ᵀ - e⊥ bᵀ) / norm_e``; and ``pa = P A`` (B, d, d),
+        ``L = scale (b e⊥ᵀ - e⊥ bᵀ) / norm_e``; and ``pa = P A`` (B, n, n),
         so that ``M = pa paᵀ / norm_s``.
         """
-        d = self.n_components
+        n = grad_e.shape[-1]
         out = self.bracket_net(z)
-        u, a = out[:, :d], out[:, d:].reshape(-1, d, d)
+        u, a = out[:, :n], out[:, n:].reshape(-1, n, n)
         norm_e = torch.sqrt(grad_e.square().sum(-1, keepdim=True) + _FLOOR**2)
         norm_s = torch.sqrt(grad_s.square().sum(-1, keepdim=True) + _FLOOR**2)
         e, s = grad_e / norm_e, grad_s / norm_s
@@ -442,12 +552,13 @@ class GFINN(nn.Module):
         e_perp = ss * e - es * s
         gamma = _dot(e_perp, e)
         scale = 1.0 / (gamma.square() + _EPS**2)
-        eye = torch.eye(d, dtype=z.dtype, device=z.device)
+        eye = torch.eye(n, dtype=z.dtype, device=z.device)
         p = ee.unsqueeze(-1) * eye - e.unsqueeze(-1) * e.unsqueeze(-2)
         return e, s, norm_e, norm_s, b, e_perp, scale, p @ a
 
     def matrices(self, z):
-        """Poisson and friction matrices at ``z``.
+        """Poisson and friction matrices at ``z``, on the GENERIC state
+        ``y`` (``(z, σ)`` with the bath, so n = d + 1; ``z`` without).
 
         Parameters
         ----------
@@ -455,30 +566,52 @@ class GFINN(nn.Module):
 
         Returns
         -------
-        L : torch.Tensor of shape (batch, n_components, n_components)
+        L : torch.Tensor of shape (batch, n, n)
             Antisymmetric, with ``L ∇S = 0``.
-        M : torch.Tensor of shape (batch, n_components, n_components)
+        M : torch.Tensor of shape (batch, n, n)
             Symmetric positive semi-definite, with ``M ∇E = 0``.
         """
-        grad_e, grad_s = _input_gradients(z, self.energy, self.entropy)
+        grad_e, grad_s = self._state_gradients(z)
         _, _, norm_e, norm_s, b, e_perp, scale, pa = self._parts(z, grad_e, grad_s)
         outer = b.unsqueeze(-1) * e_perp.unsqueeze(-2)
         ell = (outer - outer.transpose(-1, -2)) * (scale / norm_e).unsqueeze(-1)
         m = (pa @ pa.transpose(-1, -2)) / norm_s.unsqueeze(-1)
         return ell, m
 
-    def forward(self, z):
-        """Return ``dz/dt = L∇E + M∇S``, shape (batch, n_components)."""
-        grad_e, grad_s = _input_gradients(z, self.energy, self.entropy)
+    def _state_field(self, z):
+        """``dy/dt = L∇E + M∇S`` on the GENERIC state, (batch, n)."""
+        grad_e, grad_s = self._state_gradients(z)
         e, s, _, _, b, e_perp, scale, pa = self._parts(z, grad_e, grad_s)
         # L∇E = scale (b (e⊥·e) - e⊥ (b·e)) and M∇S = P A Aᵀ P s, without
-        # forming the d × d brackets.
+        # forming the n × n brackets.
         reversible = scale * (b * _dot(e_perp, e) - e_perp * _dot(b, e))
         irreversible = _apply(pa, torch.einsum("bji,bj->bi", pa, s))
         return reversible + irreversible
 
+    def forward(self, z):
+        """Return ``dz/dt``, shape (batch, n_components)."""
+        return self._state_field(z)[:, : self.n_components]
+
+    def bath_rate(self, z):
+        """``dσ/dt``, the energy the bath receives per unit time, equal to
+        ``-dE(z)/dt`` (bath only): (batch, n_components) -> (batch,).
+
+        Raises
+        ------
+        ValueError
+            Without a bath.
+        """
+        if not self.bath:
+            raise ValueError("bath_rate is defined for GFINN(bath=True)")
+        return self._state_field(z)[:, -1]
+
     def extra_repr(self):
-        return f"n_components={self.n_components}"
+        if not self.bath:
+            return f"n_components={self.n_components}, bath=False"
+        return (
+            f"n_components={self.n_components}, bath=True, "
+            f"confinement={self.confinement}"
+        )
 
 
 LATENT_MODELS = {"mlp": MLPVectorField, "onsager": OnsagerNet, "gfinn": GFINN}
