@@ -379,9 +379,11 @@ def test_gfinn_fits_a_generic_system():
     assert error(model, z_test) < 0.25
 
 
-def test_gfinn_needs_two_dimensions():
+def test_gfinn_needs_two_dimensions_and_a_non_negative_confinement():
     with pytest.raises(ValueError, match="n_components >= 2"):
         GFINN(1)
+    with pytest.raises(ValueError, match="confinement >= 0"):
+        GFINN(3, confinement=-0.1)
 
 
 # --------------------------------------------------------------------------

@@ -375,10 +375,9 @@ class GFINN(nn.Module):
     tanh network represents poorly: without the bath ``½ zᵀ (W + Wᵀ) z``
     started at zero; with it ``½ |Γ z|² + confinement |z|² / 2`` in ``E`` and
     ``-½ |Λ z|²`` in ``S`` (a tanh network is bounded, so these set how
-    ``F`` grows). ``A``
-    starts at the identity (the output bias of the bracket network) and
-    ``T`` at one, so the untrained irreversible part is of order one, like
-    the standardised velocities it is trained on.
+    ``F`` grows). ``A`` starts at the identity (the output bias of the
+    bracket network) and ``T`` at one, so the untrained irreversible part
+    is of order one, like the standardised velocities it is trained on.
 
     Parameters
     ----------
@@ -459,6 +458,11 @@ class GFINN(nn.Module):
             raise ValueError(
                 f"GFINN needs n_components >= 2, got {n_components!r}: in one "
                 "dimension the GENERIC brackets vanish identically"
+            )
+        if not confinement >= 0:
+            raise ValueError(
+                f"GFINN needs confinement >= 0, got {confinement!r}: a negative "
+                "weight would let the free energy fall without bound"
             )
         self.bath = bool(bath)
         n = d + 1 if self.bath else d
