@@ -538,3 +538,28 @@ def test_bad_inputs_raise(fluid, fluid_states):
         fluid.observables(torch.zeros(2, 10))
     with pytest.raises(ValueError, match="non-negative"):
         fluid.sample_initial(-1)
+
+
+# -------------------------------------------------------------- experiments
+
+
+def test_feature_regression_fits_curves_better_than_their_mean(fluid):
+    from skmacro.experiments import lennard_jones as lj
+
+    X0 = fluid.sample_initial(12, random_state=0, microstates="independent")
+    trajectories = fluid.simulate(X0, t_end=0.06, dt=0.001, stride=6)
+    closure = fluid.particle_closure(n_radial=4, angular=False)
+    T = lj.temperature_curves(fluid, trajectories)
+    mean_curve, _ = lj.mean_curve_error(T, T)
+    fitted = lj.feature_regression_error(fluid, closure, trajectories, trajectories)
+    assert fitted < 0.75 * mean_curve
+    assert closure.n_outputs is None  # the user's closure is left unbuilt
+
+
+def test_velocity_draw_spread_is_a_small_positive_error(fluid):
+    from skmacro.experiments import lennard_jones as lj
+
+    spread = lj.velocity_draw_spread(fluid, 2, 2, stride=50, random_state=0)
+    assert 0 < spread < 0.1
+    with pytest.raises(ValueError, match="n_draws"):
+        lj.velocity_draw_spread(fluid, 2, 1)
