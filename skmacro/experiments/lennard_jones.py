@@ -20,7 +20,7 @@ from sklearn.utils import check_random_state
 from ..autoencoder import ClosureAutoencoder
 from ..metrics import mean_relative_error
 from ..sampling import sample_partial_forces
-from ..systems import LennardJones
+from ..systems import LennardJones, preparation
 from ..systems.lammps_engine import lammps_available
 from .protocol import DynamicsRun, compare_losses, equal_budget_rows
 
@@ -681,8 +681,9 @@ def velocity_draw_spread(
 
     Each of ``n_placements`` fresh placements
     (``sample_initial(microstates="independent")``) is run with its own
-    velocity pattern and ``n_draws - 1`` more Gaussian patterns (zero net
-    momentum, scaled to the same T0), for the paper's 250 steps. Each curve
+    velocity pattern and ``n_draws - 1`` more, drawn as ``sample_initial``
+    draws its own (Gaussian, zero net momentum) and scaled to the same T0,
+    for the paper's 250 steps. Each curve
     is scored against the mean of the other curves of its placement, and the
     mean error is scaled by ``sqrt((n_draws - 1) / n_draws)``, which turns
     it into an estimate of each curve's distance to the mean over all
@@ -715,10 +716,12 @@ def velocity_draw_spread(
     )
     T0 = temperature_curves(system, X0[:, None])[:, 0]
     states = np.repeat(X0.reshape(n_placements, 1, n, 6), n_draws, axis=1)
-    velocities = rng.standard_normal((n_placements, n_draws - 1, n, 3))
-    velocities -= velocities.mean(axis=2, keepdims=True)
-    drawn_T = system.mass * np.sum(velocities**2, axis=(2, 3)) / (3 * (n - 1))
-    states[:, 1:, :, 3:] = velocities * np.sqrt(T0[:, None] / drawn_T)[..., None, None]
+    # New patterns drawn as sample_initial draws each state's own.
+    seeds = rng.randint(1, preparation.PM_MODULUS, size=(n_placements, n_draws - 1))
+    for placement, draw in np.ndindex(seeds.shape):
+        states[placement, draw + 1, :, 3:] = np.sqrt(
+            T0[placement]
+        ) * system._velocity_directions(int(seeds[placement, draw]))
     trajectories = system.simulate(
         states.reshape(n_placements * n_draws, -1),
         t_end=STEPS * DT,
