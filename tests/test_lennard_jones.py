@@ -563,3 +563,12 @@ def test_velocity_draw_spread_is_a_small_positive_error(fluid):
     assert 0 < spread < 0.1
     with pytest.raises(ValueError, match="n_draws"):
         lj.velocity_draw_spread(fluid, 2, 1)
+
+
+def test_feature_regression_needs_a_feature_closure(fluid, fluid_states):
+    from skmacro.experiments import lennard_jones as lj
+    from skmacro.nn import MLPClosure
+
+    states = fluid_states[:, None]
+    with pytest.raises(TypeError, match="feature closure"):
+        lj.feature_regression_error(fluid, MLPClosure(), states, states)

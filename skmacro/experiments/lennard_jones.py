@@ -646,7 +646,14 @@ def feature_regression_error(system, closure, train, test, *, cv=4):
     """
     import torch
 
+    from ..nn import is_feature_closure
+
     closure = copy.deepcopy(closure).build(train.shape[2], 1)
+    if not is_feature_closure(closure):
+        raise TypeError(
+            "closure must be a feature closure (e.g. system.particle_closure()), "
+            f"got {type(closure).__name__}"
+        )
 
     def features(states):
         with torch.no_grad():
