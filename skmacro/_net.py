@@ -526,7 +526,7 @@ class SkmacroNet(NeuralNet):
                     ).to(device)
                     for lo in range(0, n, batch):
                         index = order[:, lo : lo + batch]
-                        X = unpack(packed[index])
+                        X = self._training_batch(unpack(packed[index]), generator)
                         for cb in batch_hooks:
                             cb.on_batch_begin(self, batch=(X, None), training=True)
                         y_pred = self.infer(X)
@@ -579,6 +579,11 @@ class SkmacroNet(NeuralNet):
         self.best_epoch_ = best.epoch[0] if k == 1 else np.asarray(best.epoch)
         self.notify("on_train_end", X=data, y=None)
         return self
+
+    def _training_batch(self, X, generator):
+        """The batch a training step sees (validation batches never pass
+        here); a subclass may perturb it, drawing from ``generator``."""
+        return X
 
     def _validation_losses(self, valid_data, k):
         """Each member's loss on every validation row, shape (k,)."""

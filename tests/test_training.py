@@ -274,3 +274,39 @@ def test_plot_observables_shades_the_band():
     assert band.max() == pytest.approx(z[:, 0].max() + 0.01 + 0.04)
     with pytest.raises(ValueError, match="give z_pred"):
         plot_observables(t, z, z_std=z)
+
+
+def test_latent_noise_perturbs_training_inputs_only(linear_data):
+    """The noise is added to ``z`` in units of each coordinate's spread; the
+    statistics of the loss are left as they are."""
+    Z, F = linear_data
+    dyn = PartialForceDynamics(latent_noise=0.1, max_epochs=1, random_state=0)
+    dyn.fit(Z, F)
+    z = torch.zeros(2, 20000, 2)
+    batch = {"z": z, "b": torch.ones(2, 20000, 2)}
+    noisy = dyn._training_batch(batch, torch.Generator().manual_seed(0))
+    assert noisy["b"] is batch["b"] and torch.equal(batch["z"], z)
+    spread = noisy["z"].reshape(-1, 2).std(dim=0).numpy()
+    np.testing.assert_allclose(spread, 0.1 * dyn.latent_scale_, rtol=0.03)
+    clean = dyn.set_params(latent_noise=0.0)._training_batch(batch, None)
+    assert clean is batch
+
+
+def test_latent_noise_keeps_a_linear_field(linear_data):
+    """Noise on the inputs of a linear target leaves its optimum unchanged:
+    the field is still recovered (within 5%), and the fit differs from the
+    noiseless one."""
+    Z, F = linear_data
+    noisy = PartialForceDynamics(latent_noise=0.1, random_state=0).fit(Z, F)
+    exact = np.asarray(Z) @ ROTATION.T
+    error = np.abs(noisy.predict(Z) - exact).max()
+    assert error < 0.05 * np.abs(exact).max()
+    clean = PartialForceDynamics(random_state=0).fit(Z, F)
+    assert not np.allclose(noisy.predict(Z), clean.predict(Z))
+
+
+@pytest.mark.parametrize("bad", [-0.1, "0.1"])
+def test_bad_latent_noise_is_named(linear_data, bad):
+    Z, F = linear_data
+    with pytest.raises((ValueError, TypeError), match="latent_noise"):
+        PartialForceDynamics(latent_noise=bad, max_epochs=1).fit(Z, F)
