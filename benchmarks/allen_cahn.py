@@ -64,6 +64,13 @@ def main(argv=None):
         help="the autoencoder's min_epochs: it trains for the fewest whole epochs "
         "that are at least this many and give its min_steps (default 30)",
     )
+    parser.add_argument(
+        "--latent-noise",
+        type=float,
+        default=None,
+        help="the latent models' latent_noise (default: the protocol's, "
+        f"{ac.DYNAMICS_PARAMS['latent_noise']})",
+    )
     parser.add_argument("--n-jobs", type=int, default=None)
     parser.add_argument(
         "--verbose",
@@ -105,6 +112,9 @@ def main(argv=None):
         latent_model=args.latent_model,
         autoencoder_stride=args.ae_stride,
         ae_params=None if args.ae_epochs is None else {"min_epochs": args.ae_epochs},
+        dyn_params=(
+            None if args.latent_noise is None else {"latent_noise": args.latent_noise}
+        ),
         random_state=args.seed,
         verbose=args.verbose,
         meter=meter,
@@ -118,6 +128,7 @@ def main(argv=None):
         f"{args.latent_model}"
         + ("" if args.ae_stride == 1 else f", autoencoder on 1 in {args.ae_stride}")
         + ("" if args.ae_epochs is None else f", AE min_epochs={args.ae_epochs}")
+        + ("" if args.latent_noise is None else f", latent_noise={args.latent_noise}")
         + "; unsquared Eq. 43 error on the free energy over the test snapshots "
         "before the torus vanishes:"
     )
