@@ -349,8 +349,12 @@ def test_pandas_output_through_the_pipeline(pp_data, make_pipe):
     assert isinstance(frame, pd.DataFrame)
     assert list(frame.columns)[:2] == ["u_mean", "v_mean"]
     reference = make_pipe(1, 2).fit(X, F)
-    np.testing.assert_allclose(pipe.predict(X[:4]), reference.predict(X[:4]))
-    assert pipe.score(X, F) == pytest.approx(reference.score(X, F))
+    # The same fit up to float32 rounding: a frame's values may reach the
+    # dynamics in another memory layout, which changes summation orders.
+    np.testing.assert_allclose(
+        pipe.predict(X[:4]), reference.predict(X[:4]), rtol=1e-5, atol=1e-7
+    )
+    assert pipe.score(X, F) == pytest.approx(reference.score(X, F), rel=1e-5)
 
 
 def numpy_observables(X):
