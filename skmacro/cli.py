@@ -310,7 +310,7 @@ def main(argv=None):
     ac = sub.add_parser(
         "allen-cahn",
         help="the paper's Allen-Cahn experiment (free energy, p = 1/25): L_x,p vs "
-        "L_z on one force budget; minutes at the default small scale",
+        "L_z on one force budget; about seven minutes at the default small scale",
     )
     ac.add_argument("--grid", type=int, default=64, help="grid side (paper: 200)")
     ac.add_argument("--trajectories", type=int, default=40, help="paper: 400")
