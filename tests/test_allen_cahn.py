@@ -9,6 +9,7 @@ import torch
 from sklearn.pipeline import Pipeline
 
 from skmacro import ClosureAutoencoder, PartialForceDynamics
+from skmacro.metrics import rollout_error
 from skmacro.sampling import sample_partial_forces
 from skmacro.systems import AllenCahn
 
@@ -580,6 +581,9 @@ def test_experiment_runs_both_losses_on_one_budget_and_meters_its_phases():
     assert abs(z.force_computations - partial.force_computations) <= system.n_features
     # Two epochs: a rollout may diverge (an infinite error), but both are scored.
     assert partial.error >= 0 and z.error >= 0
+    # The rollouts integrate at the reference's step, 0.1 h^2.
+    _, _, Z_pred = rollout_error(partial.pipeline, t, test, dt=0.1 * system.h**2)
+    np.testing.assert_allclose(partial.Z_pred, Z_pred)
     # The reference's OnsagerNet has its external force on.
     assert partial.pipeline[-1].module_.field.member(0).force_net is not None
     assert [row["phase"] for row in meter.rows] == [
