@@ -177,7 +177,9 @@ def simulate(
         Output times, strictly increasing; ``t[0]`` is the time of ``X0``.
     dt : float, optional
         Integration step; must divide every interval of ``t``. Defaults to
-        the (uniform) spacing of ``t``.
+        the (uniform) spacing of ``t``, one step per output interval: when
+        the outputs are far apart for the learned dynamics, pass a smaller
+        step and check that the rollout no longer changes with it.
     method : {"rk4", "euler"}, default="rk4"
     on_divergence : {"raise", "mask"}, default="raise"
         When a trajectory (of any member) becomes non-finite or leaves the

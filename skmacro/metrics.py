@@ -94,7 +94,8 @@ def rollout_error(pipeline, t, trajectories, dt=None, squared=False):
     trajectories : array-like of shape (n_trajectories, T, N)
         Microscopic test trajectories.
     dt : float, optional
-        Latent integration step; defaults to the spacing of ``t``.
+        Latent integration step; defaults to the spacing of ``t`` (see
+        :func:`skmacro.simulate` on choosing it).
     squared : bool, default=False
 
     Returns
@@ -288,7 +289,8 @@ def make_rollout_scorer(t, *, dt=None, squared=False):
         Times of the states of each test trajectory, strictly increasing.
     dt : float, optional
         Latent integration step; must divide every interval of ``t``.
-        Defaults to the (uniform) spacing of ``t``.
+        Defaults to the (uniform) spacing of ``t`` (see
+        :func:`skmacro.simulate` on choosing it).
     squared : bool, default=False
         Squared norms in Eq. 43; the paper's tables use unsquared ones.
 
