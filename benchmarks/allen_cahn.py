@@ -162,7 +162,8 @@ def main(argv=None):
     print("(the paper: 200 x 200 grid, 400 training and 50 test trajectories)")
     print(
         "autoencoder: median condition number of J J^T "
-        f"{run['encoder'].condition_number_:.3g} (L_x,p needs it well below 1e3)"
+        f"{run['encoder'].condition_number_:.3g} (L_x,p weighs latent errors by "
+        "its inverse; the fit warns when it is large)"
     )
     print()
     print(meter.table())
