@@ -6,6 +6,7 @@ randomly initialised networks.
 """
 
 import pickle
+from functools import partial
 
 import pytest
 import torch
@@ -20,7 +21,15 @@ from skmacro.nn.vector_fields import (
 )
 
 D = 4
-ALL = [MLPVectorField, OnsagerNet, GFINN]
+#: OnsagerNet with its sub-networks on one residual trunk, as the Allen-Cahn
+#: protocol trains it.
+SharedOnsagerNet = partial(
+    OnsagerNet, shared=True, activation="requr", alpha=0.1, forcing=True
+)
+ALL = [MLPVectorField, OnsagerNet, SharedOnsagerNet, GFINN]
+ONSAGER_LAYOUTS = pytest.mark.parametrize(
+    "layout", [{}, {"shared": True, "activation": "requr"}], ids=["separate", "shared"]
+)
 
 
 @pytest.fixture(autouse=True)
@@ -138,8 +147,9 @@ def test_pickle_round_trip(cls):
 # OnsagerNet (Yu et al. 2021)
 
 
-def test_onsager_matrices_psd_and_antisymmetric():
-    model = _make(OnsagerNet, alpha=0.01)
+@ONSAGER_LAYOUTS
+def test_onsager_matrices_psd_and_antisymmetric(layout):
+    model = _make(OnsagerNet, alpha=0.01, **layout)
     m, w = model.matrices(_z(64))
     assert m.shape == w.shape == (64, D, D)
     torch.testing.assert_close(m, m.transpose(-1, -2))
@@ -147,8 +157,9 @@ def test_onsager_matrices_psd_and_antisymmetric():
     assert torch.linalg.eigvalsh(m).min() >= 0.01 - 1e-10
 
 
-def test_onsager_forward_matches_formula():
-    model = _make(OnsagerNet)
+@ONSAGER_LAYOUTS
+def test_onsager_forward_matches_formula(layout):
+    model = _make(OnsagerNet, **layout)
     z = _z(6)
     # One sample at a time, so no batching shortcut is involved.
     grad_v = torch.stack(
@@ -164,16 +175,18 @@ def test_onsager_forward_matches_formula():
     torch.testing.assert_close(model(z), expected)
 
 
-def test_onsager_potential_bounded_below():
-    model = _make(OnsagerNet, beta=0.1)
+@ONSAGER_LAYOUTS
+def test_onsager_potential_bounded_below(layout):
+    model = _make(OnsagerNet, beta=0.1, **layout)
     z = 10 * _z(256)
     v = model.potential(z)
     assert v.shape == (256,)
     assert (v >= 0.1 * z.square().sum(-1) - 1e-12).all()
 
 
-def test_onsager_dissipates_potential():
-    model = _make(OnsagerNet)
+@ONSAGER_LAYOUTS
+def test_onsager_dissipates_potential(layout):
+    model = _make(OnsagerNet, **layout)
     z = _z(64).requires_grad_(True)
     (grad_v,) = torch.autograd.grad(model.potential(z).sum(), z)
     dv_dt = (grad_v * model(z)).sum(-1)
@@ -193,6 +206,34 @@ def test_onsager_forcing():
     forced.load_state_dict(plain.state_dict(), strict=False)
     z = _z()
     torch.testing.assert_close(forced(z) - plain(z), forced.force_net(z))
+
+
+def test_onsager_shared_layout_reads_every_head_from_one_trunk():
+    model = _make(OnsagerNet, shared=True, activation="requr", forcing=True)
+    assert "shared=True" in repr(model)
+    assert isinstance(model.potential_net, torch.nn.Linear)
+    assert isinstance(model.matrix_net, torch.nn.Linear)
+    assert isinstance(model.force_net, torch.nn.Linear)
+    z = _z()
+    h = model.trunk(z)
+    # The trunk's second layer is residual: h2 = act(W2 h1 + b2) + h1.
+    first, second = model.trunk.layers
+    h1 = model.trunk.activation(first(z))
+    torch.testing.assert_close(h, model.trunk.activation(second(h1)) + h1)
+    m, w = model.matrices(z)
+    grad_v = torch.autograd.functional.jacobian(lambda v: model.potential(v).sum(), z)
+    expected = -torch.einsum("bij,bj->bi", m + w, grad_v) + model.force_net(h)
+    torch.testing.assert_close(model(z), expected)
+
+
+def test_requr_activation():
+    from skmacro.nn.mlp import make_activation
+
+    act = make_activation("requr")
+    x = torch.tensor([-1.0, 0.0, 0.25, 0.5, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(
+        act(x), torch.tensor([0.0, 0.0, 0.0625, 0.25, 1.75], dtype=torch.float64)
+    )
 
 
 # --------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice
-from .mlp import MLP
+from .mlp import MLP, ResidualTrunk
 
 __all__ = [
     "MLPVectorField",
@@ -148,6 +148,12 @@ class OnsagerNet(nn.Module):
       linear map: bounded below by ``beta |z|²``;
     * ``f`` an optional external force (an MLP), off by default.
 
+    ``h``, ``A`` and ``f`` are either three separate MLPs of ``z``
+    (``shared=False``, the default) or three linear heads on one
+    :class:`~skmacro.nn.mlp.ResidualTrunk` of ``z`` (``shared=True``), the
+    layout of Yu et al.'s code and of the paper's reference code for the
+    Allen-Cahn and Lennard-Jones models.
+
     Without forcing, ``dV/dt = -∇Vᵀ M ∇V ≤ -alpha |∇V|²`` for any weights,
     and since ``V`` grows like ``beta |z|²`` latent trajectories stay
     bounded. This is the structure the paper uses for its predator-prey,
@@ -158,11 +164,13 @@ class OnsagerNet(nn.Module):
     n_components : int
         Latent dimension d.
     hidden : sequence of int, default=(64, 64)
-        Hidden widths of each sub-network (potential, matrices, forcing).
+        Hidden widths of each sub-network (potential, matrices, forcing),
+        or of the shared trunk.
     activation : str, default="tanh"
         Name from :data:`skmacro.nn.mlp.ACTIVATIONS`. It must be
         differentiable (the loss involves ``∇V``, so training needs second
-        derivatives); "relu" gives a piecewise-constant ``∇h``.
+        derivatives); "relu" gives a piecewise-constant ``∇h``. The shared
+        layout of the reference code uses "requr".
     n_potential : int, optional
         Output width of ``h`` and ``Γ``; defaults to ``n_components``.
     alpha : float, default=0.01
@@ -172,6 +180,14 @@ class OnsagerNet(nn.Module):
     forcing : bool, default=False
         Add a learned external force ``f(z)``; the dissipation law then no
         longer holds.
+    shared : bool, default=False
+        Read the potential, the matrices and the forcing from one shared
+        residual trunk instead of three separate networks, initialised
+        with small weights so that the field starts close to a linear one
+        (Yu et al.'s initialisation). On the
+        Allen-Cahn system this layout (with ``activation="requr"``,
+        ``alpha=0.1`` and ``forcing=True``) trains stably without latent
+        noise, where the separate layout needs it.
 
     Notes
     -----
@@ -182,8 +198,8 @@ class OnsagerNet(nn.Module):
     ``V`` and the matrices, uses ResNet layers, a ReLU²-type activation,
     ``V = |h + Γz|² + beta|z|²`` without the ½, ``alpha=0.1`` and forcing on,
     and sets ``requires_grad`` on its input in place. Here the sub-networks
-    are separate, the gradient is one backward pass of the summed potential,
-    and the input is left untouched.
+    are separate unless ``shared=True``, the gradient is one backward pass of
+    the summed potential, and the input is left untouched.
 
     Examples
     --------
@@ -204,16 +220,52 @@ class OnsagerNet(nn.Module):
         alpha=0.01,
         beta=0.1,
         forcing=False,
+        shared=False,
     ):
         super().__init__()
         d = self.n_components = int(n_components)
         n_potential = d if n_potential is None else int(n_potential)
         self.alpha = float(alpha)
         self.beta = float(beta)
-        self.potential_net = MLP(d, n_potential, hidden, activation)
+        if shared:
+            self.trunk = ResidualTrunk(d, hidden, activation)
+            width = self.trunk.out_features
+
+            def head(n_out):
+                return nn.Linear(width, n_out)
+
+        else:
+            self.trunk = nn.Identity()
+
+            def head(n_out):
+                return MLP(d, n_out, hidden, activation)
+
+        self.potential_net = head(n_potential)
         self.gamma = nn.Linear(d, n_potential, bias=False)
-        self.matrix_net = MLP(d, d * d, hidden, activation)
-        self.force_net = MLP(d, d, hidden, activation) if forcing else None
+        self.matrix_net = head(d * d)
+        self.force_net = head(d) if forcing else None
+        if shared:
+            self._start_near_linear()
+
+    def _start_near_linear(self, gain=0.1):
+        """Initialise the shared layout as Yu et al.'s code does: small
+        weights, so that a ReQUr trunk starts in its quadratic part and the
+        field close to a linear one, and the matrix head's bias a random
+        orthogonal matrix, so that ``M`` and ``W`` start of order one."""
+        d = self.n_components
+        for layer in [*self.trunk.layers, self.matrix_net]:
+            nn.init.xavier_uniform_(layer.weight, gain=gain)
+            nn.init.uniform_(layer.bias, 0.0, 0.5 * gain)
+        heads = [self.potential_net, self.gamma]
+        if self.force_net is not None:
+            heads.append(self.force_net)
+        for layer in heads:
+            nn.init.orthogonal_(layer.weight, gain=gain)
+            if layer.bias is not None:
+                nn.init.uniform_(layer.bias, 0.0, gain)
+        with torch.no_grad():
+            orthogonal = nn.init.orthogonal_(torch.empty(d, d))
+            self.matrix_net.bias.copy_(orthogonal.reshape(-1))
 
     def potential(self, z):
         """Potential ``V(z) = beta |z|² + ½ |h(z) + Γ z|²``.
@@ -226,7 +278,7 @@ class OnsagerNet(nn.Module):
         -------
         torch.Tensor of shape (batch,)
         """
-        u = self.potential_net(z) + self.gamma(z)
+        u = self.potential_net(self.trunk(z)) + self.gamma(z)
         return self.beta * z.square().sum(-1) + 0.5 * u.square().sum(-1)
 
     def matrices(self, z):
@@ -243,8 +295,11 @@ class OnsagerNet(nn.Module):
         W : torch.Tensor of shape (batch, n_components, n_components)
             Antisymmetric.
         """
+        return self._matrices(self.trunk(z))
+
+    def _matrices(self, features):
         d = self.n_components
-        a = self.matrix_net(z).reshape(-1, d, d)
+        a = self.matrix_net(features).reshape(-1, d, d)
         lower = torch.tril(a)
         upper = torch.triu(a, diagonal=1)
         eye = torch.eye(d, dtype=a.dtype, device=a.device)
@@ -255,16 +310,18 @@ class OnsagerNet(nn.Module):
     def forward(self, z):
         """Return ``dz/dt = -(M + W)∇V + f``, shape (batch, n_components)."""
         (grad_v,) = _input_gradients(z, self.potential)
-        m, w = self.matrices(z)
+        features = self.trunk(z)
+        m, w = self._matrices(features)
         dz = -_apply(m + w, grad_v)
         if self.force_net is not None:
-            dz = dz + self.force_net(z)
+            dz = dz + self.force_net(features)
         return dz
 
     def extra_repr(self):
         return (
             f"n_components={self.n_components}, alpha={self.alpha}, "
-            f"beta={self.beta}, forcing={self.force_net is not None}"
+            f"beta={self.beta}, forcing={self.force_net is not None}, "
+            f"shared={not isinstance(self.trunk, nn.Identity)}"
         )
 
 
