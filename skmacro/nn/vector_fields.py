@@ -184,10 +184,11 @@ class OnsagerNet(nn.Module):
         Read the potential, the matrices and the forcing from one shared
         residual trunk instead of three separate networks, initialised
         with small weights so that the field starts close to a linear one
-        (Yu et al.'s initialisation). On the
-        Allen-Cahn system this layout (with ``activation="requr"``,
-        ``alpha=0.1`` and ``forcing=True``) trains stably without latent
-        noise, where the separate layout needs it.
+        (Yu et al.'s initialisation). On the Allen-Cahn system this layout
+        (with ``activation="requr"``, ``alpha=0.1`` and ``forcing=True``)
+        trains stably without latent noise, where the separate layout
+        needs it, to errors within the scatter of the separate layout's
+        with the noise.
 
     Notes
     -----
