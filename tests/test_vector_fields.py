@@ -21,8 +21,8 @@ from skmacro.nn.vector_fields import (
 )
 
 D = 4
-#: OnsagerNet with its sub-networks on one residual trunk, as the Allen-Cahn
-#: protocol trains it.
+#: OnsagerNet with its sub-networks on one residual trunk, in the reference
+#: code's Allen-Cahn settings.
 SharedOnsagerNet = partial(
     OnsagerNet, shared=True, activation="requr", alpha=0.1, forcing=True
 )

@@ -15,6 +15,8 @@ class ReQUr(nn.Module):
     derivative is continuous. This is the activation of Yu et al.'s
     OnsagerNet ("ReQUr"). Near zero it is quadratic, so a network with small
     weights starts close to its linear part.
+
+    Shapes: elementwise, output of the input's shape.
     """
 
     def forward(self, x):
