@@ -226,6 +226,21 @@ def test_onsager_shared_layout_reads_every_head_from_one_trunk():
     torch.testing.assert_close(model(z), expected)
 
 
+@pytest.mark.parametrize("grad", [True, False])
+def test_onsager_shared_layout_runs_the_trunk_once_per_call(grad):
+    model = _make(OnsagerNet, shared=True, forcing=True)
+    calls = []
+    model.trunk.register_forward_hook(lambda *_: calls.append(1))
+    with torch.set_grad_enabled(grad):
+        model(_z())
+    assert len(calls) == 1
+
+
+def test_onsager_shared_layout_needs_a_hidden_layer():
+    with pytest.raises(ValueError, match="hidden"):
+        OnsagerNet(3, hidden=(), shared=True)
+
+
 def test_requr_activation():
     from skmacro.nn.mlp import make_activation
 

@@ -279,7 +279,10 @@ class OnsagerNet(nn.Module):
         -------
         torch.Tensor of shape (batch,)
         """
-        u = self.potential_net(self.trunk(z)) + self.gamma(z)
+        return self._potential(z, self.trunk(z))
+
+    def _potential(self, z, features):
+        u = self.potential_net(features) + self.gamma(z)
         return self.beta * z.square().sum(-1) + 0.5 * u.square().sum(-1)
 
     def matrices(self, z):
@@ -310,8 +313,19 @@ class OnsagerNet(nn.Module):
 
     def forward(self, z):
         """Return ``dz/dt = -(M + W)∇V + f``, shape (batch, n_components)."""
-        (grad_v,) = _input_gradients(z, self.potential)
-        features = self.trunk(z)
+        # The trunk runs once: its output feeds both the potential, whose
+        # gradient is taken, and the matrices and forcing.
+        features = None
+
+        def potential(zg):
+            nonlocal features
+            features = self.trunk(zg)
+            return self._potential(zg, features)
+
+        (grad_v,) = _input_gradients(z, potential)
+        if not torch.is_grad_enabled():
+            # Rollouts: drop the graph the gradient pass built.
+            features = features.detach()
         m, w = self._matrices(features)
         dz = -_apply(m + w, grad_v)
         if self.force_net is not None:
