@@ -14,7 +14,11 @@ Wall time and peak memory of every phase of the pipeline at scale:
    first ``--configs`` states train;
 2. sampling: Algorithm 1, forces on ``--atoms-per-config`` random atoms per
    configuration, computed on row chunks and stored as CSR;
-3. AE fit: ``ClosureAutoencoder(n_components=32)`` on the float32 states;
+3. AE fit: ``ClosureAutoencoder(n_components=32)`` on the float32 states,
+   with the MLP closure on raw coordinates or, with ``--closure particle``,
+   the fluid's particle-set closure (``--n-radial`` radial functions);
+   ``--free-velocities`` also observes every atom's ``dr/dt = v``, which
+   costs no force computation;
 4. statistics pass: the one pass of ``PartialForceDynamics.fit`` that reduces
    every configuration to its quadratic form (z, b, A, c), measured as the
    fit time minus the time of its training (``history_[:, "dur"]``);
@@ -135,6 +139,11 @@ def main():
         "--latent-model", choices=["mlp", "onsager", "gfinn"], default="onsager"
     )
     lj.add_arguments(parser)
+    parser.add_argument(
+        "--free-velocities",
+        action="store_true",
+        help="also observe every atom's dr/dt = v (no force computation)",
+    )
     parser.add_argument("--tracemalloc", action="store_true")
     args = lj.parse_arguments(parser)
     if args.tracemalloc:
@@ -151,8 +160,10 @@ def main():
         f"{args.atoms} atoms, N = {N}, engine {system.engine}; {args.configs} "
         f"training configurations from {n_traj} trajectories (X float32: "
         f"{x_gib:.2f} GiB), {args.n_test} test trajectories; p = {k}/"
-        f"{args.atoms} = {k / args.atoms:.3g}; d = {args.latent_dim}; latent "
-        f"model {args.latent_model}; threads {args.threads}",
+        f"{args.atoms} = {k / args.atoms:.3g}"
+        f"{' and every dr/dt = v' if args.free_velocities else ''}; "
+        f"{args.closure} closure; d = {args.latent_dim}; latent model "
+        f"{args.latent_model}; threads {args.threads}",
         flush=True,
     )
 
@@ -169,7 +180,12 @@ def main():
         X = train.reshape(-1, N)[: args.configs]
         test = system.simulate(X0_test, dtype=np.float32, **kwargs)
     with phases("sampling (50-atom forces)"):
-        F = lj.partial_forces(system, X, k, args.seed)
+        F = lj.partial_forces(
+            system, X, k, args.seed, free_coordinates=args.free_velocities
+        )
+    fit_params = {}
+    if args.free_velocities:
+        F, fit_params["inclusion_proba"] = F
     print(
         f"  partial forces: CSR with {F.nnz} stored values "
         f"({(F.data.nbytes + F.indices.nbytes) / 2**20:.1f} MiB)",
@@ -179,12 +195,14 @@ def main():
         ae = lj.fit_autoencoder(
             system, X, **lj.autoencoder_settings(args), random_state=args.seed
         )
-    print(
-        f"  encoder: kappa(JJ^T) {ae.condition_number_:.3g}; closure_pca "
-        f"{args.closure_pca}: {ae.closure_explained_variance_:.10g} of the "
-        f"variance kept, closure moved by {ae.closure_pca_shift_:.2g} of its spread",
-        flush=True,
+    pca = (
+        f"; closure_pca {args.closure_pca}: {ae.closure_explained_variance_:.10g} "
+        f"of the variance kept, closure moved by {ae.closure_pca_shift_:.2g} of "
+        "its spread"
+        if args.closure_pca is not None
+        else ""
     )
+    print(f"  encoder: kappa(JJ^T) {ae.condition_number_:.3g}{pca}", flush=True)
     with phases("encode"):
         Z = ae.transform(X)
     dyn = PartialForceDynamics(
@@ -196,7 +214,7 @@ def main():
     )
     start = time.perf_counter()
     with phases("stats pass + dynamics fit"):
-        dyn.fit(Z, F)
+        dyn.fit(Z, F, **fit_params)
     total = time.perf_counter() - start
     epochs = float(np.sum(dyn.history_[:, "dur"]))
     with phases("test error on T"):

@@ -572,3 +572,20 @@ def test_feature_regression_needs_a_feature_closure(fluid, fluid_states):
     states = fluid_states[:, None]
     with pytest.raises(TypeError, match="feature closure"):
         lj.feature_regression_error(fluid, MLPClosure(), states, states)
+
+
+@pytest.mark.filterwarnings("ignore::skmacro.ConditioningWarning")  # 3 states, 1 epoch
+def test_experiment_autoencoder_takes_the_particle_closure(fluid, fluid_states):
+    from skmacro.experiments import lennard_jones as lj
+    from skmacro.nn import ParticleSetClosure
+
+    ae = lj.fit_autoencoder(
+        fluid, fluid_states, latent_dim=3, epochs=1, closure="particle", n_radial=4
+    )
+    closure = ae.module_.closure
+    assert isinstance(closure, ParticleSetClosure) and closure.n_radial == 4
+    assert ae.transform(fluid_states).shape == (3, 3)
+    with pytest.raises(ValueError, match="closure must be"):
+        lj.fit_autoencoder(fluid, fluid_states, closure="deepset")
+    with pytest.raises(ValueError, match="n_radial"):
+        lj.fit_autoencoder(fluid, fluid_states, n_radial=4)

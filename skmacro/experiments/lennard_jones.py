@@ -172,18 +172,33 @@ def fit_autoencoder(
     lambda_cond=1e-6,
     closure_pca=None,
     adam="reference",
+    closure="mlp",
+    n_radial=None,
     random_state=0,
     verbose=0,
 ):
     """The closure autoencoder of the Lennard-Jones experiments (T the fixed
     observable, ``latent_dim - 1`` closure variables); ``adam="torch"``
-    uses PyTorch's Adam settings instead of the reference code's."""
+    uses PyTorch's Adam settings instead of the reference code's.
+    ``closure="particle"`` uses the fluid's particle-set closure
+    (:meth:`LennardJones.particle_closure`, with ``n_radial`` radial
+    functions when given) instead of the MLP on raw coordinates."""
+    if closure not in ("mlp", "particle"):
+        raise ValueError(f"closure must be 'mlp' or 'particle', got {closure!r}")
+    if closure == "mlp" and n_radial is not None:
+        raise ValueError("n_radial configures the particle closure only")
+    extra = {}
+    if closure == "particle":
+        extra["closure"] = system.particle_closure(
+            **({} if n_radial is None else {"n_radial": n_radial})
+        )
     ae = ClosureAutoencoder(
         observables=system.observables,
         n_components=latent_dim,
         lambda_cond=lambda_cond,
         closure_pca=closure_pca,
         max_epochs=epochs,
+        **extra,
         random_state=random_state,
         verbose=verbose,
         **(TORCH_ADAM if adam == "torch" else {}),
@@ -318,6 +333,19 @@ def add_arguments(parser):
         help="the autoencoder's Adam settings: the reference code's (the "
         "library's default) or PyTorch's",
     )
+    parser.add_argument(
+        "--closure",
+        choices=["mlp", "particle"],
+        default="mlp",
+        help="the autoencoder's closure: the MLP on raw coordinates (the "
+        "library's default) or the fluid's particle-set closure",
+    )
+    parser.add_argument(
+        "--n-radial",
+        type=int,
+        default=None,
+        help="radial functions of the particle closure (its default if unset)",
+    )
     parser.add_argument("--dyn-epochs", type=int, default=200)
     parser.add_argument(
         "--dyn-steps",
@@ -361,6 +389,8 @@ def autoencoder_settings(args):
         lambda_cond=args.lambda_cond,
         closure_pca=args.closure_pca,
         adam=args.ae_adam,
+        closure=args.closure,
+        n_radial=args.n_radial,
     )
 
 
