@@ -7,11 +7,12 @@ What it measures
 ----------------
 Wall time and peak memory of every phase of the pipeline at scale:
 
-1. simulation: ``ceil(--configs / (steps + 1))`` training and ``--n-test``
-   test NVE trajectories (T0 ~ U(0.5, 1.5), dt = 0.001, ``--steps`` steps,
-   every step kept), stored as float32 (``simulate(..., dtype=np.float32)``
-   holds at most ``--n-jobs`` float64 trajectories besides its result); the
-   first ``--configs`` states train;
+1. simulation: ``ceil(--configs / (steps // --stride + 1))`` training and
+   ``--n-test`` test NVE trajectories (T0 ~ U(0.5, 1.5), dt = 0.001,
+   ``--steps`` steps, every ``--stride``-th state of the training ones
+   kept, every state of the test ones), stored as float32
+   (``simulate(..., dtype=np.float32)`` holds at most ``--n-jobs`` float64
+   trajectories besides its result); the first ``--configs`` states train;
 2. sampling: Algorithm 1, forces on ``--atoms-per-config`` random atoms per
    configuration, computed on row chunks and stored as CSR;
 3. AE fit: ``ClosureAutoencoder(n_components=32)`` on the float32 states,
@@ -136,6 +137,13 @@ def main():
     parser.add_argument("--configs", type=int, default=5000)
     parser.add_argument("--n-test", type=int, default=5)
     parser.add_argument(
+        "--stride",
+        type=int,
+        default=1,
+        help="keep every stride-th state of the training trajectories (more "
+        "trajectories for the same --configs); test trajectories keep every step",
+    )
+    parser.add_argument(
         "--latent-model", choices=["mlp", "onsager", "gfinn"], default="onsager"
     )
     lj.add_arguments(parser)
@@ -153,12 +161,13 @@ def main():
     system = lj.make_system(args.atoms, args.engine)
     N = system.n_features
     k = args.atoms_per_config
-    n_states = args.steps + 1
+    n_states = args.steps // args.stride + 1
     n_traj = math.ceil(args.configs / n_states)
     x_gib = args.configs * N * 4 / 2**30
     print(
         f"{args.atoms} atoms, N = {N}, engine {system.engine}; {args.configs} "
-        f"training configurations from {n_traj} trajectories (X float32: "
+        f"training configurations from {n_traj} trajectories"
+        f"{f' (every {args.stride}th state)' if args.stride > 1 else ''} (X float32: "
         f"{x_gib:.2f} GiB), {args.n_test} test trajectories; p = {k}/"
         f"{args.atoms} = {k / args.atoms:.3g}"
         f"{' and every dr/dt = v' if args.free_velocities else ''}; "
@@ -176,7 +185,9 @@ def main():
         )
     with phases("simulation"):
         kwargs = dict(t_end=args.steps * args.dt, dt=args.dt, n_jobs=args.n_jobs)
-        train = system.simulate(X0_train, dtype=np.float32, **kwargs)
+        train = system.simulate(
+            X0_train, dtype=np.float32, stride=args.stride, **kwargs
+        )
         X = train.reshape(-1, N)[: args.configs]
         test = system.simulate(X0_test, dtype=np.float32, **kwargs)
     with phases("sampling (50-atom forces)"):
