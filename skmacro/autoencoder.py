@@ -413,16 +413,21 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         -------
         self : ClosureAutoencoder
         """
-        return self._fit(X, not (self.warm_start and self._is_trained()), groups)
+        self._fit(X, not (self.warm_start and self._is_trained()), groups)
+        return self
 
     def partial_fit(self, X, y=None, classes=None, groups=None):
         """Train one more budget (``max_epochs`` epochs, or at least
         ``min_steps`` steps and ``min_epochs`` epochs) from the current
         parameters, initialising them on the first call; see :meth:`fit`.
         ``classes`` is ignored (skorch's signature)."""
-        return self._fit(X, not self._is_trained(), groups)
+        self._fit(X, not self._is_trained(), groups)
+        return self
 
     def _fit(self, X, reset, groups):
+        """Fit on ``X``; return the checked states and, for a feature
+        closure, the feature rows computed for the fit (else None)."""
+        features = None
         self._check_hyperparameters()
         X = self._check_states(X, reset=reset)
         train, valid = self._split_rows(n_rows(X), groups)
@@ -431,7 +436,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
                 self._set_dimensions(X)
                 self.initialize()
             if is_feature_closure(self.module_.closure):
-                self._fit_on_features(X, train, valid, reset)
+                features = self._fit_on_features(X, train, valid, reset)
             else:
                 if reset:
                     self.module_.closure.prepare(lambda: self._batches(X, train))
@@ -458,7 +463,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
             n_features=self.n_features_in_,
             closure_pca=self.closure_pca,
         )
-        return self
+        return X, features
 
     def _check_hyperparameters(self):
         super()._check_hyperparameters()
@@ -532,6 +537,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         ``[J_o; F]`` (``F = ds/dx``) at up to ``4 * cond_batch_size`` evenly
         spaced training states, computed once; each training step draws
         ``cond_batch_size`` of them at random (validation uses the first).
+        Returns the feature rows of every state of ``X``.
         """
         closure, d = self.module_.closure, self.n_observables_
         Y = self._feature_rows(X)
@@ -556,6 +562,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
             self._train(Y, train, valid)
         finally:
             del self._feature_fit
+        return Y
 
     def _closure_floats(self, width):
         """Floats of work the closure's Jacobian holds per state of ``width``."""
@@ -724,7 +731,11 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         """
         check_is_fitted(self, "module_")
         X_checked = self._check_states(X)
-        Z = self._encode(X_checked).numpy()
+        return self._latent_output(self._encode(X_checked).numpy(), X, X_checked)
+
+    def _latent_output(self, Z, X, X_checked):
+        """``Z`` in the container :meth:`set_output` chose, linked to the
+        encoder and the states."""
         if self._output_container() == "pandas":
             return latent_frame(
                 Z,
@@ -736,8 +747,23 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         return LatentArray(Z, encoder=self, source=X_checked)
 
     def fit_transform(self, X, y=None, groups=None):
-        """Fit, then encode ``X``; see :meth:`fit` and :meth:`transform`."""
-        return self.fit(X, y, groups=groups).transform(X)
+        """Fit, then encode ``X``; see :meth:`fit` and :meth:`transform`.
+        With a feature closure the features computed for the fit are
+        encoded, not computed a second time."""
+        X_checked, features = self._fit(
+            X, not (self.warm_start and self._is_trained()), groups
+        )
+        if features is None:
+            return self.transform(X)
+        device = self._module_device
+        with torch.no_grad():
+            Z = torch.cat(
+                [
+                    self.module_.encode_features(features[rows].to(device)).cpu()
+                    for rows in index_chunks(slice(0, len(features)), features.shape[1])
+                ]
+            )
+        return self._latent_output(Z.numpy(), X, X_checked)
 
     def set_output(self, *, transform=None):
         """Choose the container of :meth:`transform`'s output.

@@ -398,3 +398,27 @@ def test_condition_loss_on_features_is_the_encoders_gram(lj_pipeline):
     torch.testing.assert_close(
         got, expected, rtol=1e-4, atol=1e-6 * expected.abs().max()
     )
+
+
+def test_fit_transform_encodes_the_features_of_the_fit(lj_pipeline, monkeypatch):
+    from sklearn.base import clone
+
+    from skmacro.nn import ParticleSetClosure
+
+    _, X, pipe = lj_pipeline
+    seen = []
+    features = ParticleSetClosure.features
+
+    def counted(self, x):
+        seen.append(len(x))
+        return features(self, x)
+
+    monkeypatch.setattr(ParticleSetClosure, "features", counted)
+    Z = clone(pipe["ae"]).fit_transform(X)
+    rows_fit_transform = sum(seen)
+    seen.clear()
+    ae = clone(pipe["ae"]).fit(X)
+    expected = ae.transform(X)
+    assert rows_fit_transform == sum(seen) - len(X)  # no second pass over X
+    assert Z.encoder is not None and Z.dtype == expected.dtype
+    np.testing.assert_allclose(Z, expected, rtol=1e-5, atol=1e-6)
