@@ -620,6 +620,11 @@ class SkmacroNet(NeuralNet):
     def _is_trained(self):
         return getattr(self, "initialized_", False) and hasattr(self, "n_features_in_")
 
+    def _starts_afresh(self):
+        """Whether ``fit`` initialises the parameters (not a warm start of a
+        trained model)."""
+        return not (self.warm_start and self._is_trained())
+
     def _set_params_callback(self, **params):
         # skorch unpacks callbacks_ as name/callback pairs, which fails when
         # the net has no callbacks at all (the dynamics at verbose=0).

@@ -413,7 +413,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         -------
         self : ClosureAutoencoder
         """
-        self._fit(X, not (self.warm_start and self._is_trained()), groups)
+        self._fit(X, self._starts_afresh(), groups)
         return self
 
     def partial_fit(self, X, y=None, classes=None, groups=None):
@@ -750,9 +750,7 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
         """Fit, then encode ``X``; see :meth:`fit` and :meth:`transform`.
         With a feature closure the features computed for the fit are
         encoded, not computed a second time."""
-        X_checked, features = self._fit(
-            X, not (self.warm_start and self._is_trained()), groups
-        )
+        X_checked, features = self._fit(X, self._starts_afresh(), groups)
         if features is None:
             return self.transform(X)
         device = self._module_device

@@ -351,8 +351,7 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         -------
         self : PartialForceDynamics
         """
-        reset = not (self.warm_start and self._is_trained())
-        return self._fit(Z, F, mask, inclusion_proba, reset, groups)
+        return self._fit(Z, F, mask, inclusion_proba, self._starts_afresh(), groups)
 
     def partial_fit(
         self, Z, F, mask=None, inclusion_proba=None, classes=None, groups=None
