@@ -167,7 +167,7 @@ def main():
     print(
         f"{args.atoms} atoms, N = {N}, engine {system.engine}; {args.configs} "
         f"training configurations from {n_traj} trajectories"
-        f"{f' (every {args.stride}th state)' if args.stride > 1 else ''} (X float32: "
+        f"{f' at stride {args.stride}' if args.stride > 1 else ''} (X float32: "
         f"{x_gib:.2f} GiB), {args.n_test} test trajectories; p = {k}/"
         f"{args.atoms} = {k / args.atoms:.3g}"
         f"{' and every dr/dt = v' if args.free_velocities else ''}; "
