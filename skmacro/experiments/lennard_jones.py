@@ -187,9 +187,8 @@ def fit_autoencoder(
         raise ValueError(f"closure must be 'mlp' or 'particle', got {closure!r}")
     if closure == "mlp" and n_radial is not None:
         raise ValueError("n_radial configures the particle closure only")
-    extra = {}
     if closure == "particle":
-        extra["closure"] = system.particle_closure(
+        closure = system.particle_closure(
             **({} if n_radial is None else {"n_radial": n_radial})
         )
     ae = ClosureAutoencoder(
@@ -198,7 +197,7 @@ def fit_autoencoder(
         lambda_cond=lambda_cond,
         closure_pca=closure_pca,
         max_epochs=epochs,
-        **extra,
+        closure=closure,
         random_state=random_state,
         verbose=verbose,
         **(TORCH_ADAM if adam == "torch" else {}),
