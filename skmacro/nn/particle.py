@@ -737,6 +737,30 @@ def _scatter_basis(rows, basis, values, n_rows, K):
     return out.view(n_rows, K + 1, *tail)[:, :K]
 
 
+def _scatter_pairs(values, centre, other, n_rows):
+    """``out[centre[p]] += values[p]`` and ``out[other[p]] -= values[p]``:
+    (n_pairs, ...) into (n_rows, ...). On the CPU one product with the
+    SciPy incidence matrix (two entries per pair, pair-major, so built
+    without sorting), several times faster than two ``index_add_``;
+    elsewhere ``index_add_``."""
+    n_pairs, tail = len(values), values.shape[1:]
+    if values.device.type != "cpu":
+        out = values.new_zeros(n_rows, *tail)
+        out.index_add_(0, centre, values)
+        return out.index_add_(0, other, values.neg())
+    flat = values.reshape(n_pairs, -1).numpy()
+    index = torch.stack([centre, other], dim=1).reshape(-1).numpy()
+    pointers = np.arange(0, 2 * n_pairs + 1, 2)
+    if max(n_rows, 2 * n_pairs) < 2**31 - 1:
+        index, pointers = index.astype(np.int32), pointers.astype(np.int32)
+    signs = np.tile(np.array([1, -1], dtype=flat.dtype), n_pairs)
+    incidence = scipy.sparse.csc_array(
+        (signs, index, pointers), shape=(n_rows, n_pairs)
+    )
+    out = np.ascontiguousarray(incidence @ flat, dtype=flat.dtype)
+    return torch.from_numpy(out).view(n_rows, *tail)
+
+
 class ParticleFeatureJacobian:
     """Jacobians ``F = ds/dx`` (P x N) of a :class:`ParticleSetClosure`'s
     features at a batch of states, kept in the neighbour structure.
@@ -1081,37 +1105,37 @@ def _transposed(closure, env, w):
     sums_bar = torch.cat(channel_bars, dim=2)  # (B s, K, channels, r)
     # Through the pair sums: each pair's channels and distance.
     c_bar = env.sums.transpose(sums_bar)  # (pairs, channels, r)
-    dist_bar = (
-        env.sums.transpose(sums_bar, derivative=True) * env.channels[:, :, None]
-    ).sum(1)  # (pairs, r)
+    dist_bar = torch.bmm(
+        env.channels[:, None, :], env.sums.transpose(sums_bar, derivative=True)
+    )[:, 0]  # (pairs, r)
     # Through the channels [1, (rdot, |u|^2), (rhat)] to d and u:
     # d_bar = rhat a + (rdot_bar u + v_bar) / r with
     # a = dist_bar - (rdot rdot_bar + rhat . v_bar) / r, and
-    # u_bar = rdot_bar rhat + 2 speed_bar u.
+    # u_bar = rdot_bar rhat + 2 speed_bar u; written in place into the
+    # pairs' cotangents (pairs, n_in, r).
     inv_r = (1.0 / env.r)[:, None]  # (pairs, 1)
     rhat = env.d * inv_r  # (pairs, 3)
     along = dist_bar
-    across = None
     if closure._velocity:
-        u = env.u
         rdot_bar, speed_bar = c_bar[:, 1], c_bar[:, 2]  # (pairs, r)
         along = along - env.channels[:, 1:2] * rdot_bar * inv_r
-        across = u[:, :, None] * rdot_bar[:, None]
-        u_bar = rhat[:, :, None] * rdot_bar[:, None]
-        u_bar.add_(u[:, :, None] * (2.0 * speed_bar)[:, None])
     if closure.angular:
         v_bar = c_bar[:, C:]  # (pairs, 3, r)
         along = along - torch.einsum("pc,pcr->pr", rhat, v_bar) * inv_r
-        across = v_bar if across is None else across.add_(v_bar)
-    d_bar = rhat[:, :, None] * along[:, None]
-    if across is not None:
-        d_bar.add_(across * inv_r[:, :, None])
-    pair_bar = torch.cat([d_bar, u_bar], dim=1) if closure._velocity else d_bar
-    # Each pair's displacement is centre minus neighbour.
     dim, n_in = closure.particle_dim, closure._n_in
-    out = w.new_zeros(B * n, dim, r)
-    out[:, :n_in].index_add_(0, env.centre, pair_bar)
-    out[:, :n_in].index_add_(0, env.other, pair_bar, alpha=-1)
+    pair_bar = w.new_empty(len(env.r), n_in, r)
+    d_bar = torch.mul(rhat[:, :, None], along[:, None], out=pair_bar[:, :3])
+    if closure._velocity:
+        u = env.u
+        d_bar.addcmul_((u * inv_r)[:, :, None], rdot_bar[:, None])
+        u_bar = torch.mul(rhat[:, :, None], rdot_bar[:, None], out=pair_bar[:, 3:6])
+        u_bar.addcmul_(u[:, :, None], speed_bar[:, None], value=2.0)
+    if closure.angular:
+        d_bar.addcmul_(v_bar, inv_r[:, :, None])
+    # Each pair's displacement is centre minus neighbour.
+    out = _scatter_pairs(pair_bar, env.centre, env.other, B * n)
+    if dim > n_in:
+        out = torch.cat([out, out.new_zeros(B * n, dim - n_in, r)], dim=1)
     col = 0
     if closure._velocity:
         velocity = env.x[env.centre_atoms, 3:6][:, :, None]
