@@ -585,7 +585,7 @@ def test_experiment_autoencoder_takes_the_particle_closure(fluid, fluid_states):
     closure = ae.module_.closure
     assert isinstance(closure, ParticleSetClosure) and closure.n_radial == 4
     assert ae.transform(fluid_states).shape == (3, 3)
-    with pytest.raises(ValueError, match="closure must be"):
+    with pytest.raises(ValueError, match="closure='deepset' is not one of"):
         lj.fit_autoencoder(fluid, fluid_states, closure="deepset")
     with pytest.raises(ValueError, match="n_radial"):
         lj.fit_autoencoder(fluid, fluid_states, n_radial=4)

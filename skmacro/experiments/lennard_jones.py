@@ -17,6 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 
+from .._validation import check_choice
 from ..autoencoder import ClosureAutoencoder
 from ..metrics import mean_relative_error
 from ..sampling import sample_partial_forces
@@ -31,6 +32,7 @@ __all__ = [
     "partial_forces",
     "dynamics_budget",
     "fit_autoencoder",
+    "make_autoencoder",
     "temperature_comparison",
     "force_computations",
     "add_arguments",
@@ -163,9 +165,8 @@ def dynamics_budget(epochs, steps=None):
     return {"max_epochs": None, "min_steps": steps, "min_epochs": 1}
 
 
-def fit_autoencoder(
+def make_autoencoder(
     system,
-    X,
     *,
     latent_dim=32,
     epochs=30,
@@ -177,21 +178,20 @@ def fit_autoencoder(
     random_state=0,
     verbose=0,
 ):
-    """The closure autoencoder of the Lennard-Jones experiments (T the fixed
-    observable, ``latent_dim - 1`` closure variables); ``adam="torch"``
-    uses PyTorch's Adam settings instead of the reference code's.
-    ``closure="particle"`` uses the fluid's particle-set closure
+    """The closure autoencoder of the Lennard-Jones experiments, unfitted (T
+    the fixed observable, ``latent_dim - 1`` closure variables);
+    ``adam="torch"`` uses PyTorch's Adam settings instead of the reference
+    code's. ``closure="particle"`` uses the fluid's particle-set closure
     (:meth:`LennardJones.particle_closure`, with ``n_radial`` radial
     functions when given) instead of the MLP on raw coordinates."""
-    if closure not in ("mlp", "particle"):
-        raise ValueError(f"closure must be 'mlp' or 'particle', got {closure!r}")
+    check_choice("closure", closure, ("mlp", "particle"))
     if closure == "mlp" and n_radial is not None:
         raise ValueError("n_radial configures the particle closure only")
     if closure == "particle":
         closure = system.particle_closure(
             **({} if n_radial is None else {"n_radial": n_radial})
         )
-    ae = ClosureAutoencoder(
+    return ClosureAutoencoder(
         observables=system.observables,
         n_components=latent_dim,
         lambda_cond=lambda_cond,
@@ -202,7 +202,11 @@ def fit_autoencoder(
         verbose=verbose,
         **(TORCH_ADAM if adam == "torch" else {}),
     )
-    return ae.fit(X)
+
+
+def fit_autoencoder(system, X, **params):
+    """:func:`make_autoencoder` (same keyword arguments) fitted on ``X``."""
+    return make_autoencoder(system, **params).fit(X)
 
 
 def temperature_comparison(
@@ -381,7 +385,8 @@ def parse_arguments(parser, argv=None):
 
 
 def autoencoder_settings(args):
-    """:func:`fit_autoencoder`'s keyword arguments from parsed options."""
+    """:func:`make_autoencoder`'s (and :func:`fit_autoencoder`'s) keyword
+    arguments from parsed options."""
     return dict(
         latent_dim=args.latent_dim,
         epochs=args.ae_epochs,
