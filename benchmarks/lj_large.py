@@ -12,7 +12,10 @@ Wall time and peak memory of every phase of the pipeline at scale:
    ``--steps`` steps, every ``--stride``-th state of the training ones
    kept, every state of the test ones), stored as float32
    (``simulate(..., dtype=np.float32)`` holds at most ``--n-jobs`` float64
-   trajectories besides its result); the first ``--configs`` states train;
+   trajectories besides its result); the first ``--configs`` states train.
+   Every trajectory starts from the paper's one relaxed placement and
+   velocity pattern scaled to its T0 or, with ``--microstates
+   independent``, from its own relaxed placement and velocity draw;
 2. sampling: Algorithm 1, forces on ``--atoms-per-config`` random atoms per
    configuration, computed on row chunks and stored as CSR;
 3. AE fit + encode: ``ClosureAutoencoder(n_components=32).fit_transform``
@@ -147,6 +150,14 @@ def main():
     parser.add_argument(
         "--latent-model", choices=["mlp", "onsager", "gfinn"], default="onsager"
     )
+    parser.add_argument(
+        "--microstates",
+        choices=["shared", "independent"],
+        default="shared",
+        help="the paper's protocol (one relaxed placement and velocity pattern, "
+        "scaled to each T0) or a fresh relaxed placement and velocity draw per "
+        "trajectory, training and test",
+    )
     lj.add_arguments(parser)
     parser.add_argument(
         "--free-velocities",
@@ -172,17 +183,21 @@ def main():
         f"{x_gib:.2f} GiB), {args.n_test} test trajectories; p = {k}/"
         f"{args.atoms} = {k / args.atoms:.3g}"
         f"{' and every dr/dt = v' if args.free_velocities else ''}; "
+        f"{args.microstates} microstates; "
         f"{args.closure} closure; d = {args.latent_dim}; latent model "
         f"{args.latent_model}; threads {args.threads}",
         flush=True,
     )
 
     with phases("initial states (relax)"):
-        X0_train = system.sample_initial(
-            n_traj, random_state=args.seed, microstates="shared"
-        )
-        X0_test = system.sample_initial(
-            args.n_test, random_state=args.seed + 1, microstates="shared"
+        X0_train, X0_test = (
+            system.sample_initial(
+                count,
+                random_state=seed,
+                microstates=args.microstates,
+                n_jobs=args.n_jobs,
+            )
+            for count, seed in ((n_traj, args.seed), (args.n_test, args.seed + 1))
         )
     with phases("simulation"):
         kwargs = dict(t_end=args.steps * args.dt, dt=args.dt, n_jobs=args.n_jobs)
