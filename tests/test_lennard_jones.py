@@ -585,6 +585,9 @@ def test_experiment_autoencoder_takes_the_particle_closure(fluid, fluid_states):
     closure = ae.module_.closure
     assert isinstance(closure, ParticleSetClosure) and closure.n_radial == 4
     assert ae.transform(fluid_states).shape == (3, 3)
+    unfitted = lj.make_autoencoder(fluid, latent_dim=3, closure="particle")
+    assert isinstance(unfitted.closure, ParticleSetClosure)
+    assert not hasattr(unfitted, "module_")
     with pytest.raises(ValueError, match="closure='deepset' is not one of"):
         lj.fit_autoencoder(fluid, fluid_states, closure="deepset")
     with pytest.raises(ValueError, match="n_radial"):
