@@ -168,7 +168,9 @@ def sample_partial_forces(
             "out= resumes a killed run only with the same random draws: give "
             f"an integer random_state, got {random_state!r}"
         )
-    store = PartialForceStore.open(out, n_samples, width, chunk, settings)
+    store = PartialForceStore.open(
+        out, n_samples, width, chunk, settings, n_features=system.n_features
+    )
     particles = np.empty((n_samples, k), dtype=np.intp)
     for b, start in enumerate(
         tqdm(range(0, n_samples, chunk), disable=not verbose, desc="partial forces")

@@ -158,12 +158,15 @@ class PartialForceStore:
         self.values, self.columns, self.done, self.block = values, columns, done, block
 
     @classmethod
-    def open(cls, out, n_samples, width, block, fingerprint):
+    def open(cls, out, n_samples, width, block, fingerprint, n_features=None):
         """Open (or resume) the output of one call; ``block`` rows are
-        written (and flagged) together."""
+        written (and flagged) together. The columns are int32 when every
+        column (below ``n_features``) and the number of stored values fit
+        (so the CSR array shares them), else int64."""
+        index_dtype = _index_dtype(n_samples * width, n_features)
         if out is None:
             return cls(
-                np.empty((n_samples, width)), np.empty((n_samples, width), np.intp)
+                np.empty((n_samples, width)), np.empty((n_samples, width), index_dtype)
             )
         group = open_zarr_group(out)
         key = _fingerprint(fingerprint)
@@ -179,7 +182,7 @@ class PartialForceStore:
                 "values", shape=(n_samples, width), chunks=chunks, dtype="f8"
             )
             group.create_array(
-                "columns", shape=(n_samples, width), chunks=chunks, dtype="i8"
+                "columns", shape=(n_samples, width), chunks=chunks, dtype=index_dtype
             )
             n_blocks = -(-n_samples // block)
             group.create_array("done", shape=(n_blocks,), chunks=(1,), dtype=bool)
@@ -201,12 +204,22 @@ class PartialForceStore:
         """The forces as a CSR array of shape (n_samples, n_features)."""
         values, columns = np.asarray(self.values[:]), np.asarray(self.columns[:])
         n_samples, width = values.shape
+        # Row pointers of the columns' dtype, so SciPy keeps them uncopied.
+        pointers = np.arange(n_samples + 1, dtype=columns.dtype) * width
         F = sp.csr_array(
-            (values.ravel(), columns.ravel(), np.arange(n_samples + 1) * width),
+            (values.ravel(), columns.ravel(), pointers),
             shape=(n_samples, n_features),
         )
         F.has_sorted_indices = True
         return F
+
+
+def _index_dtype(n_values, n_features):
+    """int32 when ``n_values`` stored values and column indices below
+    ``n_features`` (unknown: None) fit in it, else int64."""
+    limit = np.iinfo(np.int32).max
+    fits = n_features is not None and max(n_values, n_features) <= limit
+    return np.int32 if fits else np.int64
 
 
 def _write_trajectory(path, i, job, x0, settings):

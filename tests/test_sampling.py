@@ -99,6 +99,8 @@ def test_partial_forces_equal_full_forces(pp_data, fmt):
     if fmt == "sparse":
         assert isinstance(F, sp.csr_array) and F.has_canonical_format
         assert F.dtype == np.float64 and F.nnz == 30 * 30
+        # int32 column indices: 12 bytes per stored force, not 16.
+        assert F.indices.dtype == F.indptr.dtype == np.int32
 
 
 def test_computed_zero_forces_stay_stored():
