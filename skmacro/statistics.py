@@ -116,12 +116,44 @@ def partial_force_statistics(
     """
     if is_dask(X) and rows is None:
         return _dask_statistics(encoder, X, forces, loss, control)
-    parts = []
-    for chunk, z, jac in encoder.iter_jacobians(X, rows):
-        observed = forces.observed_chunk(chunk)
-        h = None if control is None else control.chunk(chunk)
-        parts.append(_chunk_statistics(z, jac, observed, h, loss))
-    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+    total = n_rows(X) if rows is None else len(np.arange(n_rows(X))[rows])
+    return _collect(
+        (
+            _chunk_statistics(
+                z,
+                jac,
+                forces.observed_chunk(chunk),
+                None if control is None else control.chunk(chunk),
+                loss,
+            )
+            for chunk, z, jac in encoder.iter_jacobians(X, rows)
+        ),
+        total,
+    )
+
+
+def _collect(parts, total):
+    """The per-chunk statistics ``parts`` (an iterable of dicts of tensors
+    whose first axis is the chunk's rows) written into tensors for all
+    ``total`` rows, allocated at the first chunk.
+
+    Keeping each chunk's small result alive until a final concatenation
+    would leave them scattered between the chunks' large, freed
+    temporaries, which glibc's heap then cannot hand back: the resident
+    memory of a 51,200-atom pass grew by about 5 MB per configuration.
+    """
+    out, start = None, 0
+    for part in parts:
+        if out is None:
+            out = {
+                key: value.new_empty((total, *value.shape[1:]))
+                for key, value in part.items()
+            }
+        size = len(part["z"])
+        for key, value in part.items():
+            out[key][start : start + size] = value
+        start += size
+    return out
 
 
 def _chunk_statistics(z, jac, observed, h, loss):
@@ -163,12 +195,14 @@ def _block_statistics(encoder, x, ids, observed, control, loss):
     """The statistics of one block of a dask array, on a worker: ``x`` are
     the block's states, ``ids`` their rows in the whole array, ``observed``
     their computed forces (``forces.observed_chunk``)."""
-    parts = []
-    for r, z, jac in encoder.iter_jacobians(x):
-        h = None if control is None else control.guess(ids[r], x[r])
-        chunk = _chunk_statistics(z, jac, tuple(a[r] for a in observed), h, loss)
-        parts.append({key: value.cpu() for key, value in chunk.items()})
-    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+    def parts():
+        for r, z, jac in encoder.iter_jacobians(x):
+            h = None if control is None else control.guess(ids[r], x[r])
+            chunk = _chunk_statistics(z, jac, tuple(a[r] for a in observed), h, loss)
+            yield {key: value.cpu() for key, value in chunk.items()}
+
+    return _collect(parts(), len(x))
 
 
 def _dask_statistics(encoder, X, forces, loss, control):
