@@ -48,8 +48,8 @@ peaked at 18.4 GiB::
     python benchmarks/lj_large.py --configs 11000 --ae-epochs 10 --threads 2
 
 With ``--free-velocities`` the partial forces also hold every velocity
-coordinate, 12 bytes each per configuration: as much again as the float32
-``X`` and half more (8.6 GiB at 51,200 atoms and 5,000 configurations).
+coordinate, 12 bytes each per configuration: about 1.5 times the float32
+``X`` (8.6 GiB at 51,200 atoms and 5,000 configurations).
 
 A smaller run::
 
