@@ -78,6 +78,13 @@ def main(argv=None):
         help="the latent models' latent_noise (default: the protocol's, "
         f"{ac.DYNAMICS_PARAMS['latent_noise']})",
     )
+    parser.add_argument(
+        "--dyn-steps",
+        type=int,
+        default=None,
+        help="the latent models' min_steps (default: the protocol's, "
+        f"{ac.DYNAMICS_PARAMS['min_steps']})",
+    )
     parser.add_argument("--n-jobs", type=int, default=None)
     parser.add_argument(
         "--verbose",
@@ -126,9 +133,14 @@ def main(argv=None):
             )
             if value is not None
         },
-        dyn_params=(
-            None if args.latent_noise is None else {"latent_noise": args.latent_noise}
-        ),
+        dyn_params={
+            key: value
+            for key, value in (
+                ("latent_noise", args.latent_noise),
+                ("min_steps", args.dyn_steps),
+            )
+            if value is not None
+        },
         random_state=args.seed,
         verbose=args.verbose,
         meter=meter,
@@ -144,6 +156,7 @@ def main(argv=None):
         + ("" if args.ae_epochs is None else f", AE min_epochs={args.ae_epochs}")
         + ("" if args.base_fan_in is None else f", AE base_fan_in={args.base_fan_in}")
         + ("" if args.latent_noise is None else f", latent_noise={args.latent_noise}")
+        + ("" if args.dyn_steps is None else f", dynamics min_steps={args.dyn_steps}")
         + "; unsquared Eq. 43 error on the free energy over the test snapshots "
         "before the torus vanishes:"
     )
