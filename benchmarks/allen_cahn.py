@@ -41,6 +41,11 @@ from skmacro.experiments import allen_cahn as ac
 from skmacro.experiments.resources import PhaseMeter
 
 
+def given(**options):
+    """The options that were set (not None), for the estimators' overrides."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", type=int, default=64, help="grid side (paper: 200)")
@@ -125,22 +130,8 @@ def main(argv=None):
         p=args.p,
         latent_model=args.latent_model,
         autoencoder_stride=args.ae_stride,
-        ae_params={
-            key: value
-            for key, value in (
-                ("min_epochs", args.ae_epochs),
-                ("base_fan_in", args.base_fan_in),
-            )
-            if value is not None
-        },
-        dyn_params={
-            key: value
-            for key, value in (
-                ("latent_noise", args.latent_noise),
-                ("min_steps", args.dyn_steps),
-            )
-            if value is not None
-        },
+        ae_params=given(min_epochs=args.ae_epochs, base_fan_in=args.base_fan_in),
+        dyn_params=given(latent_noise=args.latent_noise, min_steps=args.dyn_steps),
         random_state=args.seed,
         verbose=args.verbose,
         meter=meter,
