@@ -179,12 +179,36 @@ def make_autoencoder(
     verbose=0,
 ):
     """The closure autoencoder of the Lennard-Jones experiments, unfitted (T
-    the fixed observable, ``latent_dim - 1`` closure variables);
-    ``adam="torch"`` uses PyTorch's Adam settings instead of the reference
-    code's. ``closure="particle"`` uses the fluid's particle-set closure
-    (:meth:`LennardJones.particle_closure`, with ``n_radial`` radial
-    functions when given) instead of the MLP on raw coordinates."""
+    the fixed observable, ``latent_dim - 1`` closure variables).
+
+    Parameters
+    ----------
+    system : LennardJones
+    latent_dim : int, default=32
+        ``n_components``.
+    epochs : int, default=30
+        ``max_epochs``.
+    lambda_cond : float, default=1e-6
+    closure_pca : int, float or None, default=None
+    adam : {"reference", "torch"}, default="reference"
+        The reference code's Adam settings (the estimator's) or PyTorch's.
+    closure : {"mlp", "particle"}, default="mlp"
+        The MLP on raw coordinates, or the fluid's particle-set closure
+        (:meth:`LennardJones.particle_closure`).
+    n_radial : int or None, default=None
+        The particle closure's radial functions (its default if None); a
+        ``ValueError`` with the MLP closure.
+    random_state : int, default=0
+    verbose : int, default=0
+
+    Returns
+    -------
+    ClosureAutoencoder
+        Unfitted; its ``fit_transform`` computes a particle closure's
+        features once.
+    """
     check_choice("closure", closure, ("mlp", "particle"))
+    check_choice("adam", adam, ("reference", "torch"))
     if closure == "mlp" and n_radial is not None:
         raise ValueError("n_radial configures the particle closure only")
     if closure == "particle":
@@ -205,7 +229,21 @@ def make_autoencoder(
 
 
 def fit_autoencoder(system, X, **params):
-    """:func:`make_autoencoder` (same keyword arguments) fitted on ``X``."""
+    """:func:`make_autoencoder` fitted on ``X``.
+
+    Parameters
+    ----------
+    system : LennardJones
+    X : array-like of shape (n_samples, 6 * system.n_atoms)
+        Training states.
+    **params
+        :func:`make_autoencoder`'s keyword arguments.
+
+    Returns
+    -------
+    ClosureAutoencoder
+        Fitted.
+    """
     return make_autoencoder(system, **params).fit(X)
 
 
