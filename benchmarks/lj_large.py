@@ -240,7 +240,7 @@ def main():
     dyn = PartialForceDynamics(
         latent_model=args.latent_model,
         loss="partial",
-        control_variate=args.control_variate,
+        control_variate=lj.resolve_control_variate(system, args.control_variate),
         **lj.dynamics_budget(args.dyn_epochs, args.dyn_steps),
         random_state=args.seed,
     )

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._arrays import n_rows
@@ -23,6 +23,7 @@ from .nn.losses import QuadraticFormLoss
 from .nn.scaling import ScaledVectorField
 from .nn.vector_fields import LATENT_MODELS, resolve_latent_model
 from .statistics import (
+    ForceModelControl,
     NeighbourForceMeans,
     observable_velocities,
     partial_force_statistics,
@@ -107,13 +108,21 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         Inclusion probability of each particle; None infers it from the
         observed fraction of ``F`` (exact for Algorithm 1, which computes the
         same number of particles in every configuration).
-    control_variate : {"neighbors"} or None, default="neighbors"
+    control_variate : {"neighbors"}, force model or None, default="neighbors"
         Variance reduction beyond the paper: centre each configuration's
-        partial forces on the mean force its coordinates had at the
-        ``n_neighbors`` nearest training configurations (in a PCA of ``X``).
-        The loss keeps the expectation of L_x,p (Eq. 13 still holds) with
-        less noise; None is the paper's plain estimator. Ignored when every
-        force was computed.
+        partial forces on a guess ``h`` of all of them, and add back the
+        exact ``J h``. ``"neighbors"``: the mean force each coordinate had
+        at the ``n_neighbors`` nearest training configurations (in a PCA of
+        ``X``). A force model (an object with ``predict(X) -> (n, N)``, and
+        optionally ``fit(X, F)``, such as
+        :class:`skmacro.force_models.PairForceModel`): its guess at every
+        coordinate, fitted on the training rows' computed forces in two
+        folds so that no configuration's guess saw its own forces (see
+        :class:`skmacro.statistics.ForceModelControl`); the closer the
+        model is to the true forces, the closer L_x,p comes to L_x with
+        every force. The loss keeps the expectation of L_x,p (Eq. 13 still
+        holds) with less noise; None is the paper's plain estimator.
+        Ignored when every force was computed.
     n_neighbors : int, default=50
         Neighbours averaged by the control variate.
     n_members : int, default=3
@@ -211,7 +220,7 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         "latent_model": [StrOptions(set(LATENT_MODELS)), type],
         "loss": [StrOptions(set(LOSSES))],
         "p": [Interval(Real, 0, 1, closed="right"), None],
-        "control_variate": [StrOptions({"neighbors"}), None],
+        "control_variate": [StrOptions({"neighbors"}), HasMethods(["predict"]), None],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "n_members": [Interval(Integral, 1, None, closed="left")],
         "latent_noise": [Interval(Real, 0, None, closed="left")],
@@ -384,11 +393,16 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
                 "use loss='partial' (L_x,p) for partial forces"
             )
         train, valid = self._split_rows(n_rows(X), groups)
-        control = None
-        if self.control_variate == "neighbors" and not forces.is_complete():
-            control = NeighbourForceMeans(
-                X, forces, self.n_neighbors, rows=train, random_state=self._seeds()[2]
-            )
+        control, seed = None, self._seeds()[2]
+        if self.control_variate is not None and not forces.is_complete():
+            if isinstance(self.control_variate, str):  # "neighbors"
+                control = NeighbourForceMeans(
+                    X, forces, self.n_neighbors, rows=train, random_state=seed
+                )
+            else:
+                control = ForceModelControl(
+                    self.control_variate, X, forces, rows=train, random_state=seed
+                )
         stats = partial_force_statistics(encoder, X, forces, self.loss, control)
         d = stats["z"].shape[1]
         with self._resolved_device():

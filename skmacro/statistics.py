@@ -10,8 +10,10 @@ the columns of ``J`` at the computed coordinates.
 
 A control variate (beyond the paper) lowers the variance of both: the mean
 force each coordinate had at neighbouring configurations where it was
-computed. Built from *other* configurations only, it leaves the estimates
-unbiased.
+computed (:class:`NeighbourForceMeans`), or a cheap force model's guess
+at every coordinate (:class:`ForceModelControl`, e.g.
+:class:`skmacro.force_models.PairForceModel`). Built from *other*
+configurations' forces only, either leaves the estimates unbiased.
 """
 
 import copy
@@ -19,6 +21,7 @@ import copy
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
@@ -26,6 +29,7 @@ from ._arrays import is_dask, n_rows, take_rows
 from ._chunking import EMBEDDING_FIT_BUDGET, FLOAT_BUDGET, index_chunks, row_chunks
 
 __all__ = [
+    "ForceModelControl",
     "NeighbourForceMeans",
     "horvitz_thompson",
     "observable_velocities",
@@ -309,7 +313,119 @@ def observable_velocities(encoder, X, forces, rows=None):
     return np.concatenate(y_parts), np.concatenate(z_parts)
 
 
-class NeighbourForceMeans:
+class _ControlVariate:
+    """What the statistics pass asks of a control variate: ``chunk(rows)``
+    for rows of the states it was built on (``self.X``), and ``guess(ids,
+    x)`` on dask workers, where the states travel without ``X``."""
+
+    def __getstate__(self):
+        return {**self.__dict__, "X": None}
+
+    def chunk(self, rows):
+        """Control variate for a block of rows of the states it was built on.
+
+        Parameters
+        ----------
+        rows : slice or ndarray of int
+
+        Returns
+        -------
+        h : ndarray of shape (chunk, N), float64, or None (no guess)
+        """
+        ids = np.arange(n_rows(self.X))[rows]
+        return self.guess(ids, take_rows(self.X, ids))
+
+
+class ForceModelControl(_ControlVariate):
+    """Control variate ``h[k] = model.predict(x_k)``: a force model's guess
+    at every coordinate, cross-fitted so that no configuration's guess has
+    seen its own computed forces.
+
+    A model with ``fit(X, F)`` is cloned ``n_folds`` times; clone ``j`` is
+    fitted on reference rows outside fold ``j`` (``F`` a CSR array of their
+    computed forces; at most the rows a PCA embedding would read, about
+    2**26 floats of ``X`` and between 256 and 4,096 rows, drawn at random)
+    and guesses for the rows of fold ``j``; rows that are not reference
+    rows (validation) get clone 0's guess. A model
+    without ``fit`` (a fixed physical model) is used as it is.
+
+    Parameters
+    ----------
+    model : object with ``predict(X) -> (n_samples, N)``
+        Not modified.
+    X : array-like of shape (n_samples, N)
+        Microscopic states.
+    forces : PartialForces
+        The forces of the same rows.
+    rows : ndarray of int or None, default=None
+        Reference rows (None: all).
+    n_folds : int, default=2
+    random_state : int or None, default=None
+        Seeds the folds.
+    """
+
+    def __init__(self, model, X, forces, rows=None, n_folds=2, random_state=None):
+        self.X = X
+        n = n_rows(X)
+        rows = np.arange(n) if rows is None else np.sort(np.asarray(rows))
+        self.fold_of = np.zeros(n, dtype=np.intp)
+        if not hasattr(model, "fit"):
+            self.models = [model]
+            return
+        rng = np.random.default_rng(random_state)
+        folds = rng.permutation(len(rows)) % n_folds
+        self.fold_of[rows] = folds
+        n_fit = min(4096, max(256, EMBEDDING_FIT_BUDGET // X.shape[1]))
+        self.models = []
+        for fold in range(n_folds):
+            fit_rows = rows[folds != fold]
+            if len(fit_rows) > n_fit:
+                fit_rows = np.sort(rng.choice(fit_rows, n_fit, replace=False))
+            self.models.append(
+                clone(model, safe=False).fit(
+                    take_rows(X, fit_rows), _computed_csr(forces, fit_rows)
+                )
+            )
+
+    def guess(self, ids, x):
+        """Control variate for given states.
+
+        Parameters
+        ----------
+        ids : ndarray of int, shape (n,)
+            Their rows in the states the control variate was built on.
+        x : ndarray of shape (n, N)
+
+        Returns
+        -------
+        h : ndarray of shape (n, N), float64
+        """
+        h = np.empty(x.shape, dtype=np.float64)
+        for fold, model in enumerate(self.models):
+            chosen = self.fold_of[ids] == fold
+            if chosen.any():
+                h[chosen] = model.predict(x[chosen])
+        return h
+
+
+def _computed_csr(forces, rows):
+    """The computed forces of ``rows`` as a CSR array (stored entries: the
+    computed ones), read in chunks."""
+    blocks = []
+    for chunk in index_chunks(rows, forces.n_features):
+        index, f, w = forces.observed_chunk(chunk)
+        computed = w > 0
+        indptr = np.r_[0, np.cumsum(computed.sum(axis=1))]
+        blocks.append(
+            sp.csr_array(
+                (f[computed], index[computed], indptr),
+                shape=(len(chunk), forces.n_features),
+            )
+        )
+    return sp.vstack(blocks, format="csr")
+
+
+class NeighbourForceMeans(_ControlVariate):
     """Control variate ``h[k, i]``: the mean of the forces computed on
     coordinate ``i`` at the ``n_neighbors`` reference configurations nearest
     to configuration ``k`` (``k`` itself excluded); 0 where none of them
@@ -359,11 +475,6 @@ class NeighbourForceMeans:
         self.values = sp.vstack(values, format="csr")
         self.observed = sp.vstack(observed, format="csr")
 
-    def __getstate__(self):
-        # Copies sent to workers use guess(), which needs no states: they
-        # travel without them.
-        return {**self.__dict__, "X": None}
-
     def _embed(self, rows):
         """PCA coordinates of the given rows, read in chunks."""
         return np.concatenate(
@@ -372,22 +483,6 @@ class NeighbourForceMeans:
                 for chunk in index_chunks(rows, self.X.shape[1])
             ]
         )
-
-    def chunk(self, rows):
-        """Control variate for a block of rows of the states it was built on.
-
-        Parameters
-        ----------
-        rows : slice or ndarray of int
-
-        Returns
-        -------
-        h : ndarray of shape (chunk, N), float64, or None without neighbours
-        """
-        if self.k < 1:
-            return None
-        ids = np.arange(n_rows(self.X))[rows]
-        return self.guess(ids, take_rows(self.X, ids))
 
     def guess(self, ids, x):
         """Control variate for given states.

@@ -592,3 +592,16 @@ def test_experiment_autoencoder_takes_the_particle_closure(fluid, fluid_states):
         lj.fit_autoencoder(fluid, fluid_states, closure="deepset")
     with pytest.raises(ValueError, match="n_radial"):
         lj.fit_autoencoder(fluid, fluid_states, n_radial=4)
+
+
+def test_experiment_control_variates(fluid):
+    from skmacro.experiments import lennard_jones as lj
+    from skmacro.force_models import PairForceModel
+
+    model = lj.resolve_control_variate(fluid, "pair")
+    assert isinstance(model, PairForceModel)
+    assert (model.r_cut, model.density, model.particle_dim) == (2.5, 0.8, 6)
+    assert lj.resolve_control_variate(fluid, "neighbors") == "neighbors"
+    assert lj.resolve_control_variate(fluid, None) is None
+    with pytest.raises(ValueError, match="control_variate='pairs' is not one of"):
+        lj.resolve_control_variate(fluid, "pairs")

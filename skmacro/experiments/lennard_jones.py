@@ -28,6 +28,7 @@ from .protocol import DynamicsRun, compare_losses, equal_budget_rows
 __all__ = [
     "data_dir",
     "make_system",
+    "resolve_control_variate",
     "simulate_cached",
     "partial_forces",
     "dynamics_budget",
@@ -282,8 +283,9 @@ def temperature_comparison(
     free_velocities : bool, default=False
         Add L_x,p with every atom's ``dr/dt = v`` observed (inclusion
         probability 1) beside the same atoms' forces.
-    control_variate : {"neighbors"} or None, default=None
-        For the partial-force models (None: the paper's estimator).
+    control_variate : {"neighbors", "pair"} or None, default=None
+        For the partial-force models (None: the paper's estimator; see
+        :func:`resolve_control_variate`).
     dyn_epochs : int, default=200
     dyn_steps : int or None
         Optimiser steps per fit (epochs scaled to each training set);
@@ -329,7 +331,9 @@ def temperature_comparison(
                     params={
                         "latent_model": model,
                         "loss": "z" if loss == "z" else "partial",
-                        "control_variate": None if loss == "z" else control_variate,
+                        "control_variate": None
+                        if loss == "z"
+                        else resolve_control_variate(system, control_variate),
                         **dynamics_budget(dyn_epochs, dyn_steps),
                     },
                     fit_params=fit_params,
@@ -397,7 +401,12 @@ def add_arguments(parser):
         "--dyn-epochs",
     )
     parser.add_argument(
-        "--control-variate", choices=["none", "neighbors"], default="none"
+        "--control-variate",
+        choices=["none", "neighbors", "pair"],
+        default="none",
+        help="the partial-force models' control variate: none (the paper's "
+        "estimator), the neighbouring configurations' mean forces, or a pair-"
+        "force model fitted to the computed forces (LennardJones.force_model)",
     )
     parser.add_argument("--engine", choices=["auto", "numpy", "lammps"], default="auto")
     parser.add_argument("--n-jobs", type=int, default=2)
@@ -406,6 +415,16 @@ def add_arguments(parser):
     parser.add_argument(
         "--cache-dir", default=None, help="where data are cached ($SKMACRO_DATA_DIR)"
     )
+
+
+def resolve_control_variate(system, control_variate):
+    """``PartialForceDynamics(control_variate=...)`` for an experiment's
+    choice: ``"pair"`` is the fluid's :meth:`LennardJones.force_model`;
+    ``"neighbors"`` and None pass through."""
+    if control_variate is None:
+        return None
+    check_choice("control_variate", control_variate, ("neighbors", "pair"))
+    return system.force_model() if control_variate == "pair" else control_variate
 
 
 def parse_arguments(parser, argv=None):
@@ -532,7 +551,9 @@ def force_computations(
                     params={
                         "latent_model": latent_model,
                         "loss": loss,
-                        "control_variate": None if loss == "z" else control_variate,
+                        "control_variate": None
+                        if loss == "z"
+                        else resolve_control_variate(system, control_variate),
                         **dynamics_budget(dyn_epochs, dyn_steps),
                     },
                     force_computations=c * per_config[loss],

@@ -550,6 +550,32 @@ class LennardJones(System):
         settings.update(params)
         return ParticleSetClosure(**settings)
 
+    def force_model(self, **params):
+        """A :class:`~skmacro.force_models.PairForceModel` for this fluid,
+        unfitted: its pair profile reaches the potential's cutoff
+        ``r_cut``, its box follows from ``density`` and its layout is
+        ``particle_dim = 6`` (position, velocity). As a control variate
+        (``PartialForceDynamics(control_variate=lj.force_model())``) it
+        learns the pair force from the computed forces.
+
+        Parameters
+        ----------
+        **params
+            Other parameters of ``PairForceModel``, or overrides of these.
+
+        Returns
+        -------
+        PairForceModel
+        """
+        self._validate()
+        from ..force_models import PairForceModel
+
+        settings = dict(
+            r_cut=float(self.r_cut), particle_dim=6, density=float(self.density)
+        )
+        settings.update(params)
+        return PairForceModel(**settings)
+
     # ------------------------------------------------------------- simulation
 
     def simulate(
