@@ -240,7 +240,9 @@ def main():
     dyn = PartialForceDynamics(
         latent_model=args.latent_model,
         loss="partial",
-        control_variate=lj.resolve_control_variate(system, args.control_variate),
+        control_variate=lj.resolve_control_variate(
+            system, args.control_variate, n_jobs=args.n_jobs
+        ),
         **lj.dynamics_budget(args.dyn_epochs, args.dyn_steps),
         random_state=args.seed,
     )

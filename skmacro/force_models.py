@@ -20,6 +20,7 @@ import numbers
 
 import numpy as np
 import scipy.sparse as sp
+from joblib import Parallel, delayed
 from scipy.interpolate import BSpline
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
@@ -82,6 +83,10 @@ class PairForceModel(BaseEstimator):
     ridge : float, default=1e-8
         Tikhonov weight, relative to the mean diagonal of the normal
         equations.
+    n_jobs : int or None, default=None
+        Threads that :meth:`predict` guesses states on (joblib's
+        convention: None is one unless in a ``parallel_config`` context,
+        -1 all cores).
     random_state : int, RandomState or None, default=0
         Draws the fitted particles when there are more than
         ``max_fit_particles``.
@@ -120,6 +125,7 @@ class PairForceModel(BaseEstimator):
         n_basis=40,
         max_fit_particles=20000,
         ridge=1e-8,
+        n_jobs=None,
         random_state=0,
     ):
         self.r_cut = r_cut
@@ -129,6 +135,7 @@ class PairForceModel(BaseEstimator):
         self.n_basis = n_basis
         self.max_fit_particles = max_fit_particles
         self.ridge = ridge
+        self.n_jobs = n_jobs
         self.random_state = random_state
 
     # ------------------------------------------------------------ validation
@@ -295,22 +302,29 @@ class PairForceModel(BaseEstimator):
         X = check_states(X, n_features=self.n_features_in_, dtype=np.float64)
         n, box = self._box_for(X.shape[1])
         out = np.zeros(X.shape)
-        for row, x in enumerate(X):
-            state = x.reshape(n, self.particle_dim)
-            positions = wrap(state[:, :3], box)
-            i, j = pairs_within(positions, box, self.r_cut)
-            d = minimum_image(positions[i] - positions[j], box)
-            r = np.sqrt(np.einsum("pk,pk->p", d, d))
-            weight = self._profile(r)
-            pair = d * (weight / r)[:, None]
-            guess = out[row].reshape(n, self.particle_dim)
-            for axis in range(3):
-                guess[:, self._force_offset + axis] = np.bincount(
-                    i, pair[:, axis], n
-                ) - np.bincount(j, pair[:, axis], n)
-            if self._force_offset:
-                guess[:, :3] = state[:, 3:6]
+        # Threads: the neighbour search and NumPy's kernels release the GIL,
+        # and each writes its own row of `out`.
+        Parallel(n_jobs=self.n_jobs, prefer="threads")(
+            delayed(self._guess_into)(x, guess, n, box)
+            for x, guess in zip(X, out, strict=True)
+        )
         return out
+
+    def _guess_into(self, x, guess, n, box):
+        """Write the guessed forces of one state ``x`` into ``guess``."""
+        state = x.reshape(n, self.particle_dim)
+        guess = guess.reshape(n, self.particle_dim)
+        positions = wrap(state[:, :3], box)
+        i, j = pairs_within(positions, box, self.r_cut)
+        d = minimum_image(positions[i] - positions[j], box)
+        r = np.sqrt(np.einsum("pk,pk->p", d, d))
+        pair = d * (self._profile(r) / r)[:, None]
+        for axis in range(3):
+            guess[:, self._force_offset + axis] = np.bincount(
+                i, pair[:, axis], n
+            ) - np.bincount(j, pair[:, axis], n)
+        if self._force_offset:
+            guess[:, :3] = state[:, 3:6]
 
 
 def _clamped_knots(low, high, n_basis):

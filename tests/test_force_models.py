@@ -31,6 +31,8 @@ def test_pair_model_learns_the_lennard_jones_forces_from_partial_ones(lj_data):
     held_out = X[1::2]
     guess, true = model.predict(held_out), lj.forces(held_out)
     assert _relative_rms(guess, true) < 1e-2
+    threaded = lj.force_model(n_jobs=2).fit(X[::2], F[::2])
+    np.testing.assert_array_equal(threaded.predict(held_out), guess)
     # Position coordinates get dr/dt = v exactly.
     layout = (len(held_out), lj.n_atoms, 6)
     np.testing.assert_array_equal(

@@ -417,14 +417,16 @@ def add_arguments(parser):
     )
 
 
-def resolve_control_variate(system, control_variate):
+def resolve_control_variate(system, control_variate, **params):
     """``PartialForceDynamics(control_variate=...)`` for an experiment's
-    choice: ``"pair"`` is the fluid's :meth:`LennardJones.force_model`;
-    ``"neighbors"`` and None pass through."""
+    choice: ``"pair"`` is the fluid's :meth:`LennardJones.force_model`
+    (with ``params``); ``"neighbors"`` and None pass through."""
     if control_variate is None:
         return None
     check_choice("control_variate", control_variate, ("neighbors", "pair"))
-    return system.force_model() if control_variate == "pair" else control_variate
+    if control_variate == "pair":
+        return system.force_model(**params)
+    return control_variate
 
 
 def parse_arguments(parser, argv=None):
