@@ -71,7 +71,11 @@ def fit_model(system, X, forces, closure, args, log):
     ae_seconds = time.perf_counter() - start
     start = time.perf_counter()
     dyn = PartialForceDynamics(
-        loss="z" if args.all_forces else "partial", random_state=args.seed
+        loss="z" if args.all_forces else "partial",
+        control_variate=lj.resolve_control_variate(
+            system, None if args.control_variate == "none" else args.control_variate
+        ),
+        random_state=args.seed,
     )
     if args.dynamics_min_steps is not None:
         dyn.set_params(min_steps=args.dynamics_min_steps)
@@ -166,6 +170,15 @@ def main(argv=None):
         "--all-forces",
         action="store_true",
         help="diagnostic: every force of every configuration, loss L_z",
+    )
+    parser.add_argument(
+        "--control-variate",
+        choices=["neighbors", "none", "pair"],
+        default="neighbors",
+        help="the L_x,p models' control variate: the library's default (the "
+        "neighbouring configurations' mean forces), none (the paper's "
+        "estimator) or the fluid's pair-force model fitted to the computed "
+        "forces (LennardJones.force_model)",
     )
     parser.add_argument("--no-mlp", action="store_true")
     parser.add_argument("--no-invariant", action="store_true")

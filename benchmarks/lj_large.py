@@ -26,7 +26,12 @@ Wall time and peak memory of every phase of the pipeline at scale:
    costs no force computation;
 4. statistics pass: the one pass of ``PartialForceDynamics.fit`` that reduces
    every configuration to its quadratic form (z, b, A, c), measured as the
-   fit time minus the time of its training (``history_[:, "dur"]``);
+   fit time minus the time of its training (``history_[:, "dur"]``). With
+   ``--control-variate pair`` it includes fitting the fluid's pair-force
+   model (``LennardJones.force_model``) on two halves of the computed
+   forces and its guess at every atom of every configuration (on
+   ``--n-jobs`` threads); that guess of ``dr/dt`` is ``v`` exactly, so
+   ``--free-velocities`` adds nothing to it;
 5. dynamics fit: the training steps (O(d^2) per configuration);
 6. test error on T: unsquared Eq. 43 error of latent RK4 rollouts
    (dt = 0.001) against the ground-truth test trajectories.
