@@ -171,15 +171,8 @@ def main(argv=None):
         action="store_true",
         help="diagnostic: every force of every configuration, loss L_z",
     )
-    parser.add_argument(
-        "--control-variate",
-        choices=["neighbors", "none", "pair"],
-        default="neighbors",
-        help="the L_x,p models' control variate: the library's default (the "
-        "neighbouring configurations' mean forces), none (the paper's "
-        "estimator) or the fluid's pair-force model fitted to the computed "
-        "forces (LennardJones.force_model)",
-    )
+    # The library's default, as this benchmark always had.
+    lj.add_control_variate_argument(parser, default="neighbors")
     parser.add_argument("--no-mlp", action="store_true")
     parser.add_argument("--no-invariant", action="store_true")
     parser.add_argument("--shared", action="store_true")

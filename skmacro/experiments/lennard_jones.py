@@ -28,6 +28,7 @@ from .protocol import DynamicsRun, compare_losses, equal_budget_rows
 __all__ = [
     "data_dir",
     "make_system",
+    "add_control_variate_argument",
     "resolve_control_variate",
     "simulate_cached",
     "partial_forces",
@@ -400,20 +401,27 @@ def add_arguments(parser):
         "..., min_epochs=1), whatever the training set's size); overrides "
         "--dyn-epochs",
     )
-    parser.add_argument(
-        "--control-variate",
-        choices=["none", "neighbors", "pair"],
-        default="none",
-        help="the partial-force models' control variate: none (the paper's "
-        "estimator), the neighbouring configurations' mean forces, or a pair-"
-        "force model fitted to the computed forces (LennardJones.force_model)",
-    )
+    add_control_variate_argument(parser)
     parser.add_argument("--engine", choices=["auto", "numpy", "lammps"], default="auto")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--cache-dir", default=None, help="where data are cached ($SKMACRO_DATA_DIR)"
+    )
+
+
+def add_control_variate_argument(parser, default="none"):
+    """The ``--control-variate {none,neighbors,pair}`` option (read it back
+    with :func:`resolve_control_variate`, ``"none"`` meaning None)."""
+    parser.add_argument(
+        "--control-variate",
+        choices=["none", "neighbors", "pair"],
+        default=default,
+        help="the partial-force models' control variate: none (the paper's "
+        "estimator), the neighbouring configurations' mean forces, or a pair-"
+        "force model fitted to the computed forces (LennardJones.force_model); "
+        f"default {default}",
     )
 
 
