@@ -11,7 +11,7 @@ import scipy.sparse
 import torch
 
 from .._validation import check_choice
-from ..systems.neighbours import CellList, pairs_within
+from ..systems.neighbours import CellList, cubic_box_side, pairs_within
 from .closures import FeatureClosure
 from .mlp import ACTIVATIONS
 
@@ -353,7 +353,7 @@ class ParticleSetClosure(FeatureClosure):
         """Box side of a state of ``n_atoms`` particles, float."""
         if self.box is not None:
             return self.box
-        return float(n_atoms / self.density) ** (1.0 / 3.0)
+        return cubic_box_side(n_atoms, 0.0, density=self.density)
 
     def pooled(self, n_atoms):
         """The particles pooled in states of ``n_atoms`` particles: all of
@@ -396,13 +396,7 @@ class ParticleSetClosure(FeatureClosure):
                     f"got {n} particles ({n_features} features); build it with "
                     "density= instead of box= to encode states of any size"
                 )
-        side = self.box_side(n)
-        if not side > 2 * self.r_cut:
-            raise ValueError(
-                f"states of {n} particles have a box side {side:.4g} at "
-                f"density={self.density!r}, which must exceed 2*r_cut="
-                f"{2 * self.r_cut:.4g} for the minimum-image convention"
-            )
+        cubic_box_side(n, self.r_cut, density=self.density, box=self.box)
 
     def build(self, n_features, n_outputs):
         """Create the head for states of width ``n_features`` and

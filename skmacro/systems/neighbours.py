@@ -22,9 +22,51 @@ import itertools
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["wrap", "minimum_image", "pairs_within", "batch_pairs_within", "CellList"]
+__all__ = [
+    "cubic_box_side",
+    "wrap",
+    "minimum_image",
+    "pairs_within",
+    "batch_pairs_within",
+    "CellList",
+]
 
 _REACH = 2
+
+
+def cubic_box_side(n_particles, cutoff, *, density=None, box=None):
+    """Side of the cubic periodic box of a state of ``n_particles``: ``box``
+    when given, else ``(n_particles / density)**(1/3)``.
+
+    Parameters
+    ----------
+    n_particles : int
+    cutoff : float
+        The longest distance searched; the side must exceed twice it, or the
+        minimum-image convention would miss pairs.
+    density : float, optional
+        Number density; used when ``box`` is None.
+    box : float, optional
+        Fixed side.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If the side is not above ``2 * cutoff``.
+    """
+    side = float(box) if box is not None else float(n_particles / density) ** (1 / 3)
+    if not side > 2 * cutoff:
+        given = f"box={box!r}" if box is not None else f"density={density!r}"
+        raise ValueError(
+            f"the box side {side:.4g} of a state of {n_particles} particles "
+            f"({given}) must exceed 2*r_cut = {2 * cutoff:.4g} for the "
+            "minimum-image convention"
+        )
+    return side
 
 
 def wrap(positions, box):
