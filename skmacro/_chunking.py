@@ -51,10 +51,9 @@ def index_chunks(rows, floats_per_row, budget=FLOAT_BUDGET):
 
     Parameters
     ----------
-    rows : slice, ndarray of int, or None
-        Rows to cover: a slice (or None, meaning every row) stays a list of
-        slices, which read contiguous blocks; an index array is cut into
-        index arrays.
+    rows : slice with a stop, or ndarray of int
+        Rows to cover: a slice stays a list of slices, which read contiguous
+        blocks; an index array is cut into index arrays.
     floats_per_row : int
     budget : int, default=FLOAT_BUDGET
 

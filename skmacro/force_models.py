@@ -16,7 +16,7 @@ whose stored entries are the computed ones) of other configurations than
 those it is asked about, so the estimate stays unbiased.
 """
 
-import numbers
+from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,11 +24,19 @@ from joblib import Parallel, delayed
 from scipy.interpolate import BSpline
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ._arrays import take_rows
 from ._validation import check_states
-from .systems.neighbours import CellList, minimum_image, pairs_within, wrap
+from .forces import PartialForces
+from .systems.neighbours import (
+    CellList,
+    cubic_box_side,
+    minimum_image,
+    pairs_within,
+    wrap,
+)
 
 __all__ = ["PairForceModel"]
 
@@ -115,6 +123,18 @@ class PairForceModel(BaseEstimator):
     True
     """
 
+    _parameter_constraints = {
+        "r_cut": [Interval(Real, 0, None, closed="neither")],
+        "particle_dim": [Interval(Integral, 3, None, closed="left")],
+        "density": [Interval(Real, 0, None, closed="neither"), None],
+        "box": [Interval(Real, 0, None, closed="neither"), None],
+        "n_basis": [Interval(Integral, 4, None, closed="left")],
+        "max_fit_particles": [Interval(Integral, 1, None, closed="left")],
+        "ridge": [Interval(Real, 0, None, closed="left")],
+        "n_jobs": [Integral, None],
+        "random_state": ["random_state"],
+    }
+
     def __init__(
         self,
         r_cut,
@@ -141,20 +161,7 @@ class PairForceModel(BaseEstimator):
     # ------------------------------------------------------------ validation
 
     def _check_parameters(self):
-        for name in ("r_cut", "ridge"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or not value >= 0:
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-        if not self.r_cut > 0:
-            raise ValueError(f"r_cut must be positive, got {self.r_cut!r}")
-        for name, low in (
-            ("particle_dim", 3),
-            ("n_basis", 4),
-            ("max_fit_particles", 1),
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        self._validate_params()
         if (self.density is None) == (self.box is None):
             raise ValueError(
                 "give exactly one of density (the box follows from the number of "
@@ -168,12 +175,7 @@ class PairForceModel(BaseEstimator):
                 f"{self.particle_dim}"
             )
         n = n_features // self.particle_dim
-        box = self.box if self.box is not None else (n / self.density) ** (1 / 3)
-        if not box > 2 * self.r_cut:
-            raise ValueError(
-                f"the box side {box:.4g} of a state of {n} particles must exceed "
-                f"2*r_cut = {2 * self.r_cut:.4g} for the minimum-image convention"
-            )
+        box = cubic_box_side(n, self.r_cut, density=self.density, box=self.box)
         return n, box
 
     @property
@@ -201,11 +203,19 @@ class PairForceModel(BaseEstimator):
         self
         """
         self._check_parameters()
+        if not hasattr(X, "shape"):
+            X = np.asarray(X, dtype=np.float64)
+        if len(X.shape) != 2:
+            raise ValueError(f"X must be 2-D (n_samples, N), got shape {X.shape}")
         n_samples, n_features = X.shape
         n, box = self._box_for(n_features)
-        F = sp.csr_array(F) if sp.issparse(F) else _nan_to_csr(np.asarray(F, float))
+        if not sp.issparse(F) and not hasattr(F, "shape"):
+            F = np.asarray(F, dtype=np.float64)
         if F.shape != (n_samples, n_features):
             raise ValueError(f"F has shape {F.shape}, expected {X.shape}")
+        # Only the computed entries are read; p=1 skips inferring a sampling
+        # probability that the fit does not use.
+        F = PartialForces(F, n_features, p=1).computed_csr()
         rows, particles = self._fit_particles(F, n)
         if len(particles) == 0:
             raise ValueError(
@@ -349,10 +359,3 @@ def _entries(F, row, columns):
     computed = (stored[at] == columns) if len(stored) else np.zeros(len(columns), bool)
     values = F.data[start:stop][order][at[computed]].astype(np.float64)
     return computed, values
-
-
-def _nan_to_csr(F):
-    """A dense force array with NaN where not computed, as CSR of the
-    computed entries (explicit zeros kept)."""
-    row, col = np.nonzero(~np.isnan(F))
-    return sp.csr_array((F[row, col], (row, col)), shape=F.shape)

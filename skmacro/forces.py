@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._arrays import take_rows
-from ._chunking import row_chunks
+from ._chunking import index_chunks, row_chunks
 from ._validation import check_p
 
 __all__ = ["PartialForces"]
@@ -248,6 +248,35 @@ class PartialForces:
         f[row, position] = values
         w[row, position] = weights
         return index, f, w
+
+    def computed_csr(self, rows=None):
+        """The computed forces of a selection of rows as a CSR array whose
+        stored entries are the computed ones (explicit zeros included), read
+        chunk by chunk.
+
+        Parameters
+        ----------
+        rows : slice, ndarray of int or None, default=None
+            None: every row.
+
+        Returns
+        -------
+        scipy.sparse.csr_array of shape (n_rows, N), float64
+        """
+        if rows is None:
+            rows = slice(0, self.n_samples)
+        blocks = []
+        for chunk in index_chunks(rows, self.n_features):
+            index, f, w = self.observed_chunk(chunk)
+            computed = w > 0
+            indptr = np.r_[0, np.cumsum(computed.sum(axis=1))]
+            blocks.append(
+                sp.csr_array(
+                    (f[computed], index[computed], indptr),
+                    shape=(len(computed), self.n_features),
+                )
+            )
+        return sp.vstack(blocks, format="csr")
 
     def is_complete(self):
         """Whether every coordinate of every configuration was computed."""

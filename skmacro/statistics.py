@@ -383,7 +383,7 @@ class ForceModelControl(_ControlVariate):
                 fit_rows = np.sort(rng.choice(fit_rows, n_fit, replace=False))
             self.models.append(
                 clone(model, safe=False).fit(
-                    take_rows(X, fit_rows), _computed_csr(forces, fit_rows)
+                    take_rows(X, fit_rows), forces.computed_csr(fit_rows)
                 )
             )
 
@@ -406,23 +406,6 @@ class ForceModelControl(_ControlVariate):
             if chosen.any():
                 h[chosen] = model.predict(x[chosen])
         return h
-
-
-def _computed_csr(forces, rows):
-    """The computed forces of ``rows`` as a CSR array (stored entries: the
-    computed ones), read in chunks."""
-    blocks = []
-    for chunk in index_chunks(rows, forces.n_features):
-        index, f, w = forces.observed_chunk(chunk)
-        computed = w > 0
-        indptr = np.r_[0, np.cumsum(computed.sum(axis=1))]
-        blocks.append(
-            sp.csr_array(
-                (f[computed], index[computed], indptr),
-                shape=(len(chunk), forces.n_features),
-            )
-        )
-    return sp.vstack(blocks, format="csr")
 
 
 class NeighbourForceMeans(_ControlVariate):

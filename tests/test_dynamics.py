@@ -93,6 +93,33 @@ def test_sparse_dense_and_mask_agree(system, pp_data, fitted_ae):
             np.testing.assert_allclose(stats[key], reference[key], rtol=1e-12)
 
 
+def test_computed_csr_holds_the_computed_entries(system, pp_data):
+    """Every form of partial forces gives the same CSR of computed entries,
+    a computed force of exactly 0 included, for any row selection."""
+    X = pp_data[0][:30]
+    F_dense, mask = sample_partial_forces(
+        system, X, 0.2, random_state=5, return_mask=True
+    )
+    F_dense[tuple(np.argwhere(mask)[0])] = 0.0
+    F_sparse = sp.csr_array((F_dense[mask], np.nonzero(mask)), shape=F_dense.shape)
+    rows = np.array([2, 5, 29])
+    for forces in (
+        PartialForces(F_dense, 100),
+        PartialForces(F_sparse, 100),
+        PartialForces(np.nan_to_num(F_dense), 100, mask=mask),
+    ):
+        for selection, expected_rows in ((None, slice(None)), (rows, rows)):
+            csr = forces.computed_csr(selection)
+            stored = np.zeros(csr.shape, bool)
+            row = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+            stored[row, csr.indices] = True
+            assert csr.nnz == stored.sum()
+            np.testing.assert_array_equal(stored, mask[expected_rows])
+            np.testing.assert_array_equal(
+                csr.toarray()[stored], F_dense[expected_rows][mask[expected_rows]]
+            )
+
+
 def test_rows_with_unequal_force_counts(system, pp_data, fitted_ae):
     """Rows computed on different numbers of coordinates (one on none) give
     the statistics of Eq. 12 written out with dense Jacobians."""

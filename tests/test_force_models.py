@@ -63,7 +63,7 @@ def test_pair_model_errors(lj_data):
         lj.force_model().fit(X, only_rates)
     with pytest.raises(ValueError, match="must exceed 2\\*r_cut"):
         lj.force_model(r_cut=4.0).fit(X, F)
-    with pytest.raises(ValueError, match="n_basis must be an integer >= 4"):
+    with pytest.raises(ValueError, match="n_basis. parameter of PairForceModel"):
         lj.force_model(n_basis=2).fit(X, F)
     with pytest.raises(NotFittedError):
         lj.force_model().predict(X)
