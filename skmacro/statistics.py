@@ -24,6 +24,7 @@ import torch
 from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
+from tqdm.auto import tqdm
 
 from ._arrays import is_dask, n_rows, take_rows
 from ._chunking import EMBEDDING_FIT_BUDGET, FLOAT_BUDGET, index_chunks, row_chunks
@@ -69,7 +70,7 @@ def _observed(forces, rows, jac, device):
 
 
 def partial_force_statistics(
-    encoder, X, forces, loss="partial", control=None, rows=None
+    encoder, X, forces, loss="partial", control=None, rows=None, progress=False
 ):
     """Per-configuration statistics of the loss, in one pass over the rows.
 
@@ -109,6 +110,9 @@ def partial_force_statistics(
         Control variate; None for the paper's plain estimator.
     rows : slice, ndarray of int or None, default=None
         The rows to reduce (None: all, in order).
+    progress : bool, default=False
+        Show a progress bar over the configurations (a dask array reports
+        through dask's own diagnostics instead).
 
     Returns
     -------
@@ -121,8 +125,10 @@ def partial_force_statistics(
     if is_dask(X) and rows is None:
         return _dask_statistics(encoder, X, forces, loss, control)
     total = n_rows(X) if rows is None else len(np.arange(n_rows(X))[rows])
-    return _collect(
-        (
+    with tqdm(
+        total=total, desc="statistics pass", unit="config", disable=not progress
+    ) as bar:
+        parts = (
             _chunk_statistics(
                 z,
                 jac,
@@ -131,9 +137,16 @@ def partial_force_statistics(
                 loss,
             )
             for chunk, z, jac in encoder.iter_jacobians(X, rows)
-        ),
-        total,
-    )
+        )
+        return _collect(_counted(parts, bar), total)
+
+
+def _counted(parts, bar):
+    """Pass the per-chunk statistics through, advancing ``bar`` by each
+    chunk's rows."""
+    for part in parts:
+        bar.update(len(part["z"]))
+        yield part
 
 
 def _collect(parts, total):

@@ -214,6 +214,9 @@ def test_verbose_progress_history_and_plot(pp_data, capsys, make_pipe):
     pipe.set_params(ae__verbose=1, dyn__verbose=1).fit(X, F)
     err = capsys.readouterr().err
     assert "ClosureAutoencoder" in err and "PartialForceDynamics" in err
+    assert "statistics pass: 100%|" in err and f"{len(X)}/{len(X)}" in err
+    pipe.set_params(ae__verbose=0, dyn__verbose=0).fit(X, F)
+    assert capsys.readouterr().err == ""
     # The bar's stream is not part of the fitted state.
     restored = pickle.loads(pickle.dumps(pipe))
     np.testing.assert_array_equal(restored.predict(X[:3]), pipe.predict(X[:3]))
