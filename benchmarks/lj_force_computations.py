@@ -24,9 +24,14 @@ Fig. 4 compared each model with the prediction of the last member of its
 ensemble instead of with the ground truth, so the paper's figures may differ
 from these.
 
-``--first-repeat`` splits the repeats over several runs on the same data
-(``--first-repeat 2 --repeats 2`` makes repeats 2 and 3 of ``--repeats 3``);
-each run then averages its own repeats only.
+Each repeat's errors are stored as JSON under
+``$SKMACRO_DATA_DIR/lj_force_computations/<settings>/`` (``<settings>``: a
+hash of every option that changes a result; not the sizes, repeats,
+threads, jobs, engine or thresholds). A repeat already stored is read back
+instead of recomputed, and the summary averages every stored repeat of the
+same settings, so repeats may span several runs: ``--repeats 3`` after a
+run of ``--repeats 1`` computes repeats 2 and 3 only, and ``--first-repeat
+2 --repeats 2`` computes those two in a run of their own.
 
 Config counts larger than the training pool are skipped. Data are cached in
 ``$SKMACRO_DATA_DIR`` (default ``outputs/``, shared with ``lj_temperature.py``).
@@ -42,11 +47,27 @@ Default (small, 800 and 2700 atoms)::
 """
 
 import argparse
+import hashlib
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
+import skmacro
 from skmacro.experiments import lennard_jones as lj
+
+# Options that say how or how much to run, not what a repeat computes.
+RUN_OPTIONS = {
+    "sizes",
+    "repeats",
+    "first_repeat",
+    "threads",
+    "n_jobs",
+    "engine",
+    "cache_dir",
+    "e_tol",
+}
 
 
 def reached(rows, e_tol):
@@ -55,6 +76,57 @@ def reached(rows, e_tol):
         if np.isfinite(err) and err <= e_tol:
             return count, cost
     return None
+
+
+def results_dir(args):
+    """The folder of the stored repeats of these settings, and the settings."""
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in RUN_OPTIONS}
+    key = hashlib.sha1(json.dumps(settings, default=str).encode()).hexdigest()[:10]
+    return Path(lj.data_dir(args.cache_dir)) / "lj_force_computations" / key, settings
+
+
+def stored_repeats(folder, n_atoms):
+    """Every stored repeat at ``n_atoms``: {repeat: result}."""
+    found = {}
+    for path in sorted(folder.glob(f"{n_atoms}at_repeat*.json")):
+        result = json.loads(path.read_text())
+        found[result["repeat"]] = result
+    return dict(sorted(found.items()))
+
+
+def run_repeat(system, train, test, args, repeat):
+    """Train one autoencoder and every dynamics of one repeat."""
+    seed = args.seed + 1000 * repeat
+    X = train.reshape(-1, train.shape[-1])
+    start = time.perf_counter()
+    encoder = lj.fit_autoencoder(
+        system, X, **lj.autoencoder_settings(args), random_state=seed
+    )
+    print(
+        f"[{system.n_particles} atoms, repeat {repeat}] K = {len(X)}, "
+        f"N = {X.shape[1]}; autoencoder {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
+    rows = lj.force_computations(
+        system,
+        train,
+        test,
+        encoder,
+        partial_configs=args.partial_configs,
+        full_configs=args.full_configs,
+        latent_model=args.latent_model,
+        **lj.dynamics_settings(args),
+        random_state=seed,
+    )
+    return {
+        "repeat": repeat,
+        "seconds": round(time.perf_counter() - start, 1),
+        "skmacro": skmacro.__version__,
+        **{
+            loss: [[int(c), int(cost), float(e)] for c, cost, e in table]
+            for loss, table in rows.items()
+        },
+    }
 
 
 def main():
@@ -103,41 +175,29 @@ def main():
         "figures may differ)",
         flush=True,
     )
-    summary = {}
+    folder, settings = results_dir(args)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "settings.json").write_text(json.dumps(settings, indent=1, default=str))
+    print(f"repeats stored in {folder}", flush=True)
+    summary, counted = {}, {}
     for n_atoms in args.sizes:
-        system = lj.make_system(n_atoms, args.engine)
-        train, test = lj.simulate_cached(
-            system,
-            args.n_train,
-            args.n_test,
-            **lj.data_settings(args),
-        )
-        X = train.reshape(-1, train.shape[-1])
-        runs = []
-        for r in range(args.first_repeat, args.first_repeat + args.repeats):
-            seed = args.seed + 1000 * r
-            start = time.perf_counter()
-            encoder = lj.fit_autoencoder(
-                system, X, **lj.autoencoder_settings(args), random_state=seed
+        stored = stored_repeats(folder, n_atoms)
+        wanted = range(args.first_repeat, args.first_repeat + args.repeats)
+        missing = [r for r in wanted if r not in stored]
+        if missing:
+            system = lj.make_system(n_atoms, args.engine)
+            train, test = lj.simulate_cached(
+                system, args.n_train, args.n_test, **lj.data_settings(args)
             )
-            print(
-                f"[{n_atoms} atoms, repeat {r}] K = {len(X)}, N = {X.shape[1]}; "
-                f"autoencoder {time.perf_counter() - start:.1f} s",
-                flush=True,
-            )
-            runs.append(
-                lj.force_computations(
-                    system,
-                    train,
-                    test,
-                    encoder,
-                    partial_configs=args.partial_configs,
-                    full_configs=args.full_configs,
-                    latent_model=args.latent_model,
-                    **lj.dynamics_settings(args),
-                    random_state=seed,
-                )
-            )
+            for r in missing:
+                stored[r] = run_repeat(system, train, test, args, r)
+                path = folder / f"{n_atoms}at_repeat{r}.json"
+                path.write_text(json.dumps(stored[r], indent=1))
+        reused = sorted(set(stored) - set(missing))
+        if reused:
+            print(f"[{n_atoms} atoms] stored repeats reused: {reused}", flush=True)
+        runs = list(stored.values())
+        counted[n_atoms] = sorted(stored)
         for loss in ("partial", "z"):
             errors = np.array([[e for _, _, e in run[loss]] for run in runs])
             counts = [(c, cost) for c, cost, _ in runs[0][loss]]
@@ -149,10 +209,9 @@ def main():
             ]
 
     print()
-    last = args.first_repeat + args.repeats - 1
-    print(
-        f"Mean test error on T per training size (repeats {args.first_repeat}-{last})"
-    )
+    print("Mean test error on T per training size, over every stored repeat:")
+    for n_atoms, repeats in counted.items():
+        print(f"  {n_atoms} atoms: repeats {repeats}")
     print(f"{'atoms':>6} {'loss':>6} {'configs':>8} {'forces':>10} {'error':>24}")
     for (n_atoms, loss), rows in summary.items():
         name = "L_x,p" if loss == "partial" else "L_z"
