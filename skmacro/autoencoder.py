@@ -620,8 +620,8 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
 
     # -- reading states in chunks ----------------------------------------------
     def _chunks(self, rows, floats_per_row=None):
-        """Chunks of ``rows`` (a slice with a stop, or an int array) within the memory
-        budget for ``floats_per_row`` floats of work per row."""
+        """Chunks of ``rows`` (a slice with a stop, or an int array) within
+        the memory budget for ``floats_per_row`` floats of work per row."""
         return index_chunks(rows, floats_per_row or self.n_features_in_)
 
     def _batches(self, X, rows):

@@ -276,6 +276,8 @@ class PartialForces:
                     shape=(len(computed), self.n_features),
                 )
             )
+        if not blocks:  # no rows selected
+            return sp.csr_array((0, self.n_features))
         return sp.vstack(blocks, format="csr")
 
     def is_complete(self):
