@@ -27,7 +27,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from ._arrays import take_rows
+from ._arrays import check_rows, take_rows
 from ._validation import check_states
 from .forces import PartialForces
 from .systems.neighbours import (
@@ -175,7 +175,7 @@ class PairForceModel(BaseEstimator):
                 f"{self.particle_dim}"
             )
         n = n_features // self.particle_dim
-        box = cubic_box_side(n, self.r_cut, density=self.density, box=self.box)
+        box = cubic_box_side(n, density=self.density, box=self.box, cutoff=self.r_cut)
         return n, box
 
     @property
@@ -203,19 +203,18 @@ class PairForceModel(BaseEstimator):
         self
         """
         self._check_parameters()
-        if not hasattr(X, "shape"):
-            X = np.asarray(X, dtype=np.float64)
-        if len(X.shape) != 2:
-            raise ValueError(f"X must be 2-D (n_samples, N), got shape {X.shape}")
+        X = check_rows(X)
         n_samples, n_features = X.shape
         n, box = self._box_for(n_features)
-        if not sp.issparse(F) and not hasattr(F, "shape"):
-            F = np.asarray(F, dtype=np.float64)
-        if F.shape != (n_samples, n_features):
-            raise ValueError(f"F has shape {F.shape}, expected {X.shape}")
         # Only the computed entries are read; p=1 skips inferring a sampling
         # probability that the fit does not use.
-        F = PartialForces(F, n_features, p=1).computed_csr()
+        forces = PartialForces(F, n_features, p=1)
+        if forces.n_samples != n_samples:
+            raise ValueError(
+                f"F has {forces.n_samples} rows but X has {n_samples}: they must "
+                "describe the same configurations"
+            )
+        F = forces.computed_csr()
         rows, particles = self._fit_particles(F, n)
         if len(particles) == 0:
             raise ValueError(

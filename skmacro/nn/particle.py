@@ -351,9 +351,7 @@ class ParticleSetClosure(FeatureClosure):
 
     def box_side(self, n_atoms):
         """Box side of a state of ``n_atoms`` particles, float."""
-        if self.box is not None:
-            return self.box
-        return cubic_box_side(n_atoms, 0.0, density=self.density)
+        return cubic_box_side(n_atoms, density=self.density, box=self.box)
 
     def pooled(self, n_atoms):
         """The particles pooled in states of ``n_atoms`` particles: all of
@@ -396,7 +394,7 @@ class ParticleSetClosure(FeatureClosure):
                     f"got {n} particles ({n_features} features); build it with "
                     "density= instead of box= to encode states of any size"
                 )
-        cubic_box_side(n, self.r_cut, density=self.density, box=self.box)
+        cubic_box_side(n, density=self.density, box=self.box, cutoff=self.r_cut)
 
     def build(self, n_features, n_outputs):
         """Create the head for states of width ``n_features`` and

@@ -34,20 +34,20 @@ __all__ = [
 _REACH = 2
 
 
-def cubic_box_side(n_particles, cutoff, *, density=None, box=None):
+def cubic_box_side(n_particles, *, density=None, box=None, cutoff=None):
     """Side of the cubic periodic box of a state of ``n_particles``: ``box``
     when given, else ``(n_particles / density)**(1/3)``.
 
     Parameters
     ----------
     n_particles : int
-    cutoff : float
-        The longest distance searched; the side must exceed twice it, or the
-        minimum-image convention would miss pairs.
     density : float, optional
         Number density; used when ``box`` is None.
     box : float, optional
         Fixed side.
+    cutoff : float, optional
+        The longest distance searched: the side must then exceed twice it,
+        or the minimum-image convention would miss pairs.
 
     Returns
     -------
@@ -56,10 +56,10 @@ def cubic_box_side(n_particles, cutoff, *, density=None, box=None):
     Raises
     ------
     ValueError
-        If the side is not above ``2 * cutoff``.
+        If ``cutoff`` is given and the side is not above ``2 * cutoff``.
     """
     side = float(box) if box is not None else float(n_particles / density) ** (1 / 3)
-    if not side > 2 * cutoff:
+    if cutoff is not None and not side > 2 * cutoff:
         given = f"box={box!r}" if box is not None else f"density={density!r}"
         raise ValueError(
             f"the box side {side:.4g} of a state of {n_particles} particles "
