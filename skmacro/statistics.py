@@ -16,7 +16,9 @@ at every coordinate (:class:`ForceModelControl`, e.g.
 configurations' forces only, either leaves the estimates unbiased.
 """
 
+import contextlib
 import copy
+import sys
 
 import numpy as np
 import scipy.sparse as sp
@@ -111,8 +113,11 @@ def partial_force_statistics(
     rows : slice, ndarray of int or None, default=None
         The rows to reduce (None: all, in order).
     progress : bool, default=False
-        Show a progress bar over the configurations (a dask array reports
-        through dask's own diagnostics instead).
+        Show a progress bar: over the configurations (on stderr), or for a
+        dask array over its blocks, with dask's own bars
+        (``dask.diagnostics.ProgressBar`` on stderr under the local
+        schedulers, ``distributed.progress`` on a ``dask.distributed``
+        client).
 
     Returns
     -------
@@ -123,7 +128,7 @@ def partial_force_statistics(
         encoder's device.
     """
     if is_dask(X) and rows is None:
-        return _dask_statistics(encoder, X, forces, loss, control)
+        return _dask_statistics(encoder, X, forces, loss, control, progress)
     total = n_rows(X) if rows is None else len(np.arange(n_rows(X))[rows])
     with tqdm(
         total=total, desc="statistics pass", unit="config", disable=not progress
@@ -222,7 +227,7 @@ def _block_statistics(encoder, x, ids, observed, control, loss):
     return _collect(parts(), len(x))
 
 
-def _dask_statistics(encoder, X, forces, loss, control):
+def _dask_statistics(encoder, X, forces, loss, control, progress=False):
     """The statistics pass mapped over the row blocks of a dask array: each
     block is reduced where it lives (on the workers of the active
     ``dask.distributed`` client, or dask's local scheduler) and only the
@@ -261,8 +266,31 @@ def _dask_statistics(encoder, X, forces, loss, control):
             )
         )
         start += size
-    parts = dask.compute(*tasks)
+    if progress:
+        print(
+            f"statistics pass: {len(X)} configurations in {len(tasks)} dask blocks",
+            file=sys.stderr,
+        )
+    parts = _compute(tasks, client, progress)
     return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
+def _compute(tasks, client, progress):
+    """The results of the delayed ``tasks``, on ``client`` if not None, with
+    dask's own progress bar on stderr when ``progress`` (under the local
+    schedulers; ``distributed.progress`` writes to stdout)."""
+    if client is None:
+        import dask
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(out=sys.stderr) if progress else contextlib.nullcontext():
+            return dask.compute(*tasks)
+    futures = client.compute(tasks)
+    if progress:
+        from distributed import progress as show_progress
+
+        show_progress(futures)
+    return client.gather(futures)
 
 
 def _without_optimizer(encoder):

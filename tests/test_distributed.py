@@ -43,7 +43,9 @@ def test_grid_search_on_a_cluster_equals_one_process(client, pp_data, make_pipe)
     )
 
 
-def test_statistics_pass_maps_over_dask_blocks(client, system, pp_data, fitted_ae):
+def test_statistics_pass_maps_over_dask_blocks(
+    client, system, pp_data, fitted_ae, capsys
+):
     from skmacro import PartialForceDynamics
 
     X, _ = pp_data
@@ -51,7 +53,10 @@ def test_statistics_pass_maps_over_dask_blocks(client, system, pp_data, fitted_a
     dyn = PartialForceDynamics(max_epochs=3, random_state=0)
     local = clone(dyn).fit(fitted_ae.transform(X), F)
     lazy = da.from_array(X, chunks=(97, -1))
-    remote = clone(dyn).fit(fitted_ae.transform(lazy), F)
+    capsys.readouterr()
+    remote = clone(dyn).set_params(verbose=1).fit(fitted_ae.transform(lazy), F)
+    # distributed's progress bar over the blocks.
+    assert "100% Completed" in capsys.readouterr().out
     np.testing.assert_allclose(
         remote.history_[:, "train_loss"], local.history_[:, "train_loss"], rtol=1e-5
     )

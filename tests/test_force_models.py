@@ -121,7 +121,7 @@ def test_pair_control_brings_partial_estimates_to_the_exact_velocities(lj_data):
     assert not hasattr(model, "coef_")
 
 
-def test_pair_control_on_a_dask_array(lj_data):
+def test_pair_control_on_a_dask_array(lj_data, capsys):
     da = pytest.importorskip("dask.array")
     lj, X, F = lj_data
     ae = ClosureAutoencoder(
@@ -130,9 +130,14 @@ def test_pair_control_on_a_dask_array(lj_data):
     forces = PartialForces(F, X.shape[1])
     control = ForceModelControl(lj.force_model(), X, forces, random_state=0)
     in_memory = partial_force_statistics(ae, X, forces, control=control)
+    capsys.readouterr()
     lazy = partial_force_statistics(
-        ae, da.from_array(X, chunks=(5, -1)), forces, control=control
+        ae, da.from_array(X, chunks=(5, -1)), forces, control=control, progress=True
     )
+    # dask's own bar over the blocks, on stderr.
+    err = capsys.readouterr().err
+    assert f"statistics pass: {len(X)} configurations in" in err
+    assert "100% Completed" in err
     for key, value in in_memory.items():
         # float32 encoder: batches of other sizes round differently.
         np.testing.assert_allclose(
