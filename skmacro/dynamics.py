@@ -182,7 +182,8 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
     warm_start : bool, default=False
     verbose : int, default=0
         0 silent; 1 progress bars over the statistics pass (its
-        configurations, or a dask array's blocks) and over training; 2 the
+        configurations, or a dask array's blocks under dask's local
+        schedulers) and over training; 2 the
         statistics pass's bar and a table with one line per evaluation.
     device : {"cpu", "cuda", "auto"} or torch.device, default="cpu"
         "auto" picks CUDA when available, at every fit and on loading. A

@@ -16,7 +16,6 @@ at every coordinate (:class:`ForceModelControl`, e.g.
 configurations' forces only, either leaves the estimates unbiased.
 """
 
-import contextlib
 import copy
 import sys
 
@@ -113,11 +112,10 @@ def partial_force_statistics(
     rows : slice, ndarray of int or None, default=None
         The rows to reduce (None: all, in order).
     progress : bool, default=False
-        Show a progress bar: over the configurations (on stderr), or for a
-        dask array over its blocks, with dask's own bars
-        (``dask.diagnostics.ProgressBar`` on stderr under the local
-        schedulers, ``distributed.progress`` on a ``dask.distributed``
-        client).
+        Show a progress bar on stderr: over the configurations, or for a
+        dask array under the local schedulers over its blocks (dask's own
+        ``dask.diagnostics.ProgressBar``); on a ``dask.distributed`` client
+        the client's dashboard shows the pass.
 
     Returns
     -------
@@ -276,21 +274,23 @@ def _dask_statistics(encoder, X, forces, loss, control, progress=False):
 
 
 def _compute(tasks, client, progress):
-    """The results of the delayed ``tasks``, on ``client`` if not None, with
-    dask's own progress bar on stderr when ``progress`` (under the local
-    schedulers; ``distributed.progress`` writes to stdout)."""
-    if client is None:
-        import dask
-        from dask.diagnostics import ProgressBar
+    """The results of the delayed ``tasks``, with dask's own progress bar on
+    stderr when ``progress`` and no ``dask.distributed`` client is active.
 
-        with ProgressBar(out=sys.stderr) if progress else contextlib.nullcontext():
-            return dask.compute(*tasks)
-    futures = client.compute(tasks)
-    if progress:
-        from distributed import progress as show_progress
+    On a client the pass goes through ``dask.compute``, which secedes from
+    the worker's thread pool when it is itself called inside a task (a
+    parameter search on the cluster fitting on a dask ``X``); gathering
+    futures there instead would hold every worker thread and deadlock. The
+    client's dashboard shows its progress.
+    """
+    import dask
 
-        show_progress(futures)
-    return client.gather(futures)
+    if client is not None or not progress:
+        return dask.compute(*tasks)
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar(out=sys.stderr):
+        return dask.compute(*tasks)
 
 
 def _without_optimizer(encoder):

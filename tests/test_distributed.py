@@ -43,9 +43,7 @@ def test_grid_search_on_a_cluster_equals_one_process(client, pp_data, make_pipe)
     )
 
 
-def test_statistics_pass_maps_over_dask_blocks(
-    client, system, pp_data, fitted_ae, capsys
-):
+def test_statistics_pass_maps_over_dask_blocks(client, system, pp_data, fitted_ae):
     from skmacro import PartialForceDynamics
 
     X, _ = pp_data
@@ -53,10 +51,7 @@ def test_statistics_pass_maps_over_dask_blocks(
     dyn = PartialForceDynamics(max_epochs=3, random_state=0)
     local = clone(dyn).fit(fitted_ae.transform(X), F)
     lazy = da.from_array(X, chunks=(97, -1))
-    capsys.readouterr()
-    remote = clone(dyn).set_params(verbose=1).fit(fitted_ae.transform(lazy), F)
-    # distributed's progress bar over the blocks.
-    assert "100% Completed" in capsys.readouterr().out
+    remote = clone(dyn).fit(fitted_ae.transform(lazy), F)
     np.testing.assert_allclose(
         remote.history_[:, "train_loss"], local.history_[:, "train_loss"], rtol=1e-5
     )
