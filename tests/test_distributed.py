@@ -71,3 +71,28 @@ def test_workers_write_their_own_trajectories(client, tmp_path):
     with joblib.parallel_config(backend="dask"):
         stored = system.simulate(X0, **settings, out=tmp_path / "t.zarr", n_jobs=-1)
     np.testing.assert_array_equal(stored[:], expected)
+
+
+def _fit_on_a_lazy_copy(encoder, X, F):
+    from skmacro import PartialForceDynamics
+
+    Z = encoder.transform(da.from_array(X, chunks=(97, -1)))
+    return PartialForceDynamics(max_epochs=1, random_state=0).fit(Z, F).history_
+
+
+def test_statistics_pass_inside_a_task_does_not_hold_the_workers(
+    system, pp_data, fitted_ae
+):
+    # A search on the cluster fits on a dask X inside a task: the pass's own
+    # tasks must still find a worker thread when the task holds the only one.
+    X, _ = pp_data
+    F = sample_partial_forces(system, X, 0.2, random_state=0, format="sparse")
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    )
+    with distributed.Client(cluster) as client:
+        history = client.submit(_fit_on_a_lazy_copy, fitted_ae, X, F).result(
+            timeout=120
+        )
+    cluster.close()
+    assert np.isfinite(history[-1, "train_loss"])
