@@ -16,6 +16,7 @@ at every coordinate (:class:`ForceModelControl`, e.g.
 configurations' forces only, either leaves the estimates unbiased.
 """
 
+import contextlib
 import copy
 import sys
 
@@ -239,6 +240,7 @@ def _dask_statistics(encoder, X, forces, loss, control, progress=False):
     itself gigabytes.
     """
     import dask
+    from dask.diagnostics import ProgressBar
 
     rows_per_block = row_chunks(len(X), X.shape[1], FLOAT_BUDGET)[0].stop
     X = X.rechunk({0: rows_per_block, 1: -1})
@@ -269,28 +271,15 @@ def _dask_statistics(encoder, X, forces, loss, control, progress=False):
             f"statistics pass: {len(X)} configurations in {len(tasks)} dask blocks",
             file=sys.stderr,
         )
-    parts = _compute(tasks, client, progress)
+    # dask's own bar serves the local schedulers; a client's dashboard shows
+    # the pass there. On a client, dask.compute (not a gather of futures)
+    # secedes from the worker's pool when the pass itself runs inside a task
+    # (a search on the cluster fitting on a dask X), which would otherwise
+    # hold every worker thread and deadlock.
+    bar = progress and client is None
+    with ProgressBar(out=sys.stderr) if bar else contextlib.nullcontext():
+        parts = dask.compute(*tasks)
     return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
-
-
-def _compute(tasks, client, progress):
-    """The results of the delayed ``tasks``, with dask's own progress bar on
-    stderr when ``progress`` and no ``dask.distributed`` client is active.
-
-    On a client the pass goes through ``dask.compute``, which secedes from
-    the worker's thread pool when it is itself called inside a task (a
-    parameter search on the cluster fitting on a dask ``X``); gathering
-    futures there instead would hold every worker thread and deadlock. The
-    client's dashboard shows its progress.
-    """
-    import dask
-
-    if client is not None or not progress:
-        return dask.compute(*tasks)
-    from dask.diagnostics import ProgressBar
-
-    with ProgressBar(out=sys.stderr):
-        return dask.compute(*tasks)
 
 
 def _without_optimizer(encoder):

@@ -87,12 +87,13 @@ def test_statistics_pass_inside_a_task_does_not_hold_the_workers(
     # tasks must still find a worker thread when the task holds the only one.
     X, _ = pp_data
     F = sample_partial_forces(system, X, 0.2, random_state=0, format="sparse")
-    cluster = distributed.LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-    )
-    with distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         history = client.submit(_fit_on_a_lazy_copy, fitted_ae, X, F).result(
             timeout=120
         )
-    cluster.close()
     assert np.isfinite(history[-1, "train_loss"])
