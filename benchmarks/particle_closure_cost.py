@@ -12,7 +12,8 @@ milliseconds per configuration, the best of ``--repeats`` runs:
   ``jacobian(x)`` cast to float64 as the pass does (particle: the features
   and the head's Jacobian; MLP:
   ``jacobian(x, frozen)`` of ``ClosureAutoencoderModule(observables=
-  lj.observables, n_observables=1)`` with ``n_components=32``), then
+  lj.observables, n_observables=1)``; both with ``--latent-dim`` latent
+  coordinates, 32 by default, the Lennard-Jones experiments' MLP's), then
   ``columns`` at the 6 coordinates of 50 random atoms (for the particle
   closure this forms its k rows ``(F^T rho'^T)^T`` once), ``gram()`` and
   ``matvec`` of one vector (the velocities in the position slots, as free
@@ -30,6 +31,9 @@ milliseconds per configuration, the best of ``--repeats`` runs:
   states per fit at the default ``cond_batch_size``).
 
 Ratios MLP / particle above 1 mean the particle closure is cheaper.
+
+The particle closure has its defaults unless ``--n-radial`` is given; the
+Lennard-Jones experiments run it with ``--latent-dim 8 --n-radial 8``.
 
 Run (single thread, the three sizes of the issue, on cached trajectories)::
 
@@ -49,7 +53,6 @@ from skmacro.nn import ClosureAutoencoderModule, MLPClosure
 from skmacro.nn.autoencoder import condition_number
 from skmacro.systems import LennardJones
 
-N_COMPONENTS = 32
 N_COMPUTED = 50
 
 
@@ -112,7 +115,8 @@ def measure(n, args):
     t = {}
 
     torch.manual_seed(0)
-    closure = lj.particle_closure().build(N, N_COMPONENTS - 1)
+    closure_params = {} if args.n_radial is None else {"n_radial": args.n_radial}
+    closure = lj.particle_closure(**closure_params).build(N, args.latent_dim - 1)
     closure.prepare(lambda: iter([torch.as_tensor(X)]))
     module_p = ClosureAutoencoderModule(
         observables=lj.observables,
@@ -158,7 +162,7 @@ def measure(n, args):
     t["p cond row"] = best(particle_cond, repeats) * len(chunk) / len(cond_rows)
 
     torch.manual_seed(0)
-    mlp = MLPClosure((64, 64)).build(N, N_COMPONENTS - 1)
+    mlp = MLPClosure((64, 64)).build(N, args.latent_dim - 1)
     module = ClosureAutoencoderModule(
         observables=lj.observables,
         n_observables=1,
@@ -193,7 +197,9 @@ def measure(n, args):
         )
         per[f"{p} epoch"] = per[f"{p} step"] + args.cond_fraction * per[f"{p} cond row"]
     print(
-        f"\n{n} atoms (N = {N}), {torch.get_num_threads()} thread(s), ms/configuration"
+        f"\n{n} atoms (N = {N}), d = {args.latent_dim}, P = "
+        f"{closure.feature_width} features, {torch.get_num_threads()} thread(s), "
+        "ms/configuration"
     )
     print(f"{'':12s} {'particle':>10s} {'MLP':>10s} {'MLP/particle':>13s}")
     per["m pool gram"] = 0.0
@@ -214,6 +220,13 @@ def main():
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[800, 6400])
     parser.add_argument("--states", type=int, default=2, help="distinct states")
+    parser.add_argument("--latent-dim", type=int, default=32, help="d of both encoders")
+    parser.add_argument(
+        "--n-radial",
+        type=int,
+        default=None,
+        help="the particle closure's radial functions (default: the closure's)",
+    )
     parser.add_argument("--chunk", type=int, default=4)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--cond-rows", type=int, default=4)
