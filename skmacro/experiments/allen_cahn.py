@@ -211,8 +211,8 @@ def free_energy_comparison(
     autoencoder_stride : int, default=1
         Fit the autoencoder on every ``autoencoder_stride``-th active
         training snapshot (1: all, the reference's protocol); the dynamics
-        always see every active snapshot. A stride of k cuts the
-        autoencoder's epochs k-fold, but it then never sees the snapshots
+        always see every active snapshot. A stride of k cuts the cost
+        of an autoencoder epoch k-fold, but it then never sees the snapshots
         between, which the dynamics are trained on; fewer epochs over all
         snapshots (``AE_PARAMS``) cost no more.
     random_state : int, default=0
