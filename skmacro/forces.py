@@ -249,7 +249,7 @@ class PartialForces:
         w[row, position] = weights
         return index, f, w
 
-    def computed_csr(self, rows=None):
+    def computed_csr(self, rows=None, dtype=np.float64):
         """The computed forces of a selection of rows as a CSR array whose
         stored entries are the computed ones (explicit zeros included), read
         chunk by chunk.
@@ -258,10 +258,13 @@ class PartialForces:
         ----------
         rows : slice, ndarray of int or None, default=None
             None: every row.
+        dtype : numpy dtype, default=np.float64
+            Of the stored forces (each chunk is cast before the chunks are
+            stacked).
 
         Returns
         -------
-        scipy.sparse.csr_array of shape (n_rows, N), float64
+        scipy.sparse.csr_array of shape (n_rows, N)
         """
         if rows is None:
             rows = slice(0, self.n_samples)
@@ -272,12 +275,12 @@ class PartialForces:
             indptr = np.r_[0, np.cumsum(computed.sum(axis=1))]
             blocks.append(
                 sp.csr_array(
-                    (f[computed], index[computed], indptr),
+                    (f[computed].astype(dtype), index[computed], indptr),
                     shape=(len(computed), self.n_features),
                 )
             )
         if not blocks:  # no rows selected
-            return sp.csr_array((0, self.n_features))
+            return sp.csr_array((0, self.n_features), dtype=dtype)
         return sp.vstack(blocks, format="csr")
 
     def is_complete(self):

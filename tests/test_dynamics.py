@@ -292,6 +292,25 @@ def test_neighbour_control_variate_never_uses_own_forces(system, pp_data):
     assert np.sqrt(np.mean((h - f) ** 2)) < 0.5 * np.sqrt(np.mean(f**2))
 
 
+def test_neighbour_control_variate_is_the_mean_of_computed_forces(pp_data):
+    from skmacro.statistics import NeighbourForceMeans
+
+    X, F = pp_data
+    X, F = X[:30], F[:30].copy()
+    # A computed force of exactly 0 still counts as computed.
+    column = np.flatnonzero(~np.isnan(F[3]))[0]
+    F[3, column] = 0.0
+    control = NeighbourForceMeans(X, PartialForces(F, 100), n_neighbors=29)
+    h = control.chunk(slice(0, 1))[0]
+    # Every other row is a neighbour: the guess is their mean where computed.
+    others = F[1:]
+    counts = np.sum(~np.isnan(others), axis=0)
+    expected = np.where(
+        counts > 0, np.nansum(others, axis=0) / np.maximum(counts, 1), 0
+    )
+    np.testing.assert_allclose(h, expected, rtol=1e-6, atol=1e-6 * np.nanmax(np.abs(F)))
+
+
 @pytest.mark.parametrize("latent_model", ["mlp", "onsager", "gfinn"])
 @pytest.mark.parametrize("loss", ["partial", "z"])
 def test_every_latent_model_fits_through_the_pipeline(
