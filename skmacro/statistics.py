@@ -212,15 +212,18 @@ def _chunk_statistics(z, jac, observed, h, loss):
     return {"z": z.double(), "y": y, "b": b, "A": A, "c": c}
 
 
-def _block_statistics(encoder, x, ids, observed, control, loss):
+def _block_statistics(encoder, x, ids, forces, control, loss):
     """The statistics of one block of a dask array, on a worker: ``x`` are
-    the block's states, ``ids`` their rows in the whole array, ``observed``
-    their computed forces (``forces.observed_chunk``)."""
+    the block's states, ``ids`` their rows in the whole array, whose
+    computed forces are read from ``forces`` one Jacobian chunk at a time,
+    as the in-memory pass reads them."""
 
     def parts():
         for r, z, jac in encoder.iter_jacobians(x):
-            h = None if control is None else control.guess(ids[r], x[r])
-            chunk = _chunk_statistics(z, jac, tuple(a[r] for a in observed), h, loss)
+            rows = ids[r]
+            h = None if control is None else control.guess(rows, x[r])
+            observed = forces.observed_chunk(rows)
+            chunk = _chunk_statistics(z, jac, observed, h, loss)
             yield {key: value.cpu() for key, value in chunk.items()}
 
     return _collect(parts(), len(x))
@@ -233,11 +236,15 @@ def _dask_statistics(encoder, X, forces, loss, control, progress=False):
     O(d^2) statistics per configuration come back.
 
     Blocks hold about ``FLOAT_BUDGET`` floats of ``X`` (the array's own
-    chunks are merged or split to that size). On a distributed client the
-    encoder (without its optimizer) and the control variate are scattered
-    to every worker once instead of travelling inside the task graph, where
-    a wide encoder (its first layer alone is N x width) would make the graph
-    itself gigabytes.
+    chunks are merged or split to that size). The encoder (on a distributed
+    client without its optimizer), the forces and the control variate are
+    shared by every block: one object each in the local schedulers' graph,
+    scattered to every worker once on a client, instead of travelling
+    inside each task, where a wide encoder (its first layer alone is N x
+    width) would make the graph itself gigabytes. Each block reads its
+    computed forces when it is reduced: read up front, the padded copies of
+    every block (24 bytes per computed force) would all be held until the
+    pass ends, 3.8 GB at the paper's Allen-Cahn size.
     """
     import dask
     from dask.diagnostics import ProgressBar
@@ -246,20 +253,12 @@ def _dask_statistics(encoder, X, forces, loss, control, progress=False):
     X = X.rechunk({0: rows_per_block, 1: -1})
     client = _distributed_client()
     if client is None:
-        shared_encoder = dask.delayed(encoder, pure=True)
-        shared_control = dask.delayed(control, pure=True)
-        # Each block's computed forces are read when the block is reduced.
-        # Read up front, the padded copies of every block (24 bytes per
-        # computed force) would all be held until the pass ends: 3.8 GB at
-        # the paper's Allen-Cahn size.
-        observed_chunk = dask.delayed(forces).observed_chunk
+        shared = [dask.delayed(a, pure=True) for a in (encoder, forces, control)]
     else:
-        shared_encoder, shared_control = client.scatter(
-            [_without_optimizer(encoder), control], broadcast=True
+        shared = client.scatter(
+            [_without_optimizer(encoder), forces, control], broadcast=True
         )
-        # Each task carries its own block's computed forces, so that no
-        # worker receives all of them.
-        observed_chunk = forces.observed_chunk
+    shared_encoder, shared_forces, shared_control = shared
     tasks, start = [], 0
     for block, size in zip(X.to_delayed().ravel(), X.chunks[0], strict=True):
         tasks.append(
@@ -267,7 +266,7 @@ def _dask_statistics(encoder, X, forces, loss, control, progress=False):
                 shared_encoder,
                 block,
                 np.arange(start, start + size),
-                observed_chunk(slice(start, start + size)),
+                shared_forces,
                 shared_control,
                 loss,
             )
