@@ -486,11 +486,14 @@ class NeighbourForceMeans(_ControlVariate):
         self.pca.fit(take_rows(X, sample))
         self.index = NearestNeighbors(n_neighbors=self.k + 1).fit(self._embed(rows))
         # The reference rows' computed forces in float32, and ones on the same
-        # entries to count them: 12 bytes per computed force (the guess is
-        # any function of other rows' forces, so its precision does not bias
-        # the estimates).
-        self.values = forces.computed_csr(rows, dtype=np.float32)
-        self.ones = np.ones(self.values.nnz, dtype=np.float32)
+        # entries (sharing their index arrays) to count them: 12 bytes per
+        # computed force. The guess is any function of other rows' forces, so
+        # its precision does not bias the estimates.
+        values = self.values = forces.computed_csr(rows, dtype=np.float32)
+        self.observed = sp.csr_array(
+            (np.ones(values.nnz, dtype=np.float32), values.indices, values.indptr),
+            shape=values.shape,
+        )
 
     def _embed(self, rows):
         """PCA coordinates of the given rows, read in chunks."""
@@ -531,10 +534,6 @@ class NeighbourForceMeans(_ControlVariate):
             (np.ones(size * k, dtype=np.float32), neighbours.ravel(), indptr),
             shape=(size, self.values.shape[0]),
         )
-        values = self.values
-        observed = sp.csr_array(
-            (self.ones, values.indices, values.indptr), values.shape
-        )
-        total = (pick @ values).toarray().astype(np.float64)
-        count = (pick @ observed).toarray()
+        total = (pick @ self.values).toarray().astype(np.float64)
+        count = (pick @ self.observed).toarray()
         return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
