@@ -79,7 +79,9 @@ def mean_relative_error(z_true, z_pred, squared=True, mask=None):
     return float(ratio.mean())
 
 
-def rollout_error(pipeline, t, trajectories, dt=None, squared=False):
+def rollout_error(
+    pipeline, t, trajectories, dt=None, squared=False, return_members=False
+):
     """Eq. 43 error of a fitted pipeline's latent rollouts on the observables.
 
     The true latent trajectories are the encoded microscopic ones; the
@@ -97,6 +99,9 @@ def rollout_error(pipeline, t, trajectories, dt=None, squared=False):
         Latent integration step; defaults to the spacing of ``t`` (see
         :func:`skmacro.simulate` on choosing it).
     squared : bool, default=False
+    return_members : bool, default=False
+        Also return each ensemble member's own rollouts (``Z_pred`` is
+        their mean).
 
     Returns
     -------
@@ -104,6 +109,8 @@ def rollout_error(pipeline, t, trajectories, dt=None, squared=False):
     Z_true, Z_pred : ndarray of shape (n_trajectories, T, d)
         A rollout that diverged is NaN from there on (and counts as an
         infinite error).
+    Z_members : ndarray of shape (n_members, n_trajectories, T, d)
+        Only with ``return_members=True``.
     """
     from .integrate import simulate
 
@@ -122,11 +129,15 @@ def rollout_error(pipeline, t, trajectories, dt=None, squared=False):
         [np.asarray(encoder.transform(trajectories[i])) for i in range(n)]
     )
     X0 = np.stack([np.asarray(trajectories[i, 0]) for i in range(n)])
-    Z_pred = simulate(pipeline, X0, t, dt=dt, on_divergence="mask")
+    Z_pred, Z_members = simulate(
+        pipeline, X0, t, dt=dt, on_divergence="mask", return_members=True
+    )
     d_star = pipeline[0].n_observables_
     error = mean_relative_error(
         Z_true[..., :d_star], Z_pred[..., :d_star], squared=squared
     )
+    if return_members:
+        return error, Z_true, Z_pred, Z_members
     return error, Z_true, Z_pred
 
 

@@ -581,6 +581,8 @@ def test_experiment_runs_both_losses_on_one_budget_and_meters_its_phases():
     assert abs(z.force_computations - partial.force_computations) <= system.n_features
     # Two epochs: a rollout may diverge (an infinite error), but both are scored.
     assert partial.error >= 0 and z.error >= 0
+    # One member: its own error, on the same active snapshots, is the error.
+    np.testing.assert_array_equal(partial.member_errors, [partial.error])
     # The rollouts integrate at the reference's step, 0.1 h^2.
     _, _, Z_pred = rollout_error(partial.pipeline, t, test, dt=0.1 * system.h**2)
     np.testing.assert_allclose(partial.Z_pred, Z_pred)

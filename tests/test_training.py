@@ -11,6 +11,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
 from skmacro import LatentArray, PartialForceDynamics, simulate
+from skmacro.metrics import mean_relative_error, rollout_error
 from skmacro.nn import QuadraticFormLoss
 
 #: A damped rotation, dx/dt = M x.
@@ -156,6 +157,41 @@ def test_ensemble_rollouts_are_the_members_own(pp_data, fitted_ae, ensemble):
     single.n_members_ = 1
     np.testing.assert_allclose(
         simulate(single, Z0, t, dt=0.05), members[1], rtol=1e-5, atol=1e-6
+    )
+
+
+def test_each_members_rollout_error_is_scored(system, pp_data, fitted_ae, ensemble):
+    from skmacro.experiments.protocol import DynamicsRun, compare_losses, member_errors
+
+    X, F = pp_data
+    test = system.simulate(system.sample_initial(2, random_state=7), 2.0, 0.01)
+    t = np.arange(test.shape[1]) * 0.01
+    pipe = Pipeline([("ae", fitted_ae), ("dyn", ensemble)])
+    error, Z_true, Z_pred, members = rollout_error(
+        pipe, t, test, dt=0.01, return_members=True
+    )
+    assert members.shape == (3, *Z_pred.shape)
+    np.testing.assert_allclose(Z_pred, members.mean(axis=0), rtol=1e-5, atol=1e-6)
+    errors = member_errors(Z_true, members, 2)
+    assert errors.shape == (3,) and len(set(errors)) == 3
+    assert errors[1] == pytest.approx(
+        mean_relative_error(Z_true[..., :2], members[1, ..., :2], squared=False)
+    )
+    # compare_losses keeps them beside the ensemble's error.
+    run = DynamicsRun("p", "L_x,p", np.arange(len(X)), F)
+    result = compare_losses(
+        fitted_ae,
+        X,
+        [run],
+        t,
+        test,
+        dt=0.01,
+        defaults={"n_members": 2, "max_epochs": 2, "random_state": 0},
+        keep_trajectories=True,
+    )["p"]
+    assert result.Z_members.shape == (2, *result.Z_pred.shape)
+    np.testing.assert_array_equal(
+        result.member_errors, member_errors(result.Z_true, result.Z_members, 2)
     )
 
 

@@ -36,7 +36,13 @@ from ..autoencoder import ClosureAutoencoder
 from ..metrics import mean_relative_error
 from ..sampling import sample_partial_forces
 from ..systems import AllenCahn
-from .protocol import DynamicsRun, compare_losses, equal_budget_rows
+from .protocol import (
+    DynamicsRun,
+    compare_losses,
+    equal_budget_rows,
+    format_mean_std,
+    member_errors,
+)
 from .published import TABLE1
 
 __all__ = [
@@ -225,7 +231,8 @@ def free_energy_comparison(
     Returns
     -------
     dict
-        ``results`` (name -> RunResult, names ``"partial"``, ``"z"``),
+        ``results`` (name -> RunResult, names ``"partial"``, ``"z"``; its
+        ``error`` and ``member_errors`` scored on the active snapshots),
         ``encoder``, ``paper`` (Table 1's row), ``n_configurations``.
     """
     phase = _no_meter if meter is None else meter
@@ -295,7 +302,13 @@ def free_energy_comparison(
         result.error = mean_relative_error(
             result.Z_true[..., :1], result.Z_pred[..., :1], squared=False, mask=mask
         )
-        log(f"  {result.label:<22} error on the active snapshots {result.error:.3e}")
+        result.member_errors = member_errors(
+            result.Z_true, result.Z_members, 1, mask=mask
+        )
+        log(
+            f"  {result.label:<22} error on the active snapshots {result.error:.3e}, "
+            f"members {format_mean_std(result.member_errors)}"
+        )
     return {
         "results": results,
         "encoder": encoder,

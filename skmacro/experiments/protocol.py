@@ -21,6 +21,7 @@ __all__ = [
     "compare_losses",
     "ensemble_rollouts",
     "equal_budget_rows",
+    "member_errors",
 ]
 
 
@@ -65,7 +66,15 @@ class DynamicsRun:
 
 @dataclass
 class RunResult:
-    """The outcome of a :class:`DynamicsRun`."""
+    """The outcome of a :class:`DynamicsRun`.
+
+    ``error`` scores the ensemble's mean rollout and ``member_errors`` each
+    member's own (shape ``(n_members,)``): the members are latent models
+    trained from different initialisations on the same data and encoder,
+    the spread the paper reports over its latent-model seeds. ``Z_true``,
+    ``Z_pred`` (the mean) and ``Z_members`` (each member, ``(n_members,
+    n_test, T, d)``) are kept on request.
+    """
 
     name: str
     label: str
@@ -74,8 +83,10 @@ class RunResult:
     n_configurations: int
     fit_seconds: float
     pipeline: Pipeline
+    member_errors: np.ndarray = None
     Z_true: np.ndarray = None
     Z_pred: np.ndarray = None
+    Z_members: np.ndarray = None
 
 
 @dataclass
@@ -143,24 +154,48 @@ def ensemble_rollouts(pipeline, t, trajectories, dt=None, n_std=2.0):
         return_members=True,
     )
     Z_mean, Z_std = Z_mean[..., :d_star], Z_std[..., :d_star]
-    member_errors = np.array(
-        [
-            mean_relative_error(Z_true, member[..., :d_star], squared=False)
-            for member in members
-        ]
-    )
     later = slice(1, None)  # every member starts at the true initial state
     spread = np.linalg.norm(Z_std[:, later], axis=-1) / np.linalg.norm(
         Z_true[:, later], axis=-1
     )
     return EnsembleRollouts(
         error=mean_relative_error(Z_true, Z_mean, squared=False),
-        member_errors=member_errors,
+        member_errors=member_errors(Z_true, members, d_star),
         coverage=band_coverage(
             Z_true[:, later], Z_mean[:, later], Z_std[:, later], n_std
         ),
         n_std=float(n_std),
         spread=float(np.nanmean(spread)),
+    )
+
+
+def member_errors(Z_true, Z_members, n_observables, mask=None):
+    """The unsquared Eq. 43 error of each ensemble member's own rollouts on
+    the observables.
+
+    Parameters
+    ----------
+    Z_true : ndarray of shape (n_trajectories, T, d)
+    Z_members : ndarray of shape (n_members, n_trajectories, T, d)
+    n_observables : int
+        d*, the leading latent coordinates scored.
+    mask : ndarray of bool, shape (n_trajectories, T), optional
+        The snapshots scored (all by default).
+
+    Returns
+    -------
+    ndarray of shape (n_members,)
+    """
+    return np.array(
+        [
+            mean_relative_error(
+                Z_true[..., :n_observables],
+                member[..., :n_observables],
+                squared=False,
+                mask=mask,
+            )
+            for member in Z_members
+        ]
     )
 
 
@@ -241,7 +276,9 @@ def compare_losses(
             dyn.fit(encoder.transform(X[run.rows]), run.forces, **run.fit_params)
         seconds = time.perf_counter() - start
         pipe = Pipeline([("ae", encoder), ("dyn", dyn)])
-        error, Z_true, Z_pred = rollout_error(pipe, t, test, dt=dt)
+        error, Z_true, Z_pred, Z_members = rollout_error(
+            pipe, t, test, dt=dt, return_members=True
+        )
         results[run.name] = RunResult(
             name=run.name,
             label=run.label,
@@ -250,15 +287,25 @@ def compare_losses(
             n_configurations=len(run.rows),
             fit_seconds=seconds,
             pipeline=pipe,
+            member_errors=member_errors(Z_true, Z_members, encoder.n_observables_),
             Z_true=Z_true if keep_trajectories else None,
             Z_pred=Z_pred if keep_trajectories else None,
+            Z_members=Z_members if keep_trajectories else None,
         )
         if log is not None:
             log(
                 f"  {run.label:<22} {len(run.rows):>7} configurations: error "
-                f"{error:.3e} (fit {seconds:.1f} s)"
+                f"{error:.3e}{_members_note(results[run.name].member_errors)} "
+                f"(fit {seconds:.1f} s)"
             )
     return results
+
+
+def _members_note(member_errors):
+    """``", members a, b, c"`` for an ensemble, nothing for one model."""
+    if len(member_errors) < 2:
+        return ""
+    return ", members " + ", ".join(f"{e:.3e}" for e in member_errors)
 
 
 def format_mean_std(values):
