@@ -71,7 +71,7 @@ class RunResult:
     ``error`` scores the ensemble's mean rollout and ``member_errors`` each
     member's own (shape ``(n_members,)``): the members are latent models
     trained from different initialisations on the same data and encoder,
-    the spread the paper reports over its latent-model seeds. ``Z_true``,
+    as the paper's latent-model seeds are, whose spread it reports. ``Z_true``,
     ``Z_pred`` (the mean) and ``Z_members`` (each member, ``(n_members,
     n_test, T, d)``) are kept on request.
     """
@@ -301,11 +301,11 @@ def compare_losses(
     return results
 
 
-def _members_note(member_errors):
+def _members_note(errors):
     """``", members a, b, c"`` for an ensemble, nothing for one model."""
-    if len(member_errors) < 2:
+    if len(errors) < 2:
         return ""
-    return ", members " + ", ".join(f"{e:.3e}" for e in member_errors)
+    return ", members " + ", ".join(f"{e:.3e}" for e in errors)
 
 
 def format_mean_std(values):
