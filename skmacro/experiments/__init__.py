@@ -22,6 +22,7 @@ from .protocol import (
     compare_losses,
     ensemble_rollouts,
     equal_budget_rows,
+    member_errors,
 )
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "ensemble_rollouts",
     "equal_budget_rows",
     "lennard_jones",
+    "member_errors",
     "predator_prey",
     "published",
 ]
