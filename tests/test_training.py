@@ -177,6 +177,8 @@ def test_each_members_rollout_error_is_scored(system, pp_data, fitted_ae, ensemb
     assert errors[1] == pytest.approx(
         mean_relative_error(Z_true[..., :2], members[1, ..., :2], squared=False)
     )
+    with pytest.raises(ValueError, match="Z_members must have shape"):
+        member_errors(Z_true, members[0], 2)
     # compare_losses keeps them beside the ensemble's error.
     run = DynamicsRun("p", "L_x,p", np.arange(len(X)), F)
     result = compare_losses(

@@ -186,6 +186,22 @@ def member_errors(Z_true, Z_members, n_observables, mask=None):
     -------
     ndarray of shape (n_members,)
     """
+    Z_true, Z_members = np.asarray(Z_true), np.asarray(Z_members)
+    if Z_true.ndim != 3 or Z_true.shape[-1] < n_observables:
+        raise ValueError(
+            "Z_true must have shape (n_trajectories, T, d) with d >= n_observables "
+            f"= {n_observables}, got {Z_true.shape}"
+        )
+    if (
+        Z_members.ndim != 4
+        or Z_members.shape[1:3] != Z_true.shape[:2]
+        or Z_members.shape[-1] < n_observables
+    ):
+        raise ValueError(
+            f"Z_members must have shape (n_members, {Z_true.shape[0]}, "
+            f"{Z_true.shape[1]}, d) with d >= n_observables = {n_observables}, "
+            f"got {Z_members.shape}"
+        )
     return np.array(
         [
             mean_relative_error(
