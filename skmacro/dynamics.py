@@ -1,6 +1,7 @@
 """``PartialForceDynamics``: a latent vector field learned from partial
 microscopic forces (paper Section 4.2)."""
 
+import copy
 import warnings
 from numbers import Integral, Real
 
@@ -473,6 +474,52 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         torch.Tensor of shape (n_members_, batch, d)
         """
         return self._inference_module()(z)
+
+    def keep_members(self, members):
+        """A copy of this fitted ensemble with only some of its members.
+
+        The copy predicts and rolls out with the kept members' fields
+        exactly as they were; this model is left as it is. Its
+        ``n_members`` and ``n_members_`` are the number kept and its
+        ``best_epoch_`` theirs; ``history_`` is the whole ensemble's (its
+        losses are means over every member trained). Continuing the copy's
+        training (``partial_fit``, ``warm_start``) starts a fresh optimiser.
+        See :func:`skmacro.metrics.select_members` for choosing them.
+
+        Parameters
+        ----------
+        members : sequence of int
+            Indices of the members to keep, each in ``[0, n_members_)``, in
+            the order the copy will hold them; an index may appear once.
+
+        Returns
+        -------
+        PartialForceDynamics
+        """
+        check_is_fitted(self, "module_")
+        keep = np.asarray(members)
+        if (
+            keep.ndim != 1
+            or not len(keep)
+            or not np.issubdtype(keep.dtype, np.integer)
+            or keep.min() < 0
+            or keep.max() >= self.n_members_
+            or len(np.unique(keep)) != len(keep)
+        ):
+            raise ValueError(
+                "members must be a non-empty sequence of distinct member indices in "
+                f"[0, {self.n_members_}), got {members!r}"
+            )
+        kept = copy.deepcopy(self)
+        field = kept.module_.field
+        kept.module_.field = VectorFieldEnsemble([field.member(int(m)) for m in keep])
+        kept.n_members = kept.n_members_ = len(keep)
+        if np.ndim(self.best_epoch_):
+            best = np.asarray(self.best_epoch_)[keep]
+            kept.best_epoch_ = best[0] if len(keep) == 1 else best
+        with kept._resolved_device():
+            kept.initialize_optimizer()
+        return kept
 
     def _inference_module(self):
         """``module_`` in evaluation mode. A rollout evaluates the field

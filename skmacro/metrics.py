@@ -1,5 +1,7 @@
 """Trajectory errors (paper Eq. 43) and the p-aware scorer."""
 
+from numbers import Integral
+
 import numpy as np
 from sklearn.metrics import r2_score
 
@@ -9,6 +11,7 @@ __all__ = [
     "band_coverage",
     "make_macro_scorer",
     "make_rollout_scorer",
+    "select_members",
 ]
 
 
@@ -139,6 +142,120 @@ def rollout_error(
     if return_members:
         return error, Z_true, Z_pred, Z_members
     return error, Z_true, Z_pred
+
+
+def select_members(
+    pipeline, t, trajectories, n_members=None, *, dt=None, mask=None, squared=False
+):
+    """Keep the members of a fitted ensemble whose mean rollout best matches
+    known trajectories (greedy forward ensemble selection, Caruana et al.,
+    ICML 2004).
+
+    Every member is rolled out once from the trajectories' encoded initial
+    states (:func:`rollout_error`); then, starting from the member with the
+    smallest Eq. 43 error on the observables, the member whose addition
+    lowers the error of the mean rollout most is added, one at a time,
+    until all are in; the members kept are a prefix of that order. A member
+    whose rollout diverged comes last. The training loss ranks fields by
+    their velocities at single states, which need not rank their rollouts;
+    this ranks them by the rollouts themselves. The trajectories may be
+    training ones: what it needs is their states along time, not their
+    forces. Hold some back to see how well the choice carries over.
+
+    Parameters
+    ----------
+    pipeline : Pipeline of (encoder, PartialForceDynamics)
+        Fitted; its dynamics an ensemble (``n_members_ >= 2`` to choose).
+    t : array-like of shape (T,)
+        Times of the trajectories' states.
+    trajectories : array-like of shape (n_trajectories, T, N)
+        Microscopic trajectories the rollouts are scored on.
+    n_members : int or None, default=None
+        Members to keep, the first ``n_members`` of the greedy order; None
+        keeps the prefix of that order whose mean rollout has the smallest
+        error (the fewest members on a tie).
+    dt : float, optional
+        Latent integration step (default: the spacing of ``t``).
+    mask : array-like of bool, shape (n_trajectories, T), optional
+        The states scored (all by default), as in :func:`mean_relative_error`.
+    squared : bool, default=False
+        Squared norms in Eq. 43 (the paper's tables use unsquared ones).
+
+    Returns
+    -------
+    selected : Pipeline
+        A new pipeline of the same fitted encoder steps (shared, not copied)
+        and the dynamics' :meth:`~skmacro.PartialForceDynamics.keep_members`
+        copy; ``pipeline`` is left as it is.
+    members : ndarray of int
+        The kept members, in the order chosen.
+    errors : ndarray of shape (n_members_,)
+        ``errors[i]``: the error of the mean rollout of the first ``i + 1``
+        members of the greedy order (the whole order, whatever
+        ``n_members``).
+
+    Raises
+    ------
+    RolloutDivergenceError
+        When every member's rollout diverged.
+    """
+    from sklearn.pipeline import Pipeline
+    from sklearn.utils.validation import check_is_fitted
+
+    from .dynamics import PartialForceDynamics
+    from .integrate import RolloutDivergenceError
+
+    if not isinstance(pipeline, Pipeline) or not isinstance(
+        pipeline[-1], PartialForceDynamics
+    ):
+        raise TypeError(
+            "select_members() needs a fitted Pipeline of an encoder and a "
+            f"PartialForceDynamics, got {type(pipeline).__name__}"
+        )
+    dynamics = pipeline[-1]
+    check_is_fitted(dynamics, "module_")
+    k = dynamics.n_members_
+    if n_members is not None and (
+        isinstance(n_members, bool)
+        or not isinstance(n_members, Integral)
+        or not 1 <= n_members <= k
+    ):
+        raise ValueError(
+            f"n_members must be None or an int in [1, {k}] (the ensemble's "
+            f"members), got {n_members!r}"
+        )
+    _, Z_true, _, Z_members = rollout_error(
+        pipeline, t, trajectories, dt=dt, return_members=True
+    )
+    d_star = pipeline[0].n_observables_
+    Z_true, Z_members = Z_true[..., :d_star], Z_members[..., :d_star]
+
+    def error(chosen):
+        return mean_relative_error(
+            Z_true, Z_members[chosen].mean(axis=0), squared=squared, mask=mask
+        )
+
+    order, errors = [], []
+    for _ in range(k):
+        candidates = [m for m in range(k) if m not in order]
+        scores = [error(order + [m]) for m in candidates]
+        best = int(np.argmin(scores))
+        order.append(candidates[best])
+        errors.append(scores[best])
+    errors = np.asarray(errors)
+    if not np.isfinite(errors[0]):
+        raise RolloutDivergenceError(
+            f"the rollouts of all {k} members diverged on the given trajectories: "
+            "no member can be chosen"
+        )
+    n_keep = int(np.argmin(errors)) + 1 if n_members is None else n_members
+    members = np.asarray(order[:n_keep])
+    selected = Pipeline(
+        [*pipeline.steps[:-1], (pipeline.steps[-1][0], dynamics.keep_members(members))],
+        memory=pipeline.memory,
+        verbose=pipeline.verbose,
+    )
+    return selected, members, errors
 
 
 def band_coverage(z_true, z_pred, z_std, n_std=2.0):

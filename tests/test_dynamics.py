@@ -358,3 +358,30 @@ def test_simulate_divergence_raises_or_masks(system, pp_data, fitted_ae):
         simulate(dyn, Z0, np.linspace(0, 100, 11), dt=0.1)
     out = simulate(dyn, Z0, np.linspace(0, 100, 11), dt=0.1, on_divergence="mask")
     assert np.all(np.isfinite(out[:, 0])) and np.all(np.isnan(out[:, -1]))
+
+
+def test_keep_members_copies_the_chosen_fields(system, pp_data, fitted_ae):
+    X, F = pp_data
+    Z = fitted_ae.transform(X)
+    dyn = PartialForceDynamics(n_members=4, max_epochs=3, random_state=0).fit(Z, F)
+    before = dyn.predict(Z)
+    z = torch.as_tensor(np.asarray(Z[:20]))
+    with torch.no_grad():
+        fields = dyn.member_vector_fields(z).numpy()
+    kept = dyn.keep_members([2, 0])
+    assert kept.n_members == kept.n_members_ == 2
+    np.testing.assert_array_equal(kept.best_epoch_, dyn.best_epoch_[[2, 0]])
+    with torch.no_grad():
+        np.testing.assert_allclose(kept.member_vector_fields(z).numpy(), fields[[2, 0]])
+    np.testing.assert_allclose(
+        kept.predict(Z[:20]), fields[[2, 0]].mean(axis=0), rtol=1e-5
+    )
+    # The ensemble itself is left as it was, and the copy trains on its own.
+    assert dyn.n_members_ == 4
+    np.testing.assert_array_equal(dyn.predict(Z), before)
+    kept.partial_fit(Z, F)
+    np.testing.assert_array_equal(dyn.predict(Z), before)
+    assert kept.keep_members([1]).n_members_ == 1
+    for bad in ([4], [], [1, 1], [0.5], [[0, 1]]):
+        with pytest.raises(ValueError, match="members must be"):
+            dyn.keep_members(bad)

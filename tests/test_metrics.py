@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from skmacro.metrics import mean_relative_error
+from skmacro.metrics import mean_relative_error, rollout_error, select_members
 
 
 def test_eq43_squared_and_unsquared():
@@ -26,3 +26,43 @@ def test_errors():
         mean_relative_error(np.ones((2, 3, 1)), np.ones((2, 3, 2)))
     with pytest.raises(ValueError, match="zero"):
         mean_relative_error(np.zeros((1, 3, 1)), np.ones((1, 3, 1)))
+
+
+def test_select_members_keeps_the_best_greedy_ensemble(system, pp_data, make_pipe):
+    X, F = pp_data
+    pipe = make_pipe(2, 5, n_members=4).fit(X, F)
+    trajectories = system.simulate(
+        system.sample_initial(3, random_state=5), t_end=2.0, dt=0.01, stride=10
+    )
+    t = np.arange(trajectories.shape[1]) * 0.1
+    _, Z_true, _, Z_members = rollout_error(
+        pipe, t, trajectories, dt=0.01, return_members=True
+    )
+    d_star = pipe[0].n_observables_
+    own = [
+        mean_relative_error(Z_true[..., :d_star], m[..., :d_star], squared=False)
+        for m in Z_members
+    ]
+
+    selected, members, errors = select_members(pipe, t, trajectories, dt=0.01)
+    assert errors.shape == (4,) and sorted(members) == sorted(set(members))
+    assert members[0] == int(np.argmin(own)) and errors[0] == pytest.approx(min(own))
+    assert len(members) == np.argmin(errors) + 1
+    assert selected[-1].n_members_ == len(members) and pipe[-1].n_members_ == 4
+    assert selected[0] is pipe[0]
+    error, _, _ = rollout_error(selected, t, trajectories, dt=0.01)
+    assert error == pytest.approx(errors.min(), rel=1e-5)
+
+    two, first, path = select_members(pipe, t, trajectories, 2, dt=0.01)
+    np.testing.assert_array_equal(first[: len(members)], members[:2])
+    np.testing.assert_allclose(path, errors)
+    assert two[-1].n_members_ == 2
+    # The mask scores some states only: the first state alone is exact.
+    mask = np.zeros(trajectories.shape[:2], dtype=bool)
+    mask[:, 0] = True
+    _, _, exact = select_members(pipe, t, trajectories, dt=0.01, mask=mask)
+    np.testing.assert_allclose(exact, 0.0, atol=1e-6)
+    with pytest.raises(ValueError, match="n_members must be"):
+        select_members(pipe, t, trajectories, 5, dt=0.01)
+    with pytest.raises(TypeError, match="Pipeline"):
+        select_members(pipe[-1], t, trajectories)
