@@ -1,6 +1,9 @@
 import numpy as np
 import pytest
+import torch
+from sklearn.pipeline import Pipeline
 
+from skmacro import RolloutDivergenceError
 from skmacro.metrics import mean_relative_error, rollout_error, select_members
 
 
@@ -64,5 +67,18 @@ def test_select_members_keeps_the_best_greedy_ensemble(system, pp_data, make_pip
     np.testing.assert_allclose(exact, 0.0, atol=1e-6)
     with pytest.raises(ValueError, match="n_members must be"):
         select_members(pipe, t, trajectories, 5, dt=0.01)
+    # A member whose rollout diverges comes last; with every one, none is kept.
+    blown = pipe[-1].keep_members(range(4))
+    with torch.no_grad():
+        for parameter in blown.module_.field.member(1).parameters():
+            parameter.mul_(1e4)
+    blown_pipe = Pipeline([("ae", pipe[0]), ("dyn", blown)])
+    _, order, path = select_members(blown_pipe, t, trajectories, 4, dt=0.01)
+    assert order[-1] == 1 and np.isinf(path[-1]) and np.all(np.isfinite(path[:-1]))
+    with torch.no_grad():
+        for parameter in blown.module_.parameters():
+            parameter.mul_(1e4)
+    with pytest.raises(RolloutDivergenceError, match="all 4 members diverged"):
+        select_members(blown_pipe, t, trajectories, dt=0.01)
     with pytest.raises(TypeError, match="Pipeline"):
         select_members(pipe[-1], t, trajectories)
