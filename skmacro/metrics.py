@@ -11,6 +11,7 @@ __all__ = [
     "band_coverage",
     "make_macro_scorer",
     "make_rollout_scorer",
+    "greedy_ensemble",
     "select_members",
 ]
 
@@ -144,6 +145,72 @@ def rollout_error(
     return error, Z_true, Z_pred
 
 
+def greedy_ensemble(z_true, z_members, *, mask=None, squared=False):
+    """Order ensemble members greedily by the Eq. 43 error of their mean
+    (forward ensemble selection, Caruana et al., ICML 2004).
+
+    The first member has the smallest error of its own; each next one is
+    the member whose addition gives the mean prediction of the members so
+    far the smallest error. A member whose prediction is NaN (a diverged
+    rollout) makes every mean that contains it infinitely wrong, so it
+    comes last. The members may come from different models, for instance
+    the rollouts of the observables (the first d* latent coordinates, the
+    same in every encoder) by pipelines with different encoders.
+
+    Parameters
+    ----------
+    z_true : array-like of shape (n_trajectories, n_times, k)
+        True observables.
+    z_members : array-like of shape (n_members, n_trajectories, n_times, k)
+        Each member's predicted observables.
+    mask : array-like of bool, shape (n_trajectories, n_times), optional
+        The states scored (all by default).
+    squared : bool, default=False
+        Squared norms in Eq. 43.
+
+    Returns
+    -------
+    order : ndarray of int of shape (n_members,)
+        The members in the order chosen.
+    errors : ndarray of shape (n_members,)
+        ``errors[i]``: the error of the mean of the first ``i + 1`` members
+        of ``order``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.ones((1, 4, 1))
+    >>> members = np.stack([1.2 * z, 0.95 * z, 1.1 * z])
+    >>> order, errors = greedy_ensemble(z, members)
+    >>> order.tolist()
+    [1, 2, 0]
+    """
+    z_true = np.asarray(z_true, dtype=np.float64)
+    z_members = np.asarray(z_members, dtype=np.float64)
+    if z_members.ndim != z_true.ndim + 1 or z_members.shape[1:] != z_true.shape:
+        raise ValueError(
+            f"z_members must have shape (n_members, {', '.join(map(str, z_true.shape))}"
+            f") to match z_true, got {z_members.shape}"
+        )
+    k = len(z_members)
+    if k == 0:
+        raise ValueError("z_members has no member")
+    order, errors, total = [], [], np.zeros_like(z_true)
+    for size in range(1, k + 1):
+        candidates = [m for m in range(k) if m not in order]
+        scores = [
+            mean_relative_error(
+                z_true, (total + z_members[m]) / size, squared=squared, mask=mask
+            )
+            for m in candidates
+        ]
+        best = candidates[int(np.argmin(scores))]
+        order.append(best)
+        errors.append(min(scores))
+        total = total + z_members[best]
+    return np.asarray(order), np.asarray(errors)
+
+
 def select_members(
     pipeline, t, trajectories, n_members=None, *, dt=None, mask=None, squared=False
 ):
@@ -152,15 +219,15 @@ def select_members(
     ICML 2004).
 
     Every member is rolled out once from the trajectories' encoded initial
-    states (:func:`rollout_error`); then, starting from the member with the
-    smallest Eq. 43 error on the observables, the member whose addition
-    lowers the error of the mean rollout most is added, one at a time,
-    until all are in; the members kept are a prefix of that order. A member
-    whose rollout diverged comes last. The training loss ranks fields by
-    their velocities at single states, which need not rank their rollouts;
-    this ranks them by the rollouts themselves. The trajectories may be
-    training ones: what it needs is their states along time, not their
-    forces. Hold some back to see how well the choice carries over.
+    states (:func:`rollout_error`), the members are ordered by
+    :func:`greedy_ensemble` on the observables, and a prefix of that order
+    is kept. The training loss ranks fields by their velocities at single
+    states, which need not rank their rollouts; this ranks them by the
+    rollouts themselves. The trajectories may be training ones: what it
+    needs is their states along time, not their forces. Hold some back to
+    see how well the choice carries over. To choose among the members of
+    several pipelines (different encoders of the same observables), pass
+    their observables' rollouts to :func:`greedy_ensemble`.
 
     Parameters
     ----------
@@ -228,21 +295,9 @@ def select_members(
         pipeline, t, trajectories, dt=dt, return_members=True
     )
     d_star = pipeline[0].n_observables_
-    Z_true, Z_members = Z_true[..., :d_star], Z_members[..., :d_star]
-
-    def error(chosen):
-        return mean_relative_error(
-            Z_true, Z_members[chosen].mean(axis=0), squared=squared, mask=mask
-        )
-
-    order, errors = [], []
-    for _ in range(k):
-        candidates = [m for m in range(k) if m not in order]
-        scores = [error(order + [m]) for m in candidates]
-        best = int(np.argmin(scores))
-        order.append(candidates[best])
-        errors.append(scores[best])
-    errors = np.asarray(errors)
+    order, errors = greedy_ensemble(
+        Z_true[..., :d_star], Z_members[..., :d_star], mask=mask, squared=squared
+    )
     if not np.isfinite(errors[0]):
         raise RolloutDivergenceError(
             f"the rollouts of all {k} members diverged on the given trajectories: "

@@ -4,7 +4,12 @@ import torch
 from sklearn.pipeline import Pipeline
 
 from skmacro import RolloutDivergenceError
-from skmacro.metrics import mean_relative_error, rollout_error, select_members
+from skmacro.metrics import (
+    greedy_ensemble,
+    mean_relative_error,
+    rollout_error,
+    select_members,
+)
 
 
 def test_eq43_squared_and_unsquared():
@@ -82,3 +87,25 @@ def test_select_members_keeps_the_best_greedy_ensemble(system, pp_data, make_pip
         select_members(blown_pipe, t, trajectories, dt=0.01)
     with pytest.raises(TypeError, match="Pipeline"):
         select_members(pipe[-1], t, trajectories)
+
+
+def test_greedy_ensemble_adds_the_member_that_best_completes_the_mean():
+    rng = np.random.default_rng(0)
+    z = 1.0 + rng.random((3, 5, 2))
+    # Member 1 alone is the best, and member 2 the next best alone, but
+    # member 3, which errs the other way, completes member 1's mean better.
+    members = np.stack([z * 1.2, z * 1.05, z * 1.08, z * 0.9, np.full_like(z, np.nan)])
+    order, errors = greedy_ensemble(z, members)
+    np.testing.assert_array_equal(order, [1, 3, 2, 0, 4])
+    np.testing.assert_allclose(errors[:3], [0.05, 0.025, 0.01])
+    assert np.isinf(errors[-1])
+    mean_of_all_finite = members[:4].mean(axis=0)
+    assert errors[3] == pytest.approx(mean_relative_error(z, mean_of_all_finite, False))
+    # Scored on the first states of each trajectory only.
+    mask = np.zeros(z.shape[:2], dtype=bool)
+    mask[:, :3] = True
+    members[0, :, :3] = z[:, :3]  # exact there, so first on the mask only
+    assert greedy_ensemble(z, members, mask=mask)[0][0] == 0
+    assert greedy_ensemble(z, members)[0][0] == 1
+    with pytest.raises(ValueError, match="z_members must have shape"):
+        greedy_ensemble(z, members[0])
