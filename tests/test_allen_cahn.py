@@ -9,7 +9,7 @@ import torch
 from sklearn.pipeline import Pipeline
 
 from skmacro import ClosureAutoencoder, PartialForceDynamics
-from skmacro.metrics import rollout_error
+from skmacro.metrics import greedy_ensemble, mean_relative_error, rollout_error
 from skmacro.sampling import sample_partial_forces
 from skmacro.systems import AllenCahn
 
@@ -607,3 +607,67 @@ def test_experiment_rejects_a_bad_autoencoder_stride(stride):
         ac.free_energy_comparison(
             system, np.arange(2.0), states, states, autoencoder_stride=stride
         )
+
+
+def test_experiment_pools_the_members_of_several_encoders():
+    from skmacro.experiments import allen_cahn as ac
+
+    system = ac.default_system(24)
+    t, train, test = ac.make_data(
+        system, 4, 2, t_end=60 * system.h**2, log=lambda message: None
+    )
+    run = ac.free_energy_comparison(
+        system,
+        t,
+        train,
+        test,
+        latent_dim=3,
+        latent_model="mlp",
+        ae_params={"max_epochs": 2},
+        dyn_params={"max_epochs": 2, "n_members": 2, "validation_fraction": None},
+        n_encoders=2,
+        selection_trajectories=3,
+        log=lambda message: None,
+    )
+    encoders = run["encoders"]
+    assert len(encoders) == 2 and run["encoder"] is encoders[0]
+    assert encoders[1].random_state == encoders[0].random_state + 1
+    mask = system.active_snapshots(test)
+    for name in ("partial", "z"):
+        pooled, single = run["pooled"][name], run["results"][name]
+        assert pooled.candidates == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        assert single.pipeline[0] is encoders[0]
+        # The chosen members are a best prefix of the greedy order on three of
+        # the training trajectories (the first, a middle and the last one).
+        picked = train[[0, 2, 3]]
+        dt = 0.1 * system.h**2
+        on_picked = [
+            rollout_error(pipe, t, picked, dt=dt, return_members=True)
+            for pipe in pooled.pipelines
+        ]
+        Z_true = on_picked[0][1][..., :1]
+        rollouts = np.stack([on_picked[e][3][m, ..., :1] for e, m in pooled.candidates])
+        order, errors = greedy_ensemble(
+            Z_true, rollouts, mask=system.active_snapshots(picked)
+        )
+        np.testing.assert_allclose(pooled.selection_errors, errors, rtol=1e-6)
+        n_chosen = int(np.argmin(errors)) + 1
+        assert pooled.members == [pooled.candidates[i] for i in order[:n_chosen]]
+        # Its score is the chosen members' mean test rollout on the active
+        # snapshots; the first encoder's ensemble is the ordinary result.
+        test_members = np.concatenate(
+            [
+                rollout_error(pipe, t, test, dt=dt, return_members=True)[3]
+                for pipe in pooled.pipelines
+            ]
+        )[..., :1]
+        np.testing.assert_allclose(
+            pooled.Z_pred, test_members[order[:n_chosen]].mean(axis=0), rtol=1e-6
+        )
+        assert pooled.error == pytest.approx(
+            mean_relative_error(pooled.Z_true, pooled.Z_pred, squared=False, mask=mask)
+        )
+        assert pooled.pipelines[0] is single.pipeline
+        np.testing.assert_array_equal(pooled.member_errors[:2], single.member_errors)
+    with pytest.raises(ValueError, match="n_encoders"):
+        ac.free_energy_comparison(system, t, train, test, n_encoders=0)

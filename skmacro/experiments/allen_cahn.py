@@ -27,13 +27,15 @@ The documentation's results page ("Allen-Cahn") reports what each change did.
 import numbers
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from sklearn.utils import check_scalar
 
+from .._arrays import is_dask
 from ..autoencoder import ClosureAutoencoder
-from ..metrics import mean_relative_error
+from ..metrics import greedy_ensemble, mean_relative_error, rollout_error
 from ..sampling import sample_partial_forces
 from ..systems import AllenCahn
 from .protocol import (
@@ -49,6 +51,7 @@ __all__ = [
     "make_data",
     "active_states",
     "free_energy_comparison",
+    "PooledResult",
 ]
 
 #: Spacing of the snapshots in units of h^2, and the reference's threshold.
@@ -181,6 +184,8 @@ def free_energy_comparison(
     ae_params=None,
     dyn_params=None,
     autoencoder_stride=1,
+    n_encoders=1,
+    selection_trajectories=50,
     random_state=0,
     verbose=0,
     log=print,
@@ -200,6 +205,18 @@ def free_energy_comparison(
     epochs at a learning rate of 1e-3); the autoencoder trains with
     ``AE_PARAMS`` (at least 5 epochs). ``ae_params`` and ``dyn_params``
     override the estimators' defaults and these.
+
+    With ``n_encoders > 1`` the whole fit is repeated on that many
+    autoencoders (seeds ``random_state``, ``random_state + 1``, ...; the
+    same partial forces and L_z rows), and each loss's members on all of
+    them are pooled: every member is also rolled out from
+    ``selection_trajectories`` of the training trajectories, the members
+    are ordered by :func:`skmacro.metrics.greedy_ensemble` on those
+    rollouts' free energy, and the prefix of that order that fits them best
+    is the pooled model, whose mean test rollout is scored. The free energy
+    is the same coordinate in every encoder, so members of different
+    encoders can be averaged; the choice needs no forces. The cost grows in
+    proportion to ``n_encoders``.
 
     Parameters
     ----------
@@ -221,6 +238,13 @@ def free_energy_comparison(
         of an autoencoder epoch k-fold, but it then never sees the snapshots
         between, which the dynamics are trained on; fewer epochs over all
         snapshots (``AE_PARAMS``) cost no more.
+    n_encoders : int, default=1
+        Autoencoders whose latent models are pooled (1: the paper's
+        protocol, one encoder).
+    selection_trajectories : int, default=50
+        Training trajectories, evenly spaced, on which the pooled members
+        are chosen (all of them when there are fewer); unused with one
+        encoder.
     random_state : int, default=0
     verbose : int, default=0
     log : callable, default=print
@@ -232,27 +256,41 @@ def free_energy_comparison(
     -------
     dict
         ``results`` (name -> RunResult, names ``"partial"``, ``"z"``; its
-        ``error`` and ``member_errors`` scored on the active snapshots),
-        ``encoder``, ``paper`` (Table 1's row), ``n_configurations``.
+        ``error`` and ``member_errors`` scored on the active snapshots; the
+        first encoder's with several), ``encoder`` (the first),
+        ``encoders`` (all), ``pooled`` (name -> :class:`PooledResult`, with
+        several encoders; empty with one), ``paper`` (Table 1's row),
+        ``n_configurations``.
     """
     phase = _no_meter if meter is None else meter
     stride = check_scalar(
         autoencoder_stride, "autoencoder_stride", numbers.Integral, min_val=1
     )
-    X, _ = active_states(system, train)
+    n_encoders = check_scalar(n_encoders, "n_encoders", numbers.Integral, min_val=1)
+    check_scalar(
+        selection_trajectories, "selection_trajectories", numbers.Integral, min_val=1
+    )
+    X, train_mask = active_states(system, train)
     K = X.shape[0]
     log(
         f"training: {K} active snapshots; fitting the autoencoder (d = "
-        f"{latent_dim})" + ("" if stride == 1 else f" on one in {stride} of them")
+        f"{latent_dim})"
+        + ("" if stride == 1 else f" on one in {stride} of them")
+        + ("" if n_encoders == 1 else f", {n_encoders} of them")
     )
-    with phase("autoencoder fit"):
-        encoder = ClosureAutoencoder(
-            observables=system.observables,
-            n_components=latent_dim,
-            random_state=random_state,
-            verbose=verbose,
-            **{**AE_PARAMS, **(ae_params or {})},
-        ).fit(X[::stride])
+    encoders = []
+    for e in range(n_encoders):
+        suffix = "" if n_encoders == 1 else f" {e + 1} of {n_encoders}"
+        with phase("autoencoder fit" + suffix):
+            encoders.append(
+                ClosureAutoencoder(
+                    observables=system.observables,
+                    n_components=latent_dim,
+                    random_state=random_state + e,
+                    verbose=verbose,
+                    **{**AE_PARAMS, **(ae_params or {})},
+                ).fit(X[::stride])
+            )
     with phase(f"partial forces (p = {p:.3g})"):
         F = sample_partial_forces(
             system,
@@ -280,41 +318,157 @@ def free_energy_comparison(
         "verbose": verbose,
         **(dyn_params or {}),
     }
-    results = {}
+    dt = ROLLOUT_STEP * system.h**2
+    # Score on each test trajectory's active snapshots only.
+    mask = system.active_snapshots(test)
+    if n_encoders > 1:
+        picked = _evenly_spaced(train.shape[0], selection_trajectories)
+        selection = _trajectory_subset(train, picked)
+        selection_mask = train_mask[picked]
+    results, pooled = {}, {}
     for run in runs:
-        with phase(f"{run.name}: dynamics fit, rollouts"):
-            results.update(
-                compare_losses(
+        by_encoder, rollouts = [], []
+        for e, encoder in enumerate(encoders):
+            suffix = "" if n_encoders == 1 else f", encoder {e + 1} of {n_encoders}"
+            with phase(f"{run.name}: dynamics fit, rollouts" + suffix):
+                result = compare_losses(
                     encoder,
                     X,
                     [run],
                     t,
                     test,
-                    dt=ROLLOUT_STEP * system.h**2,
+                    dt=dt,
                     defaults=defaults,
                     keep_trajectories=True,
                     log=log,
-                )
+                )[run.name]
+            _score_active(result, mask, log)
+            by_encoder.append(result)
+            if n_encoders > 1:
+                with phase(
+                    f"{run.name}: rollouts of {len(picked)} training trajectories"
+                    + suffix
+                ):
+                    _, Z_true, _, Z_members = rollout_error(
+                        result.pipeline, t, selection, dt=dt, return_members=True
+                    )
+                rollouts.append(Z_members[..., :1])
+        results[run.name] = by_encoder[0]
+        if n_encoders > 1:
+            pooled[run.name] = _pool(
+                by_encoder, Z_true[..., :1], rollouts, selection_mask, mask
             )
-    # Score on each test trajectory's active snapshots only.
-    mask = system.active_snapshots(test)
-    for result in results.values():
-        result.error = mean_relative_error(
-            result.Z_true[..., :1], result.Z_pred[..., :1], squared=False, mask=mask
-        )
-        result.member_errors = member_errors(
-            result.Z_true, result.Z_members, 1, mask=mask
-        )
-        log(
-            f"  {result.label:<22} error on the active snapshots {result.error:.3e}, "
-            f"members {format_mean_std(result.member_errors)}"
-        )
+            chosen = pooled[run.name]
+            log(
+                f"  {run.label:<22} pooled over {n_encoders} encoders: "
+                f"{len(chosen.members)} of {len(chosen.candidates)} members, error "
+                f"on the active snapshots {chosen.error:.3e}"
+            )
     return {
         "results": results,
-        "encoder": encoder,
+        "encoder": encoders[0],
+        "encoders": encoders,
+        "pooled": pooled,
         "paper": TABLE1["allen_cahn"],
         "n_configurations": K,
     }
+
+
+@dataclass
+class PooledResult:
+    """Members of one loss's latent models on several encoders, pooled.
+
+    Attributes
+    ----------
+    name, label : str
+        The run's, as in :class:`~skmacro.experiments.protocol.RunResult`.
+    error : float
+        Unsquared Eq. 43 error of the chosen members' mean test rollout of
+        the free energy, on the active snapshots.
+    candidates : list of (int, int)
+        Every member pooled, as ``(encoder, member)`` indices.
+    members : list of (int, int)
+        The chosen ones, in the greedy order.
+    selection_errors : ndarray of shape (len(candidates),)
+        The error on the selection trajectories of each prefix of the
+        greedy order (:func:`skmacro.metrics.greedy_ensemble`).
+    member_errors : ndarray of shape (len(candidates),)
+        Each candidate's own test error.
+    Z_true, Z_pred : ndarray of shape (n_test, T, 1)
+        The true and the pooled free energy along the test trajectories.
+    pipelines : list of Pipeline
+        Each encoder's fitted pipeline (all its members).
+    """
+
+    name: str
+    label: str
+    error: float
+    candidates: list
+    members: list
+    selection_errors: np.ndarray
+    member_errors: np.ndarray
+    Z_true: np.ndarray
+    Z_pred: np.ndarray
+    pipelines: list
+
+
+def _score_active(result, mask, log):
+    """Score a run on the test trajectories' active snapshots, in place."""
+    result.error = mean_relative_error(
+        result.Z_true[..., :1], result.Z_pred[..., :1], squared=False, mask=mask
+    )
+    result.member_errors = member_errors(result.Z_true, result.Z_members, 1, mask=mask)
+    log(
+        f"  {result.label:<22} error on the active snapshots {result.error:.3e}, "
+        f"members {format_mean_std(result.member_errors)}"
+    )
+
+
+def _pool(by_encoder, selection_true, selection_rollouts, selection_mask, test_mask):
+    """Choose the members of several encoders' runs on the selection
+    trajectories, and score their mean on the test ones."""
+    candidates = [
+        (e, m)
+        for e, rollouts in enumerate(selection_rollouts)
+        for m in range(len(rollouts))
+    ]
+    order, errors = greedy_ensemble(
+        selection_true,
+        np.concatenate(selection_rollouts),
+        mask=selection_mask,
+    )
+    chosen = order[: int(np.argmin(errors)) + 1]
+    test_members = np.concatenate([r.Z_members[..., :1] for r in by_encoder])
+    Z_true = by_encoder[0].Z_true[..., :1]
+    Z_pred = test_members[chosen].mean(axis=0)
+    first = by_encoder[0]
+    return PooledResult(
+        name=first.name,
+        label=first.label,
+        error=mean_relative_error(Z_true, Z_pred, squared=False, mask=test_mask),
+        candidates=candidates,
+        members=[candidates[i] for i in chosen],
+        selection_errors=errors,
+        member_errors=member_errors(Z_true, test_members, 1, mask=test_mask),
+        Z_true=Z_true,
+        Z_pred=Z_pred,
+        pipelines=[r.pipeline for r in by_encoder],
+    )
+
+
+def _evenly_spaced(n, k):
+    """``min(k, n)`` distinct indices spread evenly over ``range(n)``."""
+    return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int))
+
+
+def _trajectory_subset(trajectories, indices):
+    """Some trajectories: a copy of an in-memory array's, a lazy dask view
+    of a dask array's or a store's."""
+    if isinstance(trajectories, np.ndarray) or is_dask(trajectories):
+        return trajectories[indices]
+    import dask.array as da
+
+    return da.from_zarr(trajectories)[indices]
 
 
 @contextmanager
