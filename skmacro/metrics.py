@@ -256,10 +256,10 @@ def select_members(
         copy; ``pipeline`` is left as it is.
     members : ndarray of int
         The kept members, in the order chosen.
-    errors : ndarray of shape (n_members_,)
-        ``errors[i]``: the error of the mean rollout of the first ``i + 1``
-        members of the greedy order (the whole order, whatever
-        ``n_members``).
+    errors : ndarray of shape (k,)
+        For the ensemble's ``k`` members, ``errors[i]``: the error of the
+        mean rollout of the first ``i + 1`` members of the greedy order (the
+        whole order, whatever ``n_members``).
 
     Raises
     ------
