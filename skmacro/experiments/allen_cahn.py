@@ -35,7 +35,8 @@ from sklearn.utils import check_scalar
 
 from .._arrays import is_dask
 from ..autoencoder import ClosureAutoencoder
-from ..metrics import greedy_ensemble, mean_relative_error, rollout_error
+from ..integrate import simulate
+from ..metrics import greedy_ensemble, mean_relative_error
 from ..sampling import sample_partial_forces
 from ..systems import AllenCahn
 from .protocol import (
@@ -164,12 +165,8 @@ def active_states(system, trajectories, threshold=ENERGY_THRESHOLD):
     """
     mask = system.active_snapshots(trajectories, threshold=threshold)
     rows = np.flatnonzero(mask.ravel())
-    n, T, N = trajectories.shape
-    if isinstance(trajectories, np.ndarray):
-        return trajectories.reshape(-1, N)[rows], mask
-    import dask.array as da
-
-    return da.from_zarr(trajectories).reshape(-1, N)[rows], mask
+    N = trajectories.shape[-1]
+    return _array_or_dask(trajectories).reshape(-1, N)[rows], mask
 
 
 def free_energy_comparison(
@@ -322,9 +319,16 @@ def free_energy_comparison(
     # Score on each test trajectory's active snapshots only.
     mask = system.active_snapshots(test)
     if n_encoders > 1:
+        # The free energy is every encoder's first coordinate: encode the
+        # selection trajectories once, and roll each pipeline out from their
+        # initial states.
         picked = _evenly_spaced(train.shape[0], selection_trajectories)
-        selection = _trajectory_subset(train, picked)
+        source = _array_or_dask(train)  # one trajectory at a time, never all
         selection_mask = train_mask[picked]
+        selection_true = np.stack(
+            [np.asarray(encoders[0].transform(source[i]))[:, :1] for i in picked]
+        )
+        selection_start = np.stack([np.asarray(source[i, 0]) for i in picked])
     results, pooled = {}, {}
     for run in runs:
         by_encoder, rollouts = [], []
@@ -349,14 +353,19 @@ def free_energy_comparison(
                     f"{run.name}: rollouts of {len(picked)} training trajectories"
                     + suffix
                 ):
-                    _, Z_true, _, Z_members = rollout_error(
-                        result.pipeline, t, selection, dt=dt, return_members=True
+                    _, Z_members = simulate(
+                        result.pipeline,
+                        selection_start,
+                        t,
+                        dt=dt,
+                        on_divergence="mask",
+                        return_members=True,
                     )
                 rollouts.append(Z_members[..., :1])
         results[run.name] = by_encoder[0]
         if n_encoders > 1:
             pooled[run.name] = _pool(
-                by_encoder, Z_true[..., :1], rollouts, selection_mask, mask
+                by_encoder, selection_true, rollouts, selection_mask, mask
             )
             chosen = pooled[run.name]
             log(
@@ -461,14 +470,14 @@ def _evenly_spaced(n, k):
     return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int))
 
 
-def _trajectory_subset(trajectories, indices):
-    """Some trajectories: a copy of an in-memory array's, a lazy dask view
-    of a dask array's or a store's."""
+def _array_or_dask(trajectories):
+    """Trajectories as an array to index: an in-memory or dask array as it
+    is, a store (zarr array) as a lazy dask array."""
     if isinstance(trajectories, np.ndarray) or is_dask(trajectories):
-        return trajectories[indices]
+        return trajectories
     import dask.array as da
 
-    return da.from_zarr(trajectories)[indices]
+    return da.from_zarr(trajectories)
 
 
 @contextmanager
