@@ -32,12 +32,20 @@ autoencoders and pools each loss's members, chosen by their rollouts from
 50 training trajectories (k times the cost; the first encoder's ensemble
 is printed too)::
 
-    python benchmarks/allen_cahn.py --grid 200 --trajectories 400 \
+    python benchmarks/allen_cahn.py --grid 200 --trajectories 400 \\
         --test-trajectories 50 --data-dir /tmp/allen-cahn --encoders 3
 
 A killed run keeps the trajectories already written to ``--data-dir``
 (pass ``--keep-data`` to keep them at the end too) and resumes their
-simulation on the next call; the fits start again.
+simulation on the next call. ``--checkpoint DIR`` also saves every fit
+(each autoencoder, each latent model on it) as it finishes: the same
+command resumes from the last one, and a run with more ``--encoders``
+reuses those of a run with fewer (the folder is kept; a run with other
+settings refuses it)::
+
+    python benchmarks/allen_cahn.py --grid 200 --trajectories 400 \\
+        --test-trajectories 50 --data-dir /tmp/allen-cahn --keep-data \\
+        --encoders 5 --checkpoint /tmp/allen-cahn-fits
 """
 
 import argparse
@@ -120,6 +128,12 @@ def main(argv=None):
         default=50,
         help="training trajectories the pooled members are chosen on",
     )
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="save every fit in this folder as it finishes, and load the fits "
+        "already there (a killed run resumes)",
+    )
     parser.add_argument("--n-jobs", type=int, default=None)
     parser.add_argument(
         "--verbose",
@@ -168,6 +182,7 @@ def main(argv=None):
         autoencoder_stride=args.ae_stride,
         n_encoders=args.encoders,
         selection_trajectories=args.selection_trajectories,
+        checkpoint=args.checkpoint,
         ae_params=ae_params,
         dyn_params=dyn_params,
         random_state=args.seed,

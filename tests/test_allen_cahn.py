@@ -671,3 +671,76 @@ def test_experiment_pools_the_members_of_several_encoders():
         np.testing.assert_array_equal(pooled.member_errors[:2], single.member_errors)
     with pytest.raises(ValueError, match="n_encoders"):
         ac.free_energy_comparison(system, t, train, test, n_encoders=0)
+
+
+def test_experiment_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    from skmacro.experiments import allen_cahn as ac
+
+    system = ac.default_system(24)
+    t, train, test = ac.make_data(
+        system, 4, 2, t_end=60 * system.h**2, log=lambda message: None
+    )
+    fits = []
+
+    def counted(function, name):
+        def wrapper(*args, **kwargs):
+            fits.append(name)
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(ac, "compare_losses", counted(ac.compare_losses, "latent"))
+    monkeypatch.setattr(
+        ac.ClosureAutoencoder,
+        "fit",
+        counted(ac.ClosureAutoencoder.fit, "autoencoder"),
+    )
+
+    def run(**options):
+        fits.clear()
+        return ac.free_energy_comparison(
+            system,
+            t,
+            train,
+            test,
+            **{
+                "latent_dim": 3,
+                "latent_model": "mlp",
+                "ae_params": {"max_epochs": 2},
+                "dyn_params": {
+                    "max_epochs": 2,
+                    "n_members": 2,
+                    "validation_fraction": None,
+                },
+                "selection_trajectories": 3,
+                "checkpoint": tmp_path / "fits",
+                "log": lambda message: None,
+                **options,
+            },
+        )
+
+    first = run()
+    assert fits == ["autoencoder", "latent", "latent"]
+    # Two encoders: only the second one's fits are new.
+    second = run(n_encoders=2)
+    assert fits == ["autoencoder", "latent", "latent"]
+    for name in ("partial", "z"):
+        single = second["results"][name]
+        assert single.error == first["results"][name].error
+        assert single.pipeline[0] is second["encoders"][0]
+        np.testing.assert_array_equal(
+            single.Z_members, first["results"][name].Z_members
+        )
+    # Everything saved: nothing is fitted or rolled out again.
+    again = run(n_encoders=2)
+    assert fits == []
+    for name in ("partial", "z"):
+        assert again["pooled"][name].members == second["pooled"][name].members
+        assert again["pooled"][name].error == second["pooled"][name].error
+        np.testing.assert_array_equal(
+            again["pooled"][name].selection_errors,
+            second["pooled"][name].selection_errors,
+        )
+    assert not list((tmp_path / "fits").glob("*.partial"))
+    with pytest.raises(ValueError, match="checkpoint.*latent_dim"):
+        run(latent_dim=4)

@@ -24,13 +24,19 @@ batches of 256 over the paper-size data's ~100,000 active snapshots, some
 The documentation's results page ("Allen-Cahn") reports what each change did.
 """
 
+import dataclasses
+import hashlib
+import json
 import numbers
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import joblib
 import numpy as np
+from sklearn.pipeline import Pipeline
 from sklearn.utils import check_scalar
 
 from .._arrays import is_dask
@@ -183,6 +189,7 @@ def free_energy_comparison(
     autoencoder_stride=1,
     n_encoders=1,
     selection_trajectories=50,
+    checkpoint=None,
     random_state=0,
     verbose=0,
     log=print,
@@ -215,6 +222,14 @@ def free_energy_comparison(
     encoders can be averaged; the choice needs no forces. The cost grows in
     proportion to ``n_encoders``.
 
+    A paper-size run takes hours per encoder. With ``checkpoint`` each
+    autoencoder, and each loss's latent model on it (with its rollouts), is
+    saved to that folder as soon as it is fitted, and a later call on the
+    same data with the same settings loads them instead of fitting again: a
+    killed run resumes from its last finished fit, and a run with more
+    encoders reuses the fits of one with fewer. The folder remembers the
+    settings and the data's active snapshots, and a call with others raises.
+
     Parameters
     ----------
     system : AllenCahn
@@ -242,6 +257,8 @@ def free_energy_comparison(
         Training trajectories, evenly spaced, on which the pooled members
         are chosen (all of them when there are fewer); unused with one
         encoder.
+    checkpoint : str or path, optional
+        Folder of the saved fits (created if absent); None saves nothing.
     random_state : int, default=0
     verbose : int, default=0
     log : callable, default=print
@@ -269,44 +286,7 @@ def free_energy_comparison(
     )
     X, train_mask = active_states(system, train)
     K = X.shape[0]
-    log(
-        f"training: {K} active snapshots; fitting the autoencoder (d = "
-        f"{latent_dim})"
-        + ("" if stride == 1 else f" on one in {stride} of them")
-        + ("" if n_encoders == 1 else f", {n_encoders} of them")
-    )
-    encoders = []
-    for e in range(n_encoders):
-        suffix = "" if n_encoders == 1 else f" {e + 1} of {n_encoders}"
-        with phase("autoencoder fit" + suffix):
-            encoders.append(
-                ClosureAutoencoder(
-                    observables=system.observables,
-                    n_components=latent_dim,
-                    random_state=random_state + e,
-                    verbose=verbose,
-                    **{**AE_PARAMS, **(ae_params or {})},
-                ).fit(X[::stride])
-            )
-    with phase(f"partial forces (p = {p:.3g})"):
-        F = sample_partial_forces(
-            system,
-            X,
-            p=p,
-            random_state=random_state,
-            format="sparse",
-            verbose=bool(verbose),
-        )
-    budget = round(F.nnz / system.n_features)
-    rows_z = equal_budget_rows(K, budget, np.random.default_rng(random_state))
-    with phase("all forces of the L_z rows"):
-        F_z = system.forces(X[rows_z])
-    runs = [
-        DynamicsRun(
-            "partial", f"L_x,p (p={p:.3g})", np.arange(K), F, params={"loss": "partial"}
-        ),
-        DynamicsRun("z", "L_z (all forces)", rows_z, F_z, params={"loss": "z"}),
-    ]
+    ae_params = {**AE_PARAMS, **(ae_params or {})}
     defaults = {
         "latent_model": latent_model,
         **(ONSAGER_PARAMS if latent_model == "onsager" else {}),
@@ -318,6 +298,76 @@ def free_energy_comparison(
     dt = ROLLOUT_STEP * system.h**2
     # Score on each test trajectory's active snapshots only.
     mask = system.active_snapshots(test)
+    saved = (
+        _Checkpoint.open(
+            checkpoint,
+            system=repr(system),
+            snapshots=len(t),
+            t_end=float(t[-1]),
+            train_active=train_mask,
+            test_active=mask,
+            latent_dim=latent_dim,
+            p=p,
+            autoencoder=ae_params,
+            autoencoder_stride=stride,
+            dynamics=defaults,
+            random_state=random_state,
+        )
+        if checkpoint is not None
+        else _Checkpoint(None)
+    )
+    log(
+        f"training: {K} active snapshots; fitting the autoencoder (d = "
+        f"{latent_dim})"
+        + ("" if stride == 1 else f" on one in {stride} of them")
+        + ("" if n_encoders == 1 else f", {n_encoders} of them")
+    )
+    encoders = []
+    for e in range(n_encoders):
+        encoder = saved.load(f"encoder_{e}")
+        if encoder is None:
+            suffix = "" if n_encoders == 1 else f" {e + 1} of {n_encoders}"
+            with phase("autoencoder fit" + suffix):
+                encoder = ClosureAutoencoder(
+                    observables=system.observables,
+                    n_components=latent_dim,
+                    random_state=random_state + e,
+                    verbose=verbose,
+                    **ae_params,
+                ).fit(X[::stride])
+            saved.save(f"encoder_{e}", encoder)
+        else:
+            log(f"  autoencoder {e + 1}: loaded from {checkpoint}")
+        encoders.append(encoder)
+    runs = {}
+    if not all(
+        saved.has(f"{name}_{e}") for name in ("partial", "z") for e in range(n_encoders)
+    ):
+        with phase(f"partial forces (p = {p:.3g})"):
+            F = sample_partial_forces(
+                system,
+                X,
+                p=p,
+                random_state=random_state,
+                format="sparse",
+                verbose=bool(verbose),
+            )
+        budget = round(F.nnz / system.n_features)
+        rows_z = equal_budget_rows(K, budget, np.random.default_rng(random_state))
+        with phase("all forces of the L_z rows"):
+            F_z = system.forces(X[rows_z])
+        runs = {
+            "partial": DynamicsRun(
+                "partial",
+                f"L_x,p (p={p:.3g})",
+                np.arange(K),
+                F,
+                params={"loss": "partial"},
+            ),
+            "z": DynamicsRun(
+                "z", "L_z (all forces)", rows_z, F_z, params={"loss": "z"}
+            ),
+        }
     if n_encoders > 1:
         # The free energy is every encoder's first coordinate: encode the
         # selection trajectories once, and roll each pipeline out from their
@@ -330,28 +380,46 @@ def free_energy_comparison(
         )
         selection_start = np.stack([np.asarray(source[i, 0]) for i in picked])
     results, pooled = {}, {}
-    for run in runs:
+    for name in ("partial", "z"):
         by_encoder, rollouts = [], []
         for e, encoder in enumerate(encoders):
+            key = f"{name}_{e}"
             suffix = "" if n_encoders == 1 else f", encoder {e + 1} of {n_encoders}"
-            with phase(f"{run.name}: dynamics fit, rollouts" + suffix):
-                result = compare_losses(
-                    encoder,
-                    X,
-                    [run],
-                    t,
-                    test,
-                    dt=dt,
-                    defaults=defaults,
-                    keep_trajectories=True,
-                    log=log,
-                )[run.name]
-            _score_active(result, mask, log)
-            by_encoder.append(result)
-            if n_encoders > 1:
+            fit, changed = saved.load(key), False
+            if fit is None:
+                with phase(f"{name}: dynamics fit, rollouts" + suffix):
+                    result = compare_losses(
+                        encoder,
+                        X,
+                        [runs[name]],
+                        t,
+                        test,
+                        dt=dt,
+                        defaults=defaults,
+                        keep_trajectories=True,
+                        log=log,
+                    )[name]
+                _score_active(result, mask, log)
+                fit = {
+                    "result": dataclasses.replace(result, pipeline=None),
+                    "dynamics": result.pipeline[-1],
+                    "selection": None,
+                }
+                changed = True
+            else:
+                result = dataclasses.replace(
+                    fit["result"],
+                    pipeline=Pipeline([("ae", encoder), ("dyn", fit["dynamics"])]),
+                )
+                log(
+                    f"  {result.label:<22} on encoder {e + 1}: loaded from "
+                    f"{checkpoint}, error on the active snapshots {result.error:.3e}"
+                )
+            if n_encoders > 1 and not np.array_equal(
+                (fit["selection"] or {}).get("trajectories", []), picked
+            ):
                 with phase(
-                    f"{run.name}: rollouts of {len(picked)} training trajectories"
-                    + suffix
+                    f"{name}: rollouts of {len(picked)} training trajectories" + suffix
                 ):
                     _, Z_members = simulate(
                         result.pipeline,
@@ -361,15 +429,24 @@ def free_energy_comparison(
                         on_divergence="mask",
                         return_members=True,
                     )
-                rollouts.append(Z_members[..., :1])
-        results[run.name] = by_encoder[0]
+                fit["selection"] = {
+                    "trajectories": picked,
+                    "Z_members": Z_members[..., :1],
+                }
+                changed = True
+            if changed:
+                saved.save(key, fit)
+            by_encoder.append(result)
+            if n_encoders > 1:
+                rollouts.append(fit["selection"]["Z_members"])
+        results[name] = by_encoder[0]
         if n_encoders > 1:
-            pooled[run.name] = _pool(
+            pooled[name] = _pool(
                 by_encoder, selection_true, rollouts, selection_mask, mask
             )
-            chosen = pooled[run.name]
+            chosen = pooled[name]
             log(
-                f"  {run.label:<22} pooled over {n_encoders} encoders: "
+                f"  {chosen.label:<22} pooled over {n_encoders} encoders: "
                 f"{len(chosen.members)} of {len(chosen.candidates)} members, error "
                 f"on the active snapshots {chosen.error:.3e}"
             )
@@ -419,6 +496,66 @@ class PooledResult:
     Z_true: np.ndarray
     Z_pred: np.ndarray
     pipelines: list
+
+
+class _Checkpoint:
+    """Fits saved in a folder (see ``free_energy_comparison``'s
+    ``checkpoint``), or nowhere when the folder is None."""
+
+    def __init__(self, folder):
+        self.folder = None if folder is None else Path(folder)
+
+    @classmethod
+    def open(cls, folder, **settings):
+        """The folder's fits, when they were made with ``settings``: plain
+        values, and arrays (compared by a digest of their bytes); verbosity
+        is ignored."""
+        record = {}
+        for key, value in settings.items():
+            if isinstance(value, np.ndarray):
+                value = hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()
+            elif isinstance(value, dict):
+                value = {k: v for k, v in value.items() if k != "verbose"}
+            record[key] = value
+        record = json.loads(json.dumps(record, sort_keys=True, default=repr))
+        checkpoint = cls(folder)
+        checkpoint.folder.mkdir(parents=True, exist_ok=True)
+        path = checkpoint.folder / "settings.json"
+        if path.exists():
+            before = json.loads(path.read_text())
+            differ = sorted(
+                key
+                for key in before.keys() | record.keys()
+                if before.get(key) != record.get(key)
+            )
+            if differ:
+                raise ValueError(
+                    f"checkpoint: {folder} holds the fits of another run "
+                    f"({', '.join(differ)} differ); give another folder, or "
+                    "delete it to start over"
+                )
+        else:
+            path.write_text(json.dumps(record, indent=1, sort_keys=True))
+        return checkpoint
+
+    def _path(self, name):
+        return self.folder / f"{name}.joblib"
+
+    def has(self, name):
+        return self.folder is not None and self._path(name).exists()
+
+    def load(self, name):
+        return joblib.load(self._path(name)) if self.has(name) else None
+
+    def save(self, name, value):
+        """Write ``value`` whole or not at all (a killed write leaves only a
+        temporary file)."""
+        if self.folder is None:
+            return
+        path = self._path(name)
+        partial = path.with_suffix(".partial")
+        joblib.dump(value, partial)
+        os.replace(partial, path)
 
 
 def _score_active(result, mask, log):
