@@ -322,12 +322,49 @@ def free_energy_comparison(
         + ("" if stride == 1 else f" on one in {stride} of them")
         + ("" if n_encoders == 1 else f", {n_encoders} of them")
     )
-    encoders = []
+    runs = {}
+
+    def run_data(name):
+        """The run's training data, computed on first use (never when every
+        fit is saved)."""
+        if not runs:
+            with phase(f"partial forces (p = {p:.3g})"):
+                F = sample_partial_forces(
+                    system,
+                    X,
+                    p=p,
+                    random_state=random_state,
+                    format="sparse",
+                    verbose=bool(verbose),
+                )
+            budget = round(F.nnz / system.n_features)
+            rows_z = equal_budget_rows(K, budget, np.random.default_rng(random_state))
+            with phase("all forces of the L_z rows"):
+                F_z = system.forces(X[rows_z])
+            runs["partial"] = DynamicsRun(
+                "partial",
+                f"L_x,p (p={p:.3g})",
+                np.arange(K),
+                F,
+                params={"loss": "partial"},
+            )
+            runs["z"] = DynamicsRun(
+                "z", "L_z (all forces)", rows_z, F_z, params={"loss": "z"}
+            )
+        return runs[name]
+
+    # Encoder by encoder, each with its latent models, so that a checkpoint
+    # holds whole encoders' fits as early as possible.
+    encoders, by_encoder, rollouts = (
+        [],
+        {"partial": [], "z": []},
+        {"partial": [], "z": []},
+    )
     for e in range(n_encoders):
+        which = "" if n_encoders == 1 else f" {e + 1} of {n_encoders}"
         encoder = saved.load(f"encoder_{e}")
         if encoder is None:
-            suffix = "" if n_encoders == 1 else f" {e + 1} of {n_encoders}"
-            with phase("autoencoder fit" + suffix):
+            with phase("autoencoder fit" + which):
                 encoder = ClosureAutoencoder(
                     observables=system.observables,
                     n_components=latent_dim,
@@ -339,59 +376,27 @@ def free_energy_comparison(
         else:
             log(f"  autoencoder {e + 1}: loaded from {checkpoint}")
         encoders.append(encoder)
-    runs = {}
-    if not all(
-        saved.has(f"{name}_{e}") for name in ("partial", "z") for e in range(n_encoders)
-    ):
-        with phase(f"partial forces (p = {p:.3g})"):
-            F = sample_partial_forces(
-                system,
-                X,
-                p=p,
-                random_state=random_state,
-                format="sparse",
-                verbose=bool(verbose),
+        if n_encoders > 1 and e == 0:
+            # The free energy is every encoder's first coordinate: encode the
+            # selection trajectories once, and roll each pipeline out from
+            # their initial states.
+            picked = _evenly_spaced(train.shape[0], selection_trajectories)
+            source = _array_or_dask(train)  # one trajectory at a time, never all
+            selection_mask = train_mask[picked]
+            selection_true = np.stack(
+                [np.asarray(encoder.transform(source[i]))[:, :1] for i in picked]
             )
-        budget = round(F.nnz / system.n_features)
-        rows_z = equal_budget_rows(K, budget, np.random.default_rng(random_state))
-        with phase("all forces of the L_z rows"):
-            F_z = system.forces(X[rows_z])
-        runs = {
-            "partial": DynamicsRun(
-                "partial",
-                f"L_x,p (p={p:.3g})",
-                np.arange(K),
-                F,
-                params={"loss": "partial"},
-            ),
-            "z": DynamicsRun(
-                "z", "L_z (all forces)", rows_z, F_z, params={"loss": "z"}
-            ),
-        }
-    if n_encoders > 1:
-        # The free energy is every encoder's first coordinate: encode the
-        # selection trajectories once, and roll each pipeline out from their
-        # initial states.
-        picked = _evenly_spaced(train.shape[0], selection_trajectories)
-        source = _array_or_dask(train)  # one trajectory at a time, never all
-        selection_mask = train_mask[picked]
-        selection_true = np.stack(
-            [np.asarray(encoders[0].transform(source[i]))[:, :1] for i in picked]
-        )
-        selection_start = np.stack([np.asarray(source[i, 0]) for i in picked])
-    results, pooled = {}, {}
-    for name in ("partial", "z"):
-        by_encoder, rollouts = [], []
-        for e, encoder in enumerate(encoders):
+            selection_start = np.stack([np.asarray(source[i, 0]) for i in picked])
+        suffix = "" if n_encoders == 1 else f", encoder{which}"
+        for name in ("partial", "z"):
             key = f"{name}_{e}"
-            suffix = "" if n_encoders == 1 else f", encoder {e + 1} of {n_encoders}"
             fit, changed = saved.load(key), False
             if fit is None:
                 with phase(f"{name}: dynamics fit, rollouts" + suffix):
                     result = compare_losses(
                         encoder,
                         X,
-                        [runs[name]],
+                        [run_data(name)],
                         t,
                         test,
                         dt=dt,
@@ -436,13 +441,19 @@ def free_energy_comparison(
                 changed = True
             if changed:
                 saved.save(key, fit)
-            by_encoder.append(result)
+            by_encoder[name].append(result)
             if n_encoders > 1:
-                rollouts.append(fit["selection"]["Z_members"])
-        results[name] = by_encoder[0]
+                rollouts[name].append(fit["selection"]["Z_members"])
+    results, pooled = {}, {}
+    for name in ("partial", "z"):
+        results[name] = by_encoder[name][0]
         if n_encoders > 1:
             pooled[name] = _pool(
-                by_encoder, selection_true, rollouts, selection_mask, mask
+                by_encoder[name],
+                selection_true,
+                rollouts[name],
+                selection_mask,
+                mask,
             )
             chosen = pooled[name]
             log(
