@@ -355,11 +355,9 @@ def free_energy_comparison(
 
     # Encoder by encoder, each with its latent models, so that a checkpoint
     # holds whole encoders' fits as early as possible.
-    encoders, by_encoder, rollouts = (
-        [],
-        {"partial": [], "z": []},
-        {"partial": [], "z": []},
-    )
+    encoders = []
+    by_encoder = {"partial": [], "z": []}  # RunResult per encoder
+    rollouts = {"partial": [], "z": []}  # members' rollouts on the selection
     for e in range(n_encoders):
         which = "" if n_encoders == 1 else f" {e + 1} of {n_encoders}"
         encoder = saved.load(f"encoder_{e}")
@@ -552,11 +550,11 @@ class _Checkpoint:
     def _path(self, name):
         return self.folder / f"{name}.joblib"
 
-    def has(self, name):
-        return self.folder is not None and self._path(name).exists()
-
     def load(self, name):
-        return joblib.load(self._path(name)) if self.has(name) else None
+        """The saved value, or None when there is none."""
+        if self.folder is None or not self._path(name).exists():
+            return None
+        return joblib.load(self._path(name))
 
     def save(self, name, value):
         """Write ``value`` whole or not at all (a killed write leaves only a
