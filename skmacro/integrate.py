@@ -154,6 +154,7 @@ def simulate(
     bound=1e3,
     return_std=False,
     return_members=False,
+    verbose=False,
 ):
     """Roll out learned latent dynamics (``System.simulate`` is the
     microscopic simulator; this integrates the learned ``dz/dt = g(z)``).
@@ -196,6 +197,9 @@ def simulate(
         single member is finite).
     return_members : bool, default=False
         Also return every member's trajectories.
+    verbose : bool, default=False
+        A progress bar over the output times (a rollout with a small ``dt``
+        takes many steps per interval).
 
     Returns
     -------
@@ -210,6 +214,7 @@ def simulate(
     """
     import torch
     from sklearn.pipeline import Pipeline
+    from tqdm.auto import tqdm
 
     check_choice("on_divergence", on_divergence, ("raise", "mask"))
     get_stepper(method)
@@ -248,7 +253,7 @@ def simulate(
 
     out = [z.clone()]
     with torch.no_grad():
-        for j, n in enumerate(intervals):
+        for j, n in enumerate(tqdm(intervals, desc="rollout", disable=not verbose)):
             for i, z_next in enumerate(steps(field, z, dt, n, method)):
                 z = z_next
                 bad = ~torch.isfinite(z).all(dim=-1) | (

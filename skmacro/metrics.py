@@ -84,7 +84,13 @@ def mean_relative_error(z_true, z_pred, squared=True, mask=None):
 
 
 def rollout_error(
-    pipeline, t, trajectories, dt=None, squared=False, return_members=False
+    pipeline,
+    t,
+    trajectories,
+    dt=None,
+    squared=False,
+    return_members=False,
+    verbose=False,
 ):
     """Eq. 43 error of a fitted pipeline's latent rollouts on the observables.
 
@@ -106,6 +112,8 @@ def rollout_error(
     return_members : bool, default=False
         Also return each ensemble member's own rollouts (``Z_pred`` is
         their mean).
+    verbose : bool, default=False
+        A progress bar over the rollout's output times.
 
     Returns
     -------
@@ -134,7 +142,13 @@ def rollout_error(
     )
     X0 = np.stack([np.asarray(trajectories[i, 0]) for i in range(n)])
     Z_pred, Z_members = simulate(
-        pipeline, X0, t, dt=dt, on_divergence="mask", return_members=True
+        pipeline,
+        X0,
+        t,
+        dt=dt,
+        on_divergence="mask",
+        return_members=True,
+        verbose=verbose,
     )
     d_star = pipeline[0].n_observables_
     error = mean_relative_error(

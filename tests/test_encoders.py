@@ -101,6 +101,16 @@ def test_a_second_encoder_trains_scores_and_rolls_out(system, pp_data, linear_pi
     assert simulate(linear_pipe, test[:, 0], t[:11]).shape == (3, 11, 4)
 
 
+def test_rollouts_show_progress_on_request(system, linear_pipe, capsys):
+    test = system.simulate(system.sample_initial(2, random_state=6), 0.1, 0.01)
+    t = np.arange(test.shape[1]) * 0.01
+    quiet = rollout_error(linear_pipe, t, test)
+    assert "rollout" not in capsys.readouterr().err
+    shown = rollout_error(linear_pipe, t, test, verbose=True)
+    assert f"{len(t) - 1}/{len(t) - 1}" in capsys.readouterr().err
+    assert shown[0] == quiet[0]
+
+
 def test_rollout_error_reads_test_trajectories_from_a_zarr_array(system, linear_pipe):
     zarr = pytest.importorskip("zarr")
     test = system.simulate(system.sample_initial(2, random_state=6), 1.0, 0.01)

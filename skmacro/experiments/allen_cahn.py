@@ -401,6 +401,7 @@ def free_energy_comparison(
                         defaults=defaults,
                         keep_trajectories=True,
                         log=log,
+                        verbose=bool(verbose),
                     )[name]
                 _score_active(result, mask, log)
                 fit = {
@@ -431,6 +432,7 @@ def free_energy_comparison(
                         dt=dt,
                         on_divergence="mask",
                         return_members=True,
+                        verbose=bool(verbose),
                     )
                 fit["selection"] = {
                     "trajectories": picked,

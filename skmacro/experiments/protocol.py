@@ -254,6 +254,7 @@ def compare_losses(
     defaults=None,
     keep_trajectories=False,
     log=None,
+    verbose=False,
 ):
     """Train one dynamics model per run on a shared fitted encoder, roll each
     out from the test trajectories' initial states and score it.
@@ -277,6 +278,8 @@ def compare_losses(
         Keep the true and predicted latent trajectories in the results.
     log : callable, optional
         ``log(message)`` for progress.
+    verbose : bool, default=False
+        A progress bar over each test rollout's output times.
 
     Returns
     -------
@@ -293,7 +296,7 @@ def compare_losses(
         seconds = time.perf_counter() - start
         pipe = Pipeline([("ae", encoder), ("dyn", dyn)])
         error, Z_true, Z_pred, Z_members = rollout_error(
-            pipe, t, test, dt=dt, return_members=True
+            pipe, t, test, dt=dt, return_members=True, verbose=verbose
         )
         results[run.name] = RunResult(
             name=run.name,
