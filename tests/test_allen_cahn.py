@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.pipeline import Pipeline
 
-from skmacro import ClosureAutoencoder, PartialForceDynamics
+from skmacro import ClosureAutoencoder, PartialForceDynamics, simulate
 from skmacro.metrics import greedy_ensemble, mean_relative_error, rollout_error
 from skmacro.sampling import sample_partial_forces
 from skmacro.systems import AllenCahn
@@ -721,9 +721,23 @@ def test_experiment_resumes_from_its_checkpoint(tmp_path, monkeypatch):
 
     first = run()
     assert fits == ["autoencoder", "latent", "latent"]
-    # Two encoders: only the second one's fits are new.
+    # Two encoders, killed in the rollouts after the second encoder's L_x,p
+    # fit: that fit is kept, and the rerun fits only the second L_z.
+    rollouts = []
+
+    def killed_at_the_third(*args, **kwargs):
+        rollouts.append(1)
+        if len(rollouts) == 3:
+            raise KeyboardInterrupt
+        return simulate(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ac, "simulate", killed_at_the_third)
+        with pytest.raises(KeyboardInterrupt):
+            run(n_encoders=2)
+    assert fits == ["autoencoder", "latent"]
     second = run(n_encoders=2)
-    assert fits == ["autoencoder", "latent", "latent"]
+    assert fits == ["latent"]
     for name in ("partial", "z"):
         single = second["results"][name]
         assert single.error == first["results"][name].error

@@ -388,7 +388,7 @@ def free_energy_comparison(
         suffix = "" if n_encoders == 1 else f", encoder{which}"
         for name in ("partial", "z"):
             key = f"{name}_{e}"
-            fit, changed = saved.load(key), False
+            fit = saved.load(key)
             if fit is None:
                 with phase(f"{name}: dynamics fit, rollouts" + suffix):
                     result = compare_losses(
@@ -409,7 +409,7 @@ def free_energy_comparison(
                     "dynamics": result.pipeline[-1],
                     "selection": None,
                 }
-                changed = True
+                saved.save(key, fit)
             else:
                 result = dataclasses.replace(
                     fit["result"],
@@ -438,8 +438,6 @@ def free_energy_comparison(
                     "trajectories": picked,
                     "Z_members": Z_members[..., :1],
                 }
-                changed = True
-            if changed:
                 saved.save(key, fit)
             by_encoder[name].append(result)
             if n_encoders > 1:
