@@ -758,3 +758,5 @@ def test_experiment_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     assert not list((tmp_path / "fits").glob("*.partial"))
     with pytest.raises(ValueError, match="checkpoint.*latent_dim"):
         run(latent_dim=4)
+    with pytest.raises(TypeError, match="checkpoint must be a folder path"):
+        run(checkpoint=5)

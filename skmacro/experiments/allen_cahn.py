@@ -519,6 +519,11 @@ class _Checkpoint:
         """The folder's fits, when they were made with ``settings``: plain
         values, and arrays (compared by a digest of their bytes); verbosity
         is ignored."""
+        if not isinstance(folder, (str, os.PathLike)):
+            raise TypeError(
+                f"checkpoint must be a folder path (str or path), got "
+                f"{type(folder).__name__}"
+            )
         record = {}
         for key, value in settings.items():
             if isinstance(value, np.ndarray):
