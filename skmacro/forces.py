@@ -45,6 +45,11 @@ class PartialForces:
     """
 
     def __init__(self, F, n_features, mask=None, inclusion_proba=None, p=None):
+        if F is None:
+            raise TypeError(
+                "F, the partial forces (NaN where not computed), is required, "
+                "got None"
+            )
         if sp.issparse(F):
             F = F.tocsr()
         else:
@@ -79,6 +84,11 @@ class PartialForces:
             self.p = float(p)
         elif self.inclusion_proba is None:
             counts = self._observed_counts()
+            if self.n_samples and not counts.any():
+                raise ValueError(
+                    "F has no computed force: every entry is NaN, none is "
+                    "stored (sparse F) or mask is all False"
+                )
             size = self.n_samples * n_features
             self.p = float(counts.sum() / size) if size else float("nan")
             self._warn_if_some_always_observed(counts)

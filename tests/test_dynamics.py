@@ -200,6 +200,10 @@ def test_dynamics_input_errors(system, pp_data, fitted_ae):
         PartialForceDynamics(max_epochs=1).fit(Z, F_inf)
     with pytest.raises(ValueError, match="max_epochs"):
         PartialForceDynamics(max_epochs=0).fit(Z, F)
+    with pytest.raises(TypeError, match="F, the partial forces.*got None"):
+        PartialForceDynamics(max_epochs=1).fit(Z, None)  # a Pipeline without F
+    with pytest.raises(ValueError, match="F has no computed force"):
+        PartialForceDynamics(max_epochs=1).fit(Z, np.full_like(F, np.nan))
 
 
 def test_inputs_not_modified(system, pp_data):
