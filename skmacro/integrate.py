@@ -53,8 +53,9 @@ def n_steps_between(t_start, t_end, dt, name="t_end"):
     steps = round(ratio)
     if steps < 0 or not math.isclose(ratio, steps, rel_tol=1e-6, abs_tol=1e-6):
         raise ValueError(
-            f"{name}={t_end!r} is not a whole number of steps dt={dt!r} "
-            f"after {t_start!r}"
+            f"{name}={float(t_end):g} is not a whole number of steps "
+            f"dt={float(dt):g} after {float(t_start):g}; use a dt that divides "
+            "every interval"
         )
     return int(steps)
 

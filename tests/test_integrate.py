@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from skmacro.integrate import integrate
+from skmacro.integrate import integrate, n_steps_between
 
 
 def _rotation(y):
@@ -26,3 +26,13 @@ def test_stride_and_bad_method():
     assert len(kept) == 3
     with pytest.raises(ValueError, match="did you mean 'rk4'"):
         integrate(_rotation, np.ones((1, 2)), 0.1, 10, method="rk5")
+
+
+def test_steps_between_times_must_be_whole():
+    assert n_steps_between(np.float64(0.0), np.float64(0.3), 0.1) == 3
+    with pytest.raises(
+        ValueError, match=r"^t=0.1 is not a whole number of steps dt=0.5 after 0;"
+    ):
+        n_steps_between(np.float64(0.0), np.float64(0.1), 0.5, name="t")
+    with pytest.raises(ValueError, match="dt must be a positive finite number"):
+        n_steps_between(0.0, 1.0, -0.1)
