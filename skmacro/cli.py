@@ -320,12 +320,23 @@ def main(argv=None):
     pp = sub.add_parser(
         "predator-prey",
         help="the paper's Predator-Prey experiment: L_x,p vs L_z on one force budget",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    pp.add_argument("--trajectories", type=int, default=50)
-    pp.add_argument("--p", type=float, default=0.2)
-    pp.add_argument("--test-trajectories", type=int, default=100)
-    pp.add_argument("--output-dir", default="outputs")
-    pp.add_argument("--seed", type=int, default=0)
+    pp.add_argument(
+        "--trajectories", type=int, default=50, help="training trajectories"
+    )
+    pp.add_argument(
+        "--p", type=float, default=0.2, help="inclusion probability of L_x,p's forces"
+    )
+    pp.add_argument(
+        "--test-trajectories", type=int, default=100, help="test trajectories scored"
+    )
+    pp.add_argument(
+        "--output-dir", default="outputs", help="where the rollouts' figure goes"
+    )
+    pp.add_argument(
+        "--seed", type=int, default=0, help="seed of the data, forces and fits"
+    )
     pp.add_argument(
         "--quick",
         action="store_true",
@@ -335,12 +346,23 @@ def main(argv=None):
         "allen-cahn",
         help="the paper's Allen-Cahn experiment (free energy, p = 1/25): L_x,p vs "
         "L_z on one force budget; about seven minutes at the default small scale",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     ac.add_argument("--grid", type=int, default=64, help="grid side (paper: 200)")
     ac.add_argument("--trajectories", type=int, default=40, help="paper: 400")
     ac.add_argument("--test-trajectories", type=int, default=10, help="paper: 50")
-    ac.add_argument("--latent-dim", type=int, default=16)
-    ac.add_argument("--p", type=float, default=1 / 25)
+    ac.add_argument(
+        "--latent-dim",
+        type=int,
+        default=16,
+        help="d (the reference code's; the paper's text says 32)",
+    )
+    ac.add_argument(
+        "--p",
+        type=float,
+        default=1 / 25,
+        help="inclusion probability of L_x,p's grid forces (paper: 1/25)",
+    )
     ac.add_argument(
         "--data-dir", default=None, help="store trajectories there (zarr, resumable)"
     )
@@ -357,8 +379,15 @@ def main(argv=None):
         help="save every fit in this folder as it finishes; the same command "
         "resumes from it (a paper-size encoder takes hours)",
     )
-    ac.add_argument("--n-jobs", type=int, default=None)
-    ac.add_argument("--seed", type=int, default=0)
+    ac.add_argument(
+        "--n-jobs",
+        type=int,
+        default=None,
+        help="processes simulating trajectories in parallel (None: one)",
+    )
+    ac.add_argument(
+        "--seed", type=int, default=0, help="seed of the data, forces and fits"
+    )
     ac.add_argument("--quick", action="store_true", help="a smoke run in seconds")
     _add_reproduce_parser(sub)
     args = parser.parse_args(argv)
