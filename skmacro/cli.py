@@ -267,6 +267,12 @@ def run_allen_cahn(
     }
 
 
+class _EpilogAndDefaultsFormatter(
+    argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter
+):
+    """Help that keeps the epilog's line breaks and shows every default."""
+
+
 def _add_reproduce_parser(sub):
     """``skmacro reproduce TARGET --scale ...``; its help lists what every
     target runs at each scale."""
@@ -286,12 +292,20 @@ def _add_reproduce_parser(sub):
         "seconds (toy sizes, the figures mean nothing); small in under about 15 "
         "minutes on 2 CPU cores; paper at the paper's sizes (hours to days).",
         epilog="\n".join(lines),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_EpilogAndDefaultsFormatter,
     )
-    rp.add_argument("target", choices=list(TARGETS))
-    rp.add_argument("--scale", choices=SCALES, default="small")
-    rp.add_argument("--output-dir", default="outputs/reproduce")
-    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("target", choices=list(TARGETS), help="the table or figure")
+    rp.add_argument(
+        "--scale", choices=SCALES, default="small", help="sizes to run at (see below)"
+    )
+    rp.add_argument(
+        "--output-dir",
+        default="outputs/reproduce",
+        help="where TARGET.csv and TARGET.png go",
+    )
+    rp.add_argument(
+        "--seed", type=int, default=0, help="seed of the data, forces and fits"
+    )
     rp.add_argument(
         "--control-variate",
         choices=["neighbors", "none"],
@@ -300,13 +314,16 @@ def _add_reproduce_parser(sub):
         "paper's estimator",
     )
     rp.add_argument(
-        "--n-jobs", type=int, default=None, help="parallel simulations and fits"
+        "--n-jobs",
+        type=int,
+        default=None,
+        help="parallel simulations and fits (None: one process)",
     )
     rp.add_argument(
         "--cache-dir",
         default=None,
-        help="where simulated data are kept between runs ($SKMACRO_DATA_DIR, "
-        "default outputs/)",
+        help="where simulated data are kept between runs (None: "
+        "$SKMACRO_DATA_DIR, else outputs/)",
     )
 
 
