@@ -4,13 +4,18 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.skmacro-installed
+# Where the CPU build of torch comes from: PyPI's own torch wheel for Linux
+# is the CUDA build. Empty: pip's configured indexes only. One retry, so
+# that a machine without network falls back to its local wheels in seconds.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: run test test-slow benchmark lint docs clean
 
 $(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet --retries 1 \
+		$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test,md,distributed,docs]"
 	touch $@
 
