@@ -156,20 +156,32 @@ def sample_partial_forces(
     # and the free ones of the n - k others.
     width = k * m + (n - k) * len(free)
     chunk = max(1, SAMPLING_BUDGET // max(n, system.n_features))
-    settings = dict(
-        system=repr(system),
-        n_samples=n_samples,
-        p=p,
-        random_state=random_state if isinstance(random_state, int) else None,
-        free=free,
-    )
     if out is not None and not isinstance(random_state, numbers.Integral):
         raise ValueError(
             "out= resumes a killed run only with the same random draws: give "
             f"an integer random_state, got {random_state!r}"
         )
+    settings = dict(
+        system=repr(system),
+        n_samples=n_samples,
+        p=p,
+        random_state=(
+            int(random_state) if isinstance(random_state, numbers.Integral) else None
+        ),
+        free=free,
+    )
+    # The first, middle and last states stand for X in the store's
+    # fingerprint: reading them costs nothing, and other data of the same
+    # size almost surely differ there.
+    probe = np.unique([0, n_samples // 2, n_samples - 1]) if n_samples else []
     store = PartialForceStore.open(
-        out, n_samples, width, chunk, settings, n_features=system.n_features
+        out,
+        n_samples,
+        width,
+        chunk,
+        settings,
+        n_features=system.n_features,
+        states=None if out is None else take_rows(X, probe, dtype=np.float64),
     )
     particles = np.empty((n_samples, k), dtype=np.intp)
     for b, start in enumerate(

@@ -3,14 +3,16 @@
 :class:`TrajectoryStore` holds the trajectories of one ``System.simulate``
 call and :class:`PartialForceStore` the partial forces of one
 ``sample_partial_forces`` call. Given a path (or a zarr group) they write a
-zarr store, float32, whose chunks belong to one trajectory (or one block of
+zarr store (trajectories in float32, forces in float64 with their integer
+columns) whose chunks belong to one trajectory (or one block of
 configurations) each, so that parallel workers (joblib processes or dask
 workers sharing the file system) write their own chunks without locks. A
 completion flag is set after a piece's data are written: a run killed
 halfway leaves finished pieces flagged and unfinished ones unflagged, and the
 same call resumes with the unfinished ones only. A store remembers a
-fingerprint of the call (the initial states and settings); another call on
-the same path raises instead of mixing data.
+fingerprint of the call (its settings, and the initial states or a few of
+the states whose forces it holds); another call on the same path raises
+instead of mixing data.
 
 zarr (``pip install "skmacro[distributed]"``) is needed for path stores.
 """
@@ -158,9 +160,13 @@ class PartialForceStore:
         self.values, self.columns, self.done, self.block = values, columns, done, block
 
     @classmethod
-    def open(cls, out, n_samples, width, block, fingerprint, n_features=None):
+    def open(
+        cls, out, n_samples, width, block, fingerprint, n_features=None, states=None
+    ):
         """Open (or resume) the output of one call; ``block`` rows are
-        written (and flagged) together. The columns are int32 when every
+        written (and flagged) together. ``fingerprint`` (the call's
+        settings) and ``states`` (an array standing for its states, e.g. a
+        few of them) identify the call. The columns are int32 when every
         column (below ``n_features``) and the number of stored values fit
         (so the CSR array shares them), else int64."""
         index_dtype = _index_dtype(n_samples * width, n_features)
@@ -169,7 +175,7 @@ class PartialForceStore:
                 np.empty((n_samples, width)), np.empty((n_samples, width), index_dtype)
             )
         group = open_zarr_group(out)
-        key = _fingerprint(fingerprint)
+        key = _fingerprint(fingerprint, *([] if states is None else [states]))
         if "values" in group:
             if group.attrs.get("fingerprint") != key:
                 raise ValueError(

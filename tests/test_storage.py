@@ -101,6 +101,18 @@ def test_partial_forces_store_resumes_with_the_same_draws(system, pp_data, tmp_p
     done[1:] = False
     F = sample_partial_forces(system, X, 0.2, random_state=3, format="sparse", out=path)
     assert (F != expected).nnz == 0
+    # A NumPy integer seed is the same seed; other states of the same size,
+    # or another seed, are another call.
+    F = sample_partial_forces(
+        system, X, 0.2, random_state=np.int64(3), format="sparse", out=path
+    )
+    assert (F != expected).nnz == 0
+    with pytest.raises(ValueError, match="another call"):
+        sample_partial_forces(
+            system, X[::-1], 0.2, random_state=3, format="sparse", out=path
+        )
+    with pytest.raises(ValueError, match="another call"):
+        sample_partial_forces(system, X, 0.2, random_state=4, format="sparse", out=path)
     with pytest.raises(ValueError, match="integer random_state"):
         sample_partial_forces(system, X, 0.2, format="sparse", out=tmp_path / "x")
     with pytest.raises(ValueError, match="format='sparse'"):
