@@ -51,8 +51,9 @@ class PairForceModel(BaseEstimator):
               \hat d_{ij}, \qquad w(r) = \sum_k c_k B_k(r),
 
     with :math:`\hat d_{ij} = (r_i - r_j) / r_{ij}` (minimum image) and
-    cubic B-splines :math:`B_k` on uniform intervals from the closest pair
-    seen in the fit to ``r_cut`` (continued linearly to closer pairs); the
+    cubic B-splines :math:`B_k` on uniform intervals from just below the
+    closest pair seen in the fit (0.98 of its distance) to ``r_cut``
+    (continued linearly to closer pairs); the
     coefficients :math:`c` are the least-squares fit to the computed
     forces. Any pair potential
     (Lennard-Jones, Morse, soft spheres) has exactly this form, so the model

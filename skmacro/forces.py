@@ -47,8 +47,7 @@ class PartialForces:
     def __init__(self, F, n_features, mask=None, inclusion_proba=None, p=None):
         if F is None:
             raise TypeError(
-                "F, the partial forces (NaN where not computed), is required, "
-                "got None"
+                "F, the partial forces (NaN where not computed), is required, got None"
             )
         if sp.issparse(F):
             F = F.tocsr()

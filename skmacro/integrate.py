@@ -170,7 +170,8 @@ def simulate(
     model : Pipeline ending in PartialForceDynamics, or PartialForceDynamics
         With a pipeline, ``X0`` are microscopic states encoded by the steps
         before the last; with a bare dynamics model, ``X0`` are latent states.
-        The dynamics model is used through its ``n_features_in_``,
+        The dynamics model is used through its ``module_`` (present once
+        fitted), ``n_features_in_``, ``n_members_`` and
         ``member_vector_fields(z)`` (``(k, batch, d) -> (k, batch, d)``; a
         model with only ``vector_field(z)`` is rolled out as one member),
         ``device_``, ``latent_mean_`` and ``latent_scale_``.

@@ -68,7 +68,8 @@ for name in ("mlp", "onsager", "gfinn"):
 # %%
 # Rollouts beyond the training horizon
 # ------------------------------------
-# Training states cover ``t`` in [0, 30]; the rollouts run to ``t = 90``.
+# Training states cover ``t`` in [0, 30]; the rollouts run to ``t = 90``
+# (10 at the tiny size).
 # A rollout that diverges is kept as NaN from there on. Each model is an
 # ensemble of three members (the default); ``return_members=True`` keeps
 # every member's own trajectory besides their mean.

@@ -23,10 +23,13 @@ distributed, zarr and h5py).
 # %%
 # Simulating into a store
 # -----------------------
-# ``system.simulate(..., out=path)`` writes each trajectory to a zarr store
-# as soon as it is computed (float32) and returns the store's array; a
-# second call with the same arguments finds the finished trajectories there
-# and computes only the missing ones.
+# ``system.simulate(..., out=path)`` writes the trajectories to a zarr store
+# (float32) as they are computed and returns the store's array; a second
+# call with the same arguments finds the finished trajectories there and
+# computes only the missing ones. Predator-Prey integrates its trajectories
+# together, in batches that fit the memory budget, and writes each batch as
+# it finishes; ``AllenCahn.simulate`` and ``LennardJones.simulate`` write
+# each trajectory as it finishes.
 import os
 import shutil
 import tempfile
@@ -127,15 +130,16 @@ print(client)
 
 n_test = 2 if TINY else 10
 t_test = 4.9 if TINY else 29.9
+# Predator-Prey's simulator has no ``n_jobs``: it runs here, in this process.
+test = system.simulate(
+    system.sample_initial(n_test, random_state=1),
+    t_end=t_test,
+    dt=0.01,
+    method="rk4",
+    stride=10,
+    out=folder / "test.zarr",
+)
 with joblib.parallel_config(backend="dask"):
-    test = system.simulate(
-        system.sample_initial(n_test, random_state=1),
-        t_end=t_test,
-        dt=0.01,
-        method="rk4",
-        stride=10,
-        out=folder / "test.zarr",
-    )
     search = GridSearchCV(pipe, {"ae__lambda_cond": [1e-6, 1e-2]}, cv=2, n_jobs=-1).fit(
         X, F
     )

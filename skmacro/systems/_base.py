@@ -166,12 +166,13 @@ class System(ABC):
         stride : int, default=1
             Keep every ``stride``-th step.
         out : str, path, zarr group or array-like, optional
-            Where to write the trajectories as they are produced (float32):
-            a path or zarr group makes a resumable store (see
+            Where to write the trajectories as they are produced: a path or
+            zarr group makes a resumable float32 store (see
             :class:`skmacro.storage.TrajectoryStore`: a killed run resumes
             with the same call); an array-like of the result's shape (e.g. an
-            ``np.memmap``) is filled in place. Trajectories are integrated in
-            batches that fit the memory budget.
+            ``np.memmap``) is filled in place, in its own dtype. Trajectories
+            are integrated, and written, in batches that fit the memory
+            budget.
         verbose : bool, default=False
             Show a progress bar over trajectories.
 
