@@ -90,22 +90,38 @@ def plot_observables(
     list of matplotlib Axes
     """
     t = np.asarray(t)
-    z_true = np.asarray(z_true)
+    z_true = _one_trajectory(z_true, "z_true")
+    if t.ndim != 1 or len(t) != len(z_true):
+        raise ValueError(
+            f"t must be 1-D with one time per row of z_true ({len(z_true)}), "
+            f"got shape {t.shape}"
+        )
     k = z_true.shape[1]
-    axes = list(np.atleast_1d(_axes(axes, k)))
-    names = names or [f"z*_{i}" for i in range(k)]
     if z_std is not None and z_pred is None:
         raise ValueError("z_std is the spread of z_pred: give z_pred too")
+    if z_pred is not None:
+        z_pred = _one_trajectory(z_pred, "z_pred", k)
+        t_pred = t if len(z_pred) == len(t) else np.linspace(t[0], t[-1], len(z_pred))
+    if z_std is not None:
+        z_std = np.asarray(z_std)
+        if z_std.shape != z_pred.shape:
+            raise ValueError(
+                f"z_std must have z_pred's shape {z_pred.shape}, got {z_std.shape}"
+            )
+    names = list(names) if names is not None else [f"z*_{i}" for i in range(k)]
+    if len(names) != k:
+        raise ValueError(f"names must have one entry per observable ({k}), got {names}")
+    axes = list(np.atleast_1d(_axes(axes, k)))
+    if len(axes) != k:
+        raise ValueError(
+            f"axes must hold one Axes per observable ({k}), got {len(axes)}"
+        )
     for i, ax in enumerate(axes):
         ax.plot(t, z_true[:, i], "k", lw=1, label="true")
         if z_pred is not None:
-            z_pred = np.asarray(z_pred)
-            t_pred = (
-                t if len(z_pred) == len(t) else np.linspace(t[0], t[-1], len(z_pred))
-            )
             (line,) = ax.plot(t_pred, z_pred[:, i], "--", label=label)
             if z_std is not None:
-                half = n_std * np.asarray(z_std)[:, i]
+                half = n_std * z_std[:, i]
                 ax.fill_between(
                     t_pred,
                     z_pred[:, i] - half,
@@ -119,3 +135,24 @@ def plot_observables(
         ax.set_ylabel(names[i])
         ax.legend(fontsize=7)
     return axes
+
+
+def _one_trajectory(z, name, k=None):
+    """``z`` as an array (T, k) of one trajectory's observables, or a
+    ``ValueError`` saying what was expected."""
+    z = np.asarray(z)
+    if z.ndim != 2:
+        hint = (
+            f"; for one trajectory of a batch (n, T, k) pass {name}[i]"
+            if z.ndim == 3
+            else ""
+        )
+        raise ValueError(
+            f"{name} must be one trajectory, shape (T, k), got {z.shape}{hint}"
+        )
+    if k is not None and z.shape[1] != k:
+        raise ValueError(
+            f"{name} must have one column per observable of z_true ({k}), got "
+            f"{z.shape[1]}"
+        )
+    return z

@@ -312,6 +312,15 @@ def test_plot_observables_shades_the_band():
     assert band.max() == pytest.approx(z[:, 0].max() + 0.01 + 0.04)
     with pytest.raises(ValueError, match="give z_pred"):
         plot_observables(t, z, z_std=z)
+    # simulate's batch (n, T, k) is not one trajectory: say which to pass.
+    with pytest.raises(ValueError, match=r"z_true must be one trajectory.*z_true\[i\]"):
+        plot_observables(t, z[None], z[None])
+    with pytest.raises(ValueError, match="one time per row"):
+        plot_observables(t[:-1], z)
+    with pytest.raises(ValueError, match="z_pred must have one column per"):
+        plot_observables(t, z, z[:, :1])
+    with pytest.raises(ValueError, match="names must have one entry"):
+        plot_observables(t, z, names=["T"])
 
 
 def test_latent_noise_perturbs_training_inputs_only(linear_data):
