@@ -72,11 +72,18 @@ def mean_relative_error(z_true, z_pred, squared=True, mask=None):
                 f"(trajectories, times), got {mask.shape}"
             )
         mask = np.broadcast_to(mask, err.shape)
+        if not mask.any(axis=1).all():
+            raise ValueError(
+                f"mask keeps no time of trajectory {int(np.argmin(mask.any(axis=1)))}: "
+                "its relative error is undefined"
+            )
         err, ref = np.where(mask, err, 0.0), np.where(mask, ref, 0.0)
     denominator = ref.sum(axis=1)
     if np.any(denominator == 0):
         raise ValueError(
-            "a true trajectory is identically zero: relative error undefined"
+            f"true trajectory {int(np.argmax(denominator == 0))} is identically zero"
+            + ("" if mask is None else " at the times the mask keeps")
+            + ": relative error undefined"
         )
     # A diverged (NaN) prediction counts as an infinite error, not a skipped one.
     ratio = np.where(np.isnan(err.sum(axis=1)), np.inf, err.sum(axis=1) / denominator)

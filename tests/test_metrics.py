@@ -36,6 +36,19 @@ def test_errors():
         mean_relative_error(np.zeros((1, 3, 1)), np.ones((1, 3, 1)))
 
 
+def test_mask_scores_the_kept_times_only():
+    z = np.ones((2, 3, 1))
+    pred = z.copy()
+    pred[:, 2] = 3.0  # wrong only at the last time
+    mask = np.array([True, True, False])
+    assert mean_relative_error(z, pred, squared=False, mask=mask) == 0.0
+    with pytest.raises(ValueError, match="mask must have shape"):
+        mean_relative_error(z, pred, mask=mask[:2])
+    per_trajectory = np.array([mask, [False, False, False]])
+    with pytest.raises(ValueError, match="mask keeps no time of trajectory 1"):
+        mean_relative_error(z, pred, mask=per_trajectory)
+
+
 def test_select_members_keeps_the_best_greedy_ensemble(system, pp_data, make_pipe):
     X, F = pp_data
     pipe = make_pipe(2, 5, n_members=4).fit(X, F)
