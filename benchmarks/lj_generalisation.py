@@ -40,7 +40,7 @@ Run::
 
     python benchmarks/lj_generalisation.py --train 80 --test 20 --stride 10
 
-    python benchmarks/lj_generalisation.py --train 80 --test 10 --stride 10 \
+    python benchmarks/lj_generalisation.py --train 80 --test 10 --stride 10 \\
         --free-velocities --no-mlp --no-invariant --transfer-sizes 2700 6400
 """
 

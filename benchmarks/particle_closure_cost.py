@@ -37,7 +37,7 @@ Lennard-Jones experiments run it with ``--latent-dim 8 --n-radial 8``.
 
 Run (single thread, the three sizes of the issue, on cached trajectories)::
 
-    python benchmarks/particle_closure_cost.py --sizes 800 6400 51200 --threads 1 \
+    python benchmarks/particle_closure_cost.py --sizes 800 6400 51200 --threads 1 \\
         --trajectory traj_{n}.npy
 """
 
