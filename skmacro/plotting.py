@@ -2,6 +2,8 @@
 
 import numpy as np
 
+__all__ = ["plot_history", "plot_observables"]
+
 
 def _axes(ax, n=1):
     import matplotlib.pyplot as plt
