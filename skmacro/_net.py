@@ -100,10 +100,13 @@ class EpochLRScheduler(LRScheduler):
         self.floor = floor
 
     def _get_scheduler(self, net, policy, **kwargs):
+        # Every fit, warm-started or partial ones included, follows its own
+        # schedule from the current ``lr``.
+        net._restart_learning_rates()
         factor = functools.partial(
             cosine_decay, n_epochs=net.fit_epochs_, floor=self.floor
         )
-        return policy(net.optimizer_, factor, last_epoch=len(net.history) - 1)
+        return policy(net.optimizer_, factor)
 
     def on_train_end(self, net, **kwargs):
         super().on_train_end(net, **kwargs)
@@ -151,6 +154,9 @@ def resolve_device(device):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
+
+#: Key of each optimizer parameter group's ratio of its rate to ``lr``.
+_LR_RATIO = "skmacro_lr_ratio"
 
 #: Rows of each chunk of a validation pass.
 VALIDATION_ROWS = 65536
@@ -496,6 +502,7 @@ class SkmacroNet(NeuralNet):
         total_steps = n_epochs * per_epoch
         row_epochs = max(1, math.ceil(EVAL_STEPS / per_epoch))
         self._planned_rows = math.ceil(n_epochs / row_epochs)
+        self._restart_learning_rates()
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer_,
             functools.partial(cosine_decay, n_epochs=total_steps),
@@ -697,4 +704,26 @@ class SkmacroNet(NeuralNet):
             # tensors: ~15% of a small latent model's step on CPU.
             kwargs.setdefault("fused", True)
         self.optimizer_ = self.optimizer(*args, **kwargs)
+        for group in self.optimizer_.param_groups:
+            group[_LR_RATIO] = group["lr"] / self.lr
+        return self
+
+    def _restart_learning_rates(self):
+        """Set every parameter group's rate to its start of a schedule: ``lr``
+        times the group's ratio to ``lr`` when the optimizer was made (1 but
+        for groups given their own rate). A fit that continues training
+        (``warm_start``, ``partial_fit``) thus starts from the current
+        ``lr``, not from where the last schedule ended."""
+        for group in self.optimizer_.param_groups:
+            # Optimizers pickled before the ratio was kept: the rate the last
+            # schedule started from.
+            ratio = group.get(_LR_RATIO, group.get("initial_lr", self.lr) / self.lr)
+            group["lr"] = group["initial_lr"] = self.lr * ratio
+
+    def _continue_training(self):
+        """Before a fit that continues from the trained parameters: rebuild
+        the criterion and the callbacks from the current parameters (e.g. a
+        new ``lambda_cond`` or ``patience``), as a fresh fit would."""
+        self.initialize_criterion()
+        self.initialize_callbacks()
         return self

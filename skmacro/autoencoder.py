@@ -435,6 +435,8 @@ class ClosureAutoencoder(TransformerMixin, SkmacroNet, auto_wrap_output_keys=Non
             if reset:
                 self._set_dimensions(X)
                 self.initialize()
+            else:
+                self._continue_training()
             if is_feature_closure(self.module_.closure):
                 features = self._fit_on_features(X, train, valid, reset)
             else:

@@ -286,7 +286,14 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
         self.random_state = random_state
 
     def set_params(self, **params):
-        return super().set_params(**_renamed_latent_model_params(params))
+        params = _renamed_latent_model_params(params)
+        # The latent model's parameters are read when the next fit builds the
+        # module; skorch would try to re-initialise a fitted net's component
+        # of that name, which it does not know.
+        latent = {key for key in params if key.startswith("latent_model__")}
+        for key in latent:
+            setattr(self, key, params.pop(key))
+        return super().set_params(**params) if params else self
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -428,11 +435,15 @@ class PartialForceDynamics(RegressorMixin, SkmacroNet):
                     f"{self.n_members_} members: continuing its training needs "
                     "the same number (or fit with warm_start=False)"
                 )
+            else:
+                self._continue_training()
             self.n_members_ = len(self.module_.field)
             self.p_ = forces.p
             device = self._module_device
             data = {key: stats[key].float().to(device) for key in ("z", "b", "A", "c")}
-            return self._train_in_steps(data, train, valid, seed=self._seeds()[1])
+            # A continued fit shuffles (and perturbs) its rows anew.
+            seed = self._seeds()[1] + len(self.history)
+            return self._train_in_steps(data, train, valid, seed=seed)
 
     def _set_scales(self, z, y):
         """Standardise z and pick the time unit from the training rows."""

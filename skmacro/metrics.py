@@ -126,10 +126,13 @@ def rollout_error(
     -------
     error : float
     Z_true, Z_pred : ndarray of shape (n_trajectories, T, d)
-        A rollout that diverged is NaN from there on (and counts as an
-        infinite error).
+        A rollout that diverged, in any member of an ensemble, is NaN from
+        there on and counts as an infinite error (``simulate`` would have
+        raised; ``simulate(..., on_divergence="mask")`` averages the
+        members still finite instead).
     Z_members : ndarray of shape (n_members, n_trajectories, T, d)
-        Only with ``return_members=True``.
+        Only with ``return_members=True``: each member's own rollouts, NaN
+        from where that member diverged.
     """
     from .integrate import simulate
 
@@ -156,6 +159,12 @@ def rollout_error(
         on_divergence="mask",
         return_members=True,
         verbose=verbose,
+    )
+    # The model's rollout diverged where any member's did (simulate would
+    # have raised); the mean of the members still finite would hide it.
+    diverged = np.isnan(Z_members).any(axis=(0, 3))  # (n_trajectories, T)
+    Z_pred = np.where(
+        np.logical_or.accumulate(diverged, axis=1)[..., None], np.nan, Z_pred
     )
     d_star = pipeline[0].n_observables_
     error = mean_relative_error(
@@ -450,13 +459,13 @@ class _RolloutScorer:
         if not hasattr(X, "shape"):
             X = np.asarray(X)
         T = len(self.t)
-        n, N = X.shape[0], X.shape[1]
-        if len(X.shape) != 2 or n % T:
+        if len(X.shape) != 2 or X.shape[0] % T:
             raise ValueError(
                 f"the rows of X must be whole trajectories of len(t) = {T} states "
                 f"each, one after the other; got {tuple(X.shape)} (put the test "
                 "trajectories in the test fold, e.g. with PredefinedSplit)"
             )
+        n, N = X.shape
         error, _, _ = rollout_error(
             estimator, self.t, X.reshape(n // T, T, N), dt=self.dt, squared=self.squared
         )

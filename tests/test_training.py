@@ -298,6 +298,62 @@ def test_warm_start_keeps_the_number_of_members(pp_data, fitted_ae):
         dyn.fit(Z, F)
 
 
+def test_continued_training_follows_the_current_settings(system, pp_data, fitted_ae):
+    """A warm-started or partial fit starts a fresh schedule from the current
+    ``lr`` and uses the current criterion and callbacks, as a new fit would."""
+    from skmacro import ClosureAutoencoder
+
+    X, F = pp_data
+    ae = ClosureAutoencoder(
+        observables=system.observables,
+        n_components=4,
+        max_epochs=2,
+        validation_fraction=None,
+        random_state=0,
+    ).fit(X)
+    ae.set_params(lr=1e-4, lambda_cond=0.5, patience=1, warm_start=True)
+    ae.fit(X)
+    # The scheduler steps after each epoch: the first epoch of the warm fit
+    # ran at the new lr, the last ended the cosine at its floor.
+    first = ae.optimizer_.param_groups[0]
+    assert first["initial_lr"] == pytest.approx(1e-4)
+    assert first["lr"] == pytest.approx(1e-6)
+    assert ae.criterion_.lambda_cond == 0.5
+    assert "early_stopping" in dict(ae.callbacks_)
+
+    Z = fitted_ae.transform(X)
+    dyn = PartialForceDynamics(max_epochs=1, random_state=0).fit(Z, F)
+    dyn.set_params(lr=1e-4)
+    dyn.partial_fit(Z, F)
+    assert dyn.history[-1]["lr"] == pytest.approx(1e-6)  # floor of the new rate
+    # The latent model's parameters may change on a fitted model, for the
+    # next fit (skorch would try to re-initialise a component of that name).
+    dyn.set_params(latent_model__hidden=(8,))
+    dyn.fit(Z, F)
+    assert dyn.module_.field.member(0).net[0].out_features == 8
+
+
+def test_a_diverged_member_makes_the_rollout_error_infinite(pp_data, fitted_ae):
+    X, F = pp_data
+    Z = fitted_ae.transform(X)
+    dyn = PartialForceDynamics(n_members=2, max_epochs=1, random_state=0).fit(Z, F)
+    with torch.no_grad():
+        # Member 0 stands still; member 1 drives z far beyond the data.
+        for m, push in ((0, 0.0), (1, 50.0)):
+            last = dyn.module_.field.member(m).net[-1]
+            last.weight.mul_(0)
+            last.bias.fill_(push)
+    pipe = Pipeline([("ae", fitted_ae), ("dyn", dyn)])
+    test = X[:606].reshape(6, 101, -1)[:2, ::10]  # any states will do
+    t = np.linspace(0, 100, 11)
+    error, _, Z_pred, Z_members = rollout_error(
+        pipe, t, test, dt=0.1, return_members=True
+    )
+    assert error == np.inf
+    assert np.all(np.isfinite(Z_members[0]))  # member 0 alone stays finite
+    assert np.isnan(Z_pred[:, -1]).all() and np.isfinite(Z_pred[:, 0]).all()
+
+
 def test_plot_observables_shades_the_band():
     import matplotlib
 
