@@ -51,8 +51,13 @@ class PartialForces:
             )
         if sp.issparse(F):
             F = F.tocsr()
+            if not F.has_canonical_format:
+                # Duplicate entries of one coordinate are one force, their
+                # sum (SciPy's reading): merge them, explicit zeros kept.
+                F = F.copy()
+                F.sum_duplicates()
         else:
-            if not hasattr(F, "shape"):
+            if not hasattr(F, "shape") or hasattr(F, "iloc"):  # or a DataFrame
                 F = np.asarray(F)
             if np.dtype(F.dtype).kind not in "fiu":
                 raise TypeError(f"F must be a numeric array, got dtype {F.dtype}")
@@ -81,16 +86,26 @@ class PartialForces:
         self.p = None
         if self.inclusion_proba is None and p is not None:
             self.p = float(p)
-        elif self.inclusion_proba is None:
+        if self.inclusion_proba is not None or p is not None:
+            # Without counting the computed entries of a dense F (a pass over
+            # it), what the mask or the sparse structure tells for free.
+            if self.mask is not None:
+                self._check_something_computed(self.mask.any())
+            elif sp.issparse(F):
+                self._check_something_computed(F.nnz)
+        else:
             counts = self._observed_counts()
-            if self.n_samples and not counts.any():
-                raise ValueError(
-                    "F has no computed force: every entry is NaN, none is "
-                    "stored (sparse F) or mask is all False"
-                )
+            self._check_something_computed(counts.any())
             size = self.n_samples * n_features
             self.p = float(counts.sum() / size) if size else float("nan")
             self._warn_if_some_always_observed(counts)
+
+    def _check_something_computed(self, any_computed):
+        if self.n_samples and not any_computed:
+            raise ValueError(
+                "F has no computed force: every entry is NaN, none is stored "
+                "(sparse F) or mask is all False"
+            )
 
     def _check_expandable(self, a, name, per_row=True):
         a = np.asarray(a)

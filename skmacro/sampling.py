@@ -365,6 +365,9 @@ def densify(F):
             f"F must be a scipy sparse matrix or array, got {type(F).__name__}"
         )
     F = F.tocsr()
+    if not F.has_canonical_format:  # duplicates: one force, their sum
+        F = F.copy()
+        F.sum_duplicates()
     dense = np.full(F.shape, np.nan)
     rows = np.repeat(np.arange(F.shape[0]), np.diff(F.indptr))
     dense[rows, F.indices] = F.data

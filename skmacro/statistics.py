@@ -408,6 +408,12 @@ class ForceModelControl(_ControlVariate):
         if not hasattr(model, "fit"):
             self.models = [model]
             return
+        if len(rows) < n_folds:
+            raise ValueError(
+                f"control_variate={model!r} is cross-fitted on {n_folds} folds of "
+                f"the training configurations and needs at least {n_folds} of "
+                f"them, got {len(rows)}"
+            )
         rng = np.random.default_rng(random_state)
         folds = rng.permutation(len(rows)) % n_folds
         self.fold_of[rows] = folds
@@ -441,6 +447,12 @@ class ForceModelControl(_ControlVariate):
             chosen = self.fold_of[ids] == fold
             if chosen.any():
                 h[chosen] = model.predict(x[chosen])
+        if not np.all(np.isfinite(h)):
+            raise ValueError(
+                f"the control variate {self.models[0]!r} guessed NaN or inf forces "
+                f"for {int((~np.isfinite(h)).any(axis=1).sum())} of {len(h)} "
+                "configurations"
+            )
         return h
 
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -79,13 +80,25 @@ def test_sparse_dense_and_mask_agree(system, pp_data, fitted_ae):
     )
     F_sparse = sample_partial_forces(system, X, 0.2, random_state=4, format="sparse")
     F_zeros = np.nan_to_num(F_dense)
+    # Each force split into two stored halves: SciPy reads their sum.
+    halves = sp.csr_array(
+        (
+            np.repeat(F_sparse.data / 2, 2),
+            np.repeat(F_sparse.indices, 2),
+            2 * F_sparse.indptr,
+        ),
+        shape=F_sparse.shape,
+    )
     forms = [
         PartialForces(F_dense, 100),
         PartialForces(F_sparse, 100),
         PartialForces(sp.csr_matrix(F_sparse), 100),
         PartialForces(F_zeros, 100, mask=mask),
         PartialForces(F_dense, 100, inclusion_proba=np.full(100, 0.2)),
+        PartialForces(halves, 100),
+        PartialForces(pd.DataFrame(F_dense), 100),
     ]
+    assert forms[-2].p == forms[0].p
     reference = partial_force_statistics(fitted_ae, X, forms[0])
     for forces in forms[1:]:
         stats = partial_force_statistics(fitted_ae, X, forces)
@@ -204,6 +217,8 @@ def test_dynamics_input_errors(system, pp_data, fitted_ae):
         PartialForceDynamics(max_epochs=1).fit(Z, None)  # a Pipeline without F
     with pytest.raises(ValueError, match="F has no computed force"):
         PartialForceDynamics(max_epochs=1).fit(Z, np.full_like(F, np.nan))
+    with pytest.raises(ValueError, match="F has no computed force"):
+        PartialForceDynamics(p=0.2, max_epochs=1).fit(Z, sp.csr_array(F.shape))
 
 
 def test_inputs_not_modified(system, pp_data):

@@ -89,6 +89,21 @@ def test_force_model_control_never_uses_own_forces(lj_data):
     np.testing.assert_allclose(fixed.chunk(slice(0, 2)), lj.forces(X[:2]), rtol=1e-2)
 
 
+def test_force_model_control_errors(lj_data):
+    lj, X, F = lj_data
+    forces = PartialForces(F, X.shape[1])
+    with pytest.raises(ValueError, match="needs at least 2 of them, got 1"):
+        ForceModelControl(lj.force_model(), X, forces, rows=[0])
+    broken = ForceModelControl(_NaNForces(), X, forces)
+    with pytest.raises(ValueError, match="guessed NaN or inf forces for 2 of 2"):
+        broken.chunk(slice(0, 2))
+
+
+class _NaNForces:
+    def predict(self, X):
+        return np.full(np.shape(X), np.nan)
+
+
 class _TrueForces:
     def __init__(self, system):
         self.system = system
