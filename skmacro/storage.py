@@ -51,6 +51,35 @@ def _fingerprint(settings, *arrays):
     return digest.hexdigest()
 
 
+#: What each kind of store holds, for the message when one is opened as the
+#: other.
+_STORE_KINDS = {"trajectories": "trajectories", "values": "partial forces"}
+
+
+def _claim(group, out, key, own, other):
+    """Make the zarr ``group`` the store of the call whose fingerprint is
+    ``key``, or raise when it belongs to another call or is the other kind
+    of store (whose main array is ``other``).
+
+    The fingerprint is written before any array, so that a run killed while
+    creating them leaves a store the same call completes.
+    """
+    if other in group:
+        raise ValueError(
+            f"the store {out} holds {_STORE_KINDS[other]}, not "
+            f"{_STORE_KINDS[own]}: give each its own path"
+        )
+    stored = group.attrs.get("fingerprint")
+    if stored is None and own not in group:
+        group.attrs["fingerprint"] = stored = key
+    if stored != key:
+        raise ValueError(
+            f"the store {out} holds the {_STORE_KINDS[own]} of another call "
+            "(other states or settings); use a new path, or delete the store "
+            "to start over"
+        )
+
+
 def _is_store(out):
     return isinstance(out, (str, os.PathLike)) or type(out).__name__ == "Group"
 
@@ -103,21 +132,14 @@ class TrajectoryStore:
                 )
             return cls(out)
         group = open_zarr_group(out)
-        key = _fingerprint(fingerprint, X0)
-        if "trajectories" in group:
-            if group.attrs.get("fingerprint") != key:
-                raise ValueError(
-                    f"the store {out} holds the trajectories of another call "
-                    "(other initial states or settings); use a new path, or "
-                    "delete the store to start over"
-                )
-        else:
+        _claim(group, out, _fingerprint(fingerprint, X0), "trajectories", "values")
+        if "trajectories" not in group:
             rows = max(1, min(shape[1], CHUNK_FLOATS // shape[2]))
             group.create_array(
                 "trajectories", shape=shape, chunks=(1, rows, shape[2]), dtype="f4"
             )
+        if "done" not in group:
             group.create_array("done", shape=(shape[0],), chunks=(1,), dtype=bool)
-            group.attrs["fingerprint"] = key
         path = None if isinstance(out, type(group)) else str(out)
         return cls(group["trajectories"], group["done"], path)
 
@@ -176,23 +198,19 @@ class PartialForceStore:
             )
         group = open_zarr_group(out)
         key = _fingerprint(fingerprint, *([] if states is None else [states]))
-        if "values" in group:
-            if group.attrs.get("fingerprint") != key:
-                raise ValueError(
-                    f"the store {out} holds the forces of another call (other "
-                    "states, p or seed); use a new path, or delete the store"
-                )
-        else:
-            chunks = (block, width)
+        _claim(group, out, key, "values", "trajectories")
+        chunks = (block, width)
+        if "values" not in group:
             group.create_array(
                 "values", shape=(n_samples, width), chunks=chunks, dtype="f8"
             )
+        if "columns" not in group:
             group.create_array(
                 "columns", shape=(n_samples, width), chunks=chunks, dtype=index_dtype
             )
+        if "done" not in group:
             n_blocks = -(-n_samples // block)
             group.create_array("done", shape=(n_blocks,), chunks=(1,), dtype=bool)
-            group.attrs["fingerprint"] = key
         return cls(group["values"], group["columns"], group["done"], block)
 
     def is_done(self, b):

@@ -47,6 +47,33 @@ def test_simulate_writes_a_resumable_store(tmp_path):
     np.testing.assert_array_equal(again[:], stored[:])
     with pytest.raises(ValueError, match="another call"):
         system.simulate(X0, t_end=2.0, dt=0.01, stride=10, out=path)
+    # The same settings written as other numbers are the same call.
+    again = system.simulate(X0, t_end=1, dt=0.01, stride=10.0, out=path)
+    np.testing.assert_array_equal(again[:], stored[:])
+    # Partial forces belong in a store of their own.
+    X = expected.reshape(-1, system.n_features)
+    with pytest.raises(ValueError, match="holds trajectories, not partial forces"):
+        sample_partial_forces(system, X, 0.2, random_state=0, format="sparse", out=path)
+
+
+def test_a_store_killed_while_being_created_is_completed(tmp_path):
+    system = PredatorPrey()
+    X0 = system.sample_initial(2, random_state=0)
+    path = tmp_path / "traj.zarr"
+    system.simulate(X0, t_end=0.1, dt=0.01, out=path)
+    # As if killed after the fingerprint and the first array were written.
+    del zarr.open_group(str(path), mode="a")["done"]
+    stored = system.simulate(X0, t_end=0.1, dt=0.01, out=path)
+    np.testing.assert_allclose(
+        stored[:], system.simulate(X0, t_end=0.1, dt=0.01), rtol=1e-6
+    )
+
+
+def test_forces_of_no_states(system):
+    assert system.forces(np.empty((0, system.n_features))).shape == (
+        0,
+        system.n_features,
+    )
 
 
 _KILLED_RUN = """

@@ -73,6 +73,8 @@ class System(ABC):
             if out is None:
                 out = np.empty((n_rows(X), self.n_features), dtype=forces.dtype)
             out[rows] = forces
+        if out is None:  # no rows
+            out = np.empty((0, self.n_features))
         return out
 
     def _forces(self, X):
@@ -187,12 +189,17 @@ class System(ABC):
         get_stepper(method)
         if stride < 1 or int(stride) != stride:
             raise ValueError(f"stride must be a positive integer, got {stride!r}")
+        stride = int(stride)
         shape = (len(X0), n_steps // stride + 1, self.n_features)
         store = TrajectoryStore.open(
             out,
             shape,
             fingerprint=dict(
-                system=repr(self), t_end=t_end, dt=dt, method=method, stride=stride
+                system=repr(self),
+                t_end=float(t_end),
+                dt=float(dt),
+                method=method,
+                stride=stride,
             ),
             X0=X0,
             dtype=np.float64 if out is None else np.float32,

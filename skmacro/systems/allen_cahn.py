@@ -501,7 +501,11 @@ class AllenCahn(System):
             out,
             shape,
             fingerprint=dict(
-                system=repr(self), t_end=t_end, dt=dt, method=method, stride=stride
+                system=repr(self),
+                t_end=float(t_end),
+                dt=float(dt),
+                method=method,
+                stride=int(stride),
             ),
             X0=X0,
             dtype=_check_float_dtype(dtype, "dtype"),

@@ -313,6 +313,7 @@ class LennardJones(System):
                 ]
                 for _, block in self.iter_states(X)
             ]
+            or [np.empty(0)]
         )
 
     def kinetic_energy(self, X):
@@ -331,6 +332,7 @@ class LennardJones(System):
                 0.5 * self.mass * np.sum(self._split(block)[1] ** 2, axis=(1, 2))
                 for _, block in self.iter_states(X)
             ]
+            or [np.empty(0)]
         )
 
     def total_energy(self, X):
