@@ -38,7 +38,7 @@ def nonzero_scale(scale, mean=None):
     that dividing by them is safe and leaves those columns unscaled.
 
     A scale counts as degenerate below ``1e-12`` relative to the largest
-    absolute mean (or 1).
+    absolute mean (or 1), or when it is NaN (one row has no spread).
 
     Parameters
     ----------
@@ -52,7 +52,8 @@ def nonzero_scale(scale, mean=None):
     reference = 1.0
     if mean is not None and len(mean):
         reference = max(reference, float(abs(mean).max()))
-    degenerate = scale < 1e-12 * reference
+    # NaN (the spread of a single row) is degenerate too.
+    degenerate = ~(scale >= 1e-12 * reference)
     if isinstance(scale, torch.Tensor):
         return torch.where(degenerate, torch.ones_like(scale), scale)
     return np.where(degenerate, 1.0, scale)

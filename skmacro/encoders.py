@@ -134,8 +134,11 @@ class _Link:
     pandas ``DataFrame`` deep-copy its ``attrs``; the link is shared instead
     of copying the encoder and the states."""
 
-    def __init__(self, encoder, source):
+    def __init__(self, encoder, source, index=None):
         self.encoder, self.source = encoder, source
+        # A DataFrame's row labels at transform: pandas keeps ``attrs``
+        # through reordering, which the states do not follow.
+        self.index = index
 
     def __deepcopy__(self, memo):
         return self
@@ -164,7 +167,7 @@ def latent_frame(Z, encoder, source, columns, index=None):
     import pandas as pd
 
     frame = pd.DataFrame(np.asarray(Z), columns=list(columns), index=index)
-    frame.attrs[LINK_KEY] = _Link(encoder, source)
+    frame.attrs[LINK_KEY] = _Link(encoder, source, frame.index)
     return frame
 
 
@@ -204,7 +207,11 @@ class LatentArray(np.ndarray):
             return out
         rows, *cols = key if isinstance(key, tuple) else (key,)
         whole_rows = out.ndim == 2 and out.shape[1] == self.shape[1]
-        if self.source is None or not whole_rows or any(c != slice(None) for c in cols):
+        if (
+            self.source is None
+            or not whole_rows
+            or any(not (isinstance(c, slice) and c == slice(None)) for c in cols)
+        ):
             return out.view(np.ndarray)
         out.encoder = self.encoder
         out.source = self.source[rows]
@@ -254,5 +261,12 @@ def linked_encoder(Z, name="Z"):
             f"{name} has {n_rows(Z)} rows but its encoder saw {n_rows(link.source)} "
             "states: select rows of X before transform (a DataFrame's row "
             "selection does not carry the states along)"
+        )
+    index = getattr(link, "index", None)
+    if index is not None and not Z.index.equals(index):
+        raise ValueError(
+            f"{name}'s rows were reordered after transform, and a DataFrame's "
+            "reordering does not carry the states along: reorder X before "
+            "transform"
         )
     return check_encoder(link.encoder), link.source

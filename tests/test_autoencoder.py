@@ -441,3 +441,14 @@ def test_a_small_data_set_trains_for_the_minimum_steps(system, n_samples, epochs
     assert len(ae.history_) == epochs
     # The learning rate has decayed along the cosine to a hundredth of lr.
     assert ae.optimizer_.param_groups[0]["lr"] == pytest.approx(1e-5, rel=0.2)
+
+
+def test_one_training_row_gives_finite_scales():
+    """One row has no spread (NaN with Bessel's correction): its scale is 1,
+    not NaN in every output."""
+    X = np.random.default_rng(0).random((1, 6))
+    ae = ClosureAutoencoder(
+        n_components=2, hidden=(8,), validation_fraction=None, max_epochs=1
+    ).fit(X)
+    assert np.all(np.isfinite(ae.latent_scale_))
+    assert np.all(np.isfinite(ae.inverse_transform(ae.transform(X))))

@@ -189,8 +189,10 @@ def test_pooled_subset_jacobian_is_exact_and_gram_backpropagates():
             torch.testing.assert_close(got, expected)
 
 
-def test_sampled_gram_is_unbiased():
-    closure = _closure(64, gram_atoms=1)  # one atom per state: sampled
+@pytest.mark.parametrize("pool_atoms", [None, 24])
+def test_sampled_gram_is_unbiased(pool_atoms):
+    # One atom per state: sampled, among all atoms or pooled ones and others.
+    closure = _closure(64, gram_atoms=1, pool_atoms=pool_atoms)
     X = _states(1, seed=4)
     dense = _dense_jacobian(closure, X)
     exact = (dense @ dense.transpose(1, 2))[0]

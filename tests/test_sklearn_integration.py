@@ -358,6 +358,11 @@ def test_pandas_output_through_the_pipeline(pp_data, make_pipe):
         pipe.predict(X[:4]), reference.predict(X[:4]), rtol=1e-5, atol=1e-7
     )
     assert pipe.score(X, F) == pytest.approx(reference.score(X, F), rel=1e-5)
+    # pandas keeps a frame's attrs through a reordering, which its states do
+    # not follow: the dynamics refuses it.
+    Z = pipe[0].transform(X[:20])
+    with pytest.raises(ValueError, match="reordered after transform"):
+        pipe[1].score(Z.iloc[::-1], F[:20])
 
 
 def numpy_observables(X):

@@ -241,6 +241,15 @@ def test_onsager_shared_layout_needs_a_hidden_layer():
         OnsagerNet(3, hidden=(), shared=True)
 
 
+def test_onsager_needs_non_negative_alpha_and_beta():
+    # Either negative would void the dissipation guarantee.
+    with pytest.raises(ValueError, match="alpha >= 0"):
+        OnsagerNet(3, alpha=-0.5)
+    with pytest.raises(ValueError, match="beta >= 0"):
+        OnsagerNet(3, beta=-1.0)
+    OnsagerNet(3, alpha=0.0, beta=0.0)
+
+
 def test_requr_activation():
     from skmacro.nn.mlp import make_activation
 

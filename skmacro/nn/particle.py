@@ -968,7 +968,9 @@ class ParticleFeatureJacobian:
         )
         closure._gram_draws += 1
         keys = torch.rand(B, n, generator=generator)
-        if s == n:
+        if s == n or g < 2:
+            # Every particle alike (one drawn cannot be split between the
+            # pooled particles and the others).
             chosen = keys.argsort(dim=1)[:, :g]
             weight = torch.full((B, g), n / g)
         else:

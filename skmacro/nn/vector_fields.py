@@ -226,6 +226,16 @@ class OnsagerNet(nn.Module):
         super().__init__()
         d = self.n_components = int(n_components)
         n_potential = d if n_potential is None else int(n_potential)
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            if not float(value) >= 0:
+                raise ValueError(
+                    f"OnsagerNet needs {name} >= 0, got {value!r}: a negative "
+                    + (
+                        "alpha lets M lose definiteness, so V may rise"
+                        if name == "alpha"
+                        else "beta leaves V unbounded below"
+                    )
+                )
         self.alpha = float(alpha)
         self.beta = float(beta)
         if shared:
