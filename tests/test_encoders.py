@@ -152,3 +152,16 @@ def test_an_object_that_is_not_an_encoder_is_named(pp_data):
     Z = LatentArray(np.zeros((3, 2)), NotAnEncoder(), np.zeros((3, 100)))
     with pytest.raises(TypeError, match="NotAnEncoder is not a fitted encoder"):
         PartialForceDynamics().fit(Z, np.zeros((3, 100)))
+
+
+def test_latent_array_selections():
+    """Row selections keep the link to the states; column selections (by a
+    slice or an index array) are plain arrays."""
+    X = np.arange(12.0).reshape(4, 3)
+    Z = LatentArray(X[:, :2] * 10, object(), X)
+    rows = Z[[2, 0]]
+    assert isinstance(rows, LatentArray)
+    np.testing.assert_array_equal(rows.source, X[[2, 0]])
+    assert isinstance(Z[1:, :], LatentArray)
+    for columns in (Z[:, :1], Z[:, np.arange(2)], Z[:, [0, 1]]):
+        assert type(columns) is np.ndarray
