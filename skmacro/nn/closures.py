@@ -298,7 +298,8 @@ class MLPJacobian:
 
     def _map(self, fn):
         WWt = None if self.WWt is None else fn(self.WWt)
-        return MLPJacobian(fn(self.K), fn(self.W), WWt, self.outputs)
+        outputs = None if self.outputs is None else fn(self.outputs)
+        return MLPJacobian(fn(self.K), fn(self.W), WWt, outputs)
 
     def to(self, *args, **kwargs):
         """The factors moved or cast with ``torch.Tensor.to`` (no copy of a
