@@ -24,6 +24,9 @@ def _in_memory(X):
     """NumPy arrays (memory maps included), scipy sparse matrices (which
     ``check_array`` rejects with its usual message) and everything NumPy
     converts cheaply (lists, pandas)."""
+    if isinstance(X, np.memmap) and X.dtype not in (np.float32, np.float64):
+        # Converted whole, it would leave the disk: read in blocks instead.
+        return False
     return (
         not hasattr(X, "shape")
         or hasattr(X, "iloc")
@@ -83,6 +86,12 @@ def check_rows(X, name="X", n_features=None, allow_nd=False, ensure_min_samples=
                 f"Expected a 2-dimensional {name} (n_samples, n_features), got "
                 f"shape {tuple(shape)}"
             )
+        if np.isnan(shape[0]):
+            raise ValueError(
+                f"{name} is a dask array of unknown length (chunks of unknown "
+                f"size, e.g. after boolean indexing): call "
+                f"{name}.compute_chunk_sizes() first"
+            )
         if shape[0] < ensure_min_samples:
             raise ValueError(
                 f"{name} has {shape[0]} sample(s); at least {ensure_min_samples} "
@@ -107,8 +116,8 @@ def take_rows(X, rows, dtype=np.float32, name="X", check_finite=True):
     ----------
     X : array-like of shape (n_samples, ...)
         Validated by :func:`check_rows`.
-    rows : slice or ndarray of int
-        Which rows (an index array in any order, without repeats).
+    rows : slice, int or ndarray of int
+        Which rows (an index array in any order).
     dtype : numpy dtype or None, default=float32
         Cast the block to this dtype (None keeps the stored one).
     name : str, default="X"
@@ -122,19 +131,21 @@ def take_rows(X, rows, dtype=np.float32, name="X", check_finite=True):
     if isinstance(rows, slice):
         block = X[rows]
     elif isinstance(rows, numbers.Integral):
-        block = X[rows : rows + 1]
+        row = int(rows) % n_rows(X)
+        block = X[row : row + 1]
     else:
         rows = np.asarray(rows)
         if type(X).__module__.startswith("h5py"):
-            # h5py reads increasing indices only.
-            order = np.argsort(rows)
-            block = X[rows[order]]
-            block = block[np.argsort(order)]
+            # h5py reads strictly increasing indices only.
+            unique, inverse = np.unique(rows % n_rows(X), return_inverse=True)
+            block = X[unique][inverse]
         else:
             block = X[rows]
     if is_dask(block):
         block = block.compute()
-    block = np.asarray(block, dtype=dtype)
+    stored = block
+    with np.errstate(over="ignore"):  # overflow is reported below
+        block = np.asarray(block, dtype=dtype)
     if not block.flags.writeable:
         # A read-only view (a memory map opened with mode="r"): torch wants
         # its own memory.
@@ -143,5 +154,10 @@ def take_rows(X, rows, dtype=np.float32, name="X", check_finite=True):
         try:
             assert_all_finite(block, input_name=name)
         except ValueError:
+            if np.all(np.isfinite(np.asarray(stored))):
+                raise ValueError(
+                    f"{name} holds values beyond the range of {np.dtype(dtype)} "
+                    "(about 3.4e38 for float32)"
+                ) from None
             raise ValueError(f"{name} contains NaN or infinity") from None
     return block

@@ -67,7 +67,8 @@ def _unwrap(dataset):
     index = None
     while isinstance(dataset, Subset):
         sub = torch.as_tensor(np.asarray(dataset.indices), dtype=torch.long)
-        index = sub if index is None else index[sub]
+        # Outer positions index the inner subset's own positions.
+        index = sub if index is None else sub[index]
         dataset = dataset.dataset
     if not isinstance(dataset, TensorDataset):
         raise TypeError(

@@ -127,3 +127,52 @@ def test_a_fit_on_a_memory_map_holds_less_than_half_of_it(tmp_path):
     added = int(out.strip().splitlines()[-1])
     size = n_rows * n_features * 4
     assert added < size / 2, f"fit added {added / 2**20:.0f} MiB of anonymous memory"
+
+
+def test_reading_rows_of_any_container(tmp_path):
+    """take_rows and check_rows: repeated and negative indices on h5py, an
+    integer memory map read in blocks, and clear errors for dask arrays of
+    unknown length and for values beyond float32."""
+    from skmacro._arrays import check_rows, take_rows
+
+    X = np.arange(24.0).reshape(6, 4)
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "X.h5", "w") as handle:
+        handle["X"] = X
+        rows = np.array([3, 3, 1, -1])
+        np.testing.assert_array_equal(take_rows(handle["X"], rows), X[rows])
+    np.testing.assert_array_equal(take_rows(X, -1), X[-1:])
+
+    ints = np.lib.format.open_memmap(
+        tmp_path / "ints.npy", mode="w+", dtype=np.int16, shape=(6, 4)
+    )
+    ints[:] = X
+    assert check_rows(ints) is ints  # not converted whole into memory
+    np.testing.assert_array_equal(take_rows(ints, slice(2, 4)), X[2:4])
+
+    da = pytest.importorskip("dask.array")
+    filtered = da.from_array(X, chunks=(2, 4))
+    filtered = filtered[filtered[:, 0] >= 0]
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        check_rows(filtered)
+
+    huge = X.copy()
+    huge[1, 2] = 1e39
+    with pytest.raises(ValueError, match="beyond the range of float32"):
+        take_rows(huge, slice(None))
+    huge[1, 2] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        take_rows(huge, slice(None))
+
+
+def test_nested_subsets_read_the_rows_they_show():
+    import torch
+    from torch.utils.data import Subset
+
+    from skmacro._torch_data import BatchIterator, TensorDataset
+
+    base = TensorDataset(np.arange(3.0)[:, None])
+    nested = Subset(Subset(base, [0, 2, 1]), [1, 2, 0])
+    expected = torch.stack([nested[i][0] for i in range(3)])
+    (X, _), *_ = list(BatchIterator(nested, batch_size=3))
+    torch.testing.assert_close(X, expected)
