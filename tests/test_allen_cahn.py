@@ -1,5 +1,6 @@
 """Tests of the Allen-Cahn system (paper Eq. 19-20, 44-45)."""
 
+import json
 import math
 import pickle
 
@@ -760,3 +761,15 @@ def test_experiment_resumes_from_its_checkpoint(tmp_path, monkeypatch):
         run(latent_dim=4)
     with pytest.raises(TypeError, match="checkpoint must be a folder path"):
         run(checkpoint=5)
+    # Other data with the same active snapshots are another run too.
+    with pytest.raises(ValueError, match="checkpoint.*train_starts"):
+        ac.free_energy_comparison(
+            system, t, train[::-1], test, latent_dim=3, checkpoint=tmp_path / "fits"
+        )
+    # A folder written before the first states were recorded takes them.
+    path = tmp_path / "fits" / "settings.json"
+    record = json.loads(path.read_text())
+    del record["train_starts"], record["test_starts"]
+    path.write_text(json.dumps(record))
+    run(n_encoders=2)
+    assert fits == [] and "train_starts" in json.loads(path.read_text())

@@ -212,7 +212,8 @@ def free_energy_comparison(
 
     With ``n_encoders > 1`` the whole fit is repeated on that many
     autoencoders (seeds ``random_state``, ``random_state + 1``, ...; the
-    same partial forces and L_z rows), and each loss's members on all of
+    same partial forces, L_z rows and latent-model seeds, so that the
+    encoder is what varies), and each loss's members on all of
     them are pooled: every member is also rolled out from
     ``selection_trajectories`` of the training trajectories, the members
     are ordered by :func:`skmacro.metrics.greedy_ensemble` on those
@@ -228,7 +229,9 @@ def free_energy_comparison(
     same data with the same settings loads them instead of fitting again: a
     killed run resumes from its last finished fit, and a run with more
     encoders reuses the fits of one with fewer. The folder remembers the
-    settings and the data's active snapshots, and a call with others raises.
+    settings, the data's active snapshots and the first states of the
+    first, middle and last training and test trajectories, and a call with
+    others raises.
 
     Parameters
     ----------
@@ -306,6 +309,8 @@ def free_energy_comparison(
             t_end=float(t[-1]),
             train_active=train_mask,
             test_active=mask,
+            train_starts=_first_states(train),
+            test_starts=_first_states(test),
             latent_dim=latent_dim,
             p=p,
             autoencoder=ae_params,
@@ -535,20 +540,17 @@ class _Checkpoint:
         checkpoint = cls(folder)
         checkpoint.folder.mkdir(parents=True, exist_ok=True)
         path = checkpoint.folder / "settings.json"
-        if path.exists():
-            before = json.loads(path.read_text())
-            differ = sorted(
-                key
-                for key in before.keys() | record.keys()
-                if before.get(key) != record.get(key)
+        before = json.loads(path.read_text()) if path.exists() else {}
+        differ = sorted(key for key in before if before[key] != record.get(key))
+        if differ:
+            raise ValueError(
+                f"checkpoint: {folder} holds the fits of another run "
+                f"({', '.join(differ)} differ); give another folder, or "
+                "delete it to start over"
             )
-            if differ:
-                raise ValueError(
-                    f"checkpoint: {folder} holds the fits of another run "
-                    f"({', '.join(differ)} differ); give another folder, or "
-                    "delete it to start over"
-                )
-        else:
+        if before.keys() != record.keys():
+            # A new folder, or one written before a setting was recorded:
+            # what it does record matches, so it takes the rest.
             path.write_text(json.dumps(record, indent=1, sort_keys=True))
         return checkpoint
 
@@ -614,6 +616,15 @@ def _pool(by_encoder, selection_true, selection_rollouts, selection_mask, test_m
         Z_pred=Z_pred,
         pipelines=[r.pipeline for r in by_encoder],
     )
+
+
+def _first_states(trajectories):
+    """The first states of the first, middle and last trajectories: with
+    the active-snapshot masks they tell one data set from another, read in
+    three chunks of a store."""
+    source = _array_or_dask(trajectories)
+    n = source.shape[0]
+    return np.stack([np.asarray(source[i, 0]) for i in sorted({0, n // 2, n - 1})])
 
 
 def _evenly_spaced(n, k):

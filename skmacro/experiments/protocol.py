@@ -153,7 +153,11 @@ def ensemble_rollouts(pipeline, t, trajectories, dt=None, n_std=2.0):
         return_std=True,
         return_members=True,
     )
-    Z_mean, Z_std = Z_mean[..., :d_star], Z_std[..., :d_star]
+    # As rollout_error scores: the ensemble's rollout diverged where any
+    # member's did.
+    diverged = np.logical_or.accumulate(np.isnan(members).any(axis=(0, 3)), axis=1)
+    Z_mean = np.where(diverged[..., None], np.nan, Z_mean[..., :d_star])
+    Z_std = Z_std[..., :d_star]
     later = slice(1, None)  # every member starts at the true initial state
     spread = np.linalg.norm(Z_std[:, later], axis=-1) / np.linalg.norm(
         Z_true[:, later], axis=-1
