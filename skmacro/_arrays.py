@@ -21,9 +21,9 @@ def is_dask(X):
 
 
 def _in_memory(X):
-    """NumPy arrays (memory maps included), scipy sparse matrices (which
-    ``check_array`` rejects with its usual message) and everything NumPy
-    converts cheaply (lists, pandas)."""
+    """NumPy arrays (memory maps of float32 or float64 included), scipy
+    sparse matrices (which ``check_array`` rejects with its usual message)
+    and everything NumPy converts cheaply (lists, pandas, torch tensors)."""
     if isinstance(X, np.memmap) and X.dtype not in (np.float32, np.float64):
         # Converted whole, it would leave the disk: read in blocks instead.
         return False
@@ -32,6 +32,7 @@ def _in_memory(X):
         or hasattr(X, "iloc")
         or isinstance(X, np.ndarray)
         or sp.issparse(X)
+        or type(X).__module__.startswith("torch")  # a tensor, read as its array
     )
 
 

@@ -372,3 +372,11 @@ def numpy_observables(X):
 def test_observables_that_are_not_torch_differentiable_are_named(pp_data):
     with pytest.raises(ValueError, match="numpy_observables must be a torch"):
         ClosureAutoencoder(observables=numpy_observables, max_epochs=1).fit(pp_data[0])
+
+
+def test_torch_tensors_are_read_as_arrays(pp_data, fitted_ae):
+    X, F = pp_data
+    tensor = torch.from_numpy(X[:20])
+    np.testing.assert_array_equal(
+        fitted_ae.transform(tensor), fitted_ae.transform(X[:20])
+    )
