@@ -77,3 +77,19 @@ def index_chunks(rows, floats_per_row, budget=FLOAT_BUDGET):
             ]
     size = max(1, budget // max(floats_per_row, 1))
     return [rows[s : s + size] for s in range(0, len(rows), size)]
+
+
+def evenly_spaced(rows, n):
+    """Up to ``n`` evenly spaced entries of ``rows``, first and last included.
+
+    Parameters
+    ----------
+    rows : ndarray of int
+    n : int
+
+    Returns
+    -------
+    ndarray of int
+    """
+    rows = np.sort(rows)
+    return rows[np.linspace(0, len(rows) - 1, min(len(rows), n)).astype(int)]

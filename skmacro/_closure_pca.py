@@ -7,7 +7,7 @@ from numbers import Integral
 import numpy as np
 import torch
 
-from ._chunking import row_chunks
+from ._chunking import evenly_spaced, row_chunks
 
 #: Training states (evenly spaced) on which the principal directions are
 #: fitted: their Gram matrix stays cheap at N = 300,000.
@@ -17,22 +17,6 @@ SHIFT_SAMPLE = 256
 #: Median shift above which the projection warns: the closure then differs
 #: on the data from the one the decoder was trained with.
 SHIFT_WARN = 1e-2
-
-
-def evenly_spaced(rows, n):
-    """Up to ``n`` evenly spaced entries of ``rows``, first and last included.
-
-    Parameters
-    ----------
-    rows : ndarray of int
-    n : int
-
-    Returns
-    -------
-    ndarray of int
-    """
-    rows = np.sort(rows)
-    return rows[np.linspace(0, len(rows) - 1, min(len(rows), n)).astype(int)]
 
 
 def leading_directions(sample, n_components, n_min):

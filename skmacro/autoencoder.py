@@ -15,8 +15,8 @@ from torch import nn
 
 from . import _observables
 from ._arrays import check_rows, n_rows, take_rows
-from ._chunking import STATISTICS_BUDGET, index_chunks
-from ._closure_pca import evenly_spaced, project_closure
+from ._chunking import STATISTICS_BUDGET, evenly_spaced, index_chunks
+from ._closure_pca import project_closure
 from ._conditioning import (
     ConditioningWarning,
     median_condition_number,

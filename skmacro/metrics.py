@@ -160,12 +160,7 @@ def rollout_error(
         return_members=True,
         verbose=verbose,
     )
-    # The model's rollout diverged where any member's did (simulate would
-    # have raised); the mean of the members still finite would hide it.
-    diverged = np.isnan(Z_members).any(axis=(0, 3))  # (n_trajectories, T)
-    Z_pred = np.where(
-        np.logical_or.accumulate(diverged, axis=1)[..., None], np.nan, Z_pred
-    )
+    Z_pred = _diverged_where_any_member(Z_pred, Z_members)
     d_star = pipeline[0].n_observables_
     error = mean_relative_error(
         Z_true[..., :d_star], Z_pred[..., :d_star], squared=squared
@@ -173,6 +168,28 @@ def rollout_error(
     if return_members:
         return error, Z_true, Z_pred, Z_members
     return error, Z_true, Z_pred
+
+
+def _diverged_where_any_member(z_mean, z_members):
+    """An ensemble's mean rollout, NaN from the first time any member's
+    rollout diverged: the model's rollout diverged there (``simulate``
+    would have raised); the mean of the members still finite would hide
+    it.
+
+    Parameters
+    ----------
+    z_mean : ndarray of shape (n_trajectories, T, k)
+    z_members : ndarray of shape (n_members, n_trajectories, T, d)
+        NaN from where each member diverged (``simulate(...,
+        on_divergence="mask", return_members=True)``); ``d >= k``.
+
+    Returns
+    -------
+    ndarray of shape (n_trajectories, T, k)
+    """
+    diverged = np.isnan(z_members).any(axis=(0, 3))  # (n_trajectories, T)
+    diverged = np.logical_or.accumulate(diverged, axis=1)
+    return np.where(diverged[..., None], np.nan, z_mean)
 
 
 def greedy_ensemble(z_true, z_members, *, mask=None, squared=False):

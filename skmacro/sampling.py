@@ -15,7 +15,7 @@ from sklearn.utils import check_random_state
 from tqdm.auto import tqdm
 
 from ._arrays import n_rows, take_rows
-from ._chunking import SAMPLING_BUDGET
+from ._chunking import SAMPLING_BUDGET, evenly_spaced
 from ._validation import check_choice, check_p
 from .storage import PartialForceStore
 
@@ -173,7 +173,7 @@ def sample_partial_forces(
     # The first, middle and last states stand for X in the store's
     # fingerprint: reading them costs nothing, and other data of the same
     # size almost surely differ there.
-    probe = np.unique([0, n_samples // 2, n_samples - 1]) if n_samples else []
+    probe = evenly_spaced(np.arange(n_samples), 3)
     store = PartialForceStore.open(
         out,
         n_samples,

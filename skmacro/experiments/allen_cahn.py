@@ -40,6 +40,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import check_scalar
 
 from .._arrays import is_dask
+from .._chunking import evenly_spaced
 from ..autoencoder import ClosureAutoencoder
 from ..integrate import simulate
 from ..metrics import greedy_ensemble, mean_relative_error
@@ -623,8 +624,8 @@ def _first_states(trajectories):
     the active-snapshot masks they tell one data set from another, read in
     three chunks of a store."""
     source = _array_or_dask(trajectories)
-    n = source.shape[0]
-    return np.stack([np.asarray(source[i, 0]) for i in sorted({0, n // 2, n - 1})])
+    picked = evenly_spaced(np.arange(source.shape[0]), 3)
+    return np.stack([np.asarray(source[i, 0]) for i in picked])
 
 
 def _evenly_spaced(n, k):

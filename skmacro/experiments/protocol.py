@@ -12,7 +12,12 @@ from sklearn.pipeline import Pipeline
 
 from ..dynamics import PartialForceDynamics
 from ..integrate import simulate
-from ..metrics import band_coverage, mean_relative_error, rollout_error
+from ..metrics import (
+    _diverged_where_any_member,
+    band_coverage,
+    mean_relative_error,
+    rollout_error,
+)
 
 __all__ = [
     "DynamicsRun",
@@ -153,10 +158,7 @@ def ensemble_rollouts(pipeline, t, trajectories, dt=None, n_std=2.0):
         return_std=True,
         return_members=True,
     )
-    # As rollout_error scores: the ensemble's rollout diverged where any
-    # member's did.
-    diverged = np.logical_or.accumulate(np.isnan(members).any(axis=(0, 3)), axis=1)
-    Z_mean = np.where(diverged[..., None], np.nan, Z_mean[..., :d_star])
+    Z_mean = _diverged_where_any_member(Z_mean[..., :d_star], members)
     Z_std = Z_std[..., :d_star]
     later = slice(1, None)  # every member starts at the true initial state
     spread = np.linalg.norm(Z_std[:, later], axis=-1) / np.linalg.norm(
