@@ -96,8 +96,9 @@ np.testing.assert_array_equal(loaded.predict(X[:10]), pipe.predict(X[:10]))
 # %%
 # More epochs on the same data
 # ----------------------------
-# With ``warm_start=True``, ``fit`` continues from the current weights and
-# the history grows; the encoder is left as it is, so the dynamics is fitted
+# With ``warm_start=True``, ``fit`` continues from the current weights with
+# a fresh learning-rate schedule from the current ``lr``, and the history
+# grows; the encoder is left as it is, so the dynamics is fitted
 # on its latent coordinates directly.
 dyn = loaded[-1].set_params(warm_start=True)
 dyn.fit(loaded[0].transform(X), F)
